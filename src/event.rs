@@ -1,0 +1,358 @@
+//! The event model: what depsetfs records, shared by recording and analysis.
+//!
+//! Every FUSE request becomes an [`Access`] (who, which operation, which path, the outcome, the
+//! open intent); the process tracker adds [`ProcessInfo`], fork, exec and exit records. These
+//! types are the contract between the recording side (filesystem handlers, process tracking,
+//! the log writer) and the analysis side (log reader, deployment set, graph). They are written
+//! to the log as MessagePack maps (field names kept) so that later versions can add fields;
+//! docs/log-format.md describes the encoding.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a log file; the first value of every log is a [`LogHeader`] with this magic.
+pub const LOG_MAGIC: &str = "depsetfs-log";
+/// Bumped when a change to these types would make an older reader misread a log.
+pub const LOG_FORMAT_VERSION: u32 = 1;
+
+/// Nanoseconds since the Unix epoch.
+pub type TimeNs = u64;
+
+/// The first value of a log: what was mirrored, where, on which machine, from when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LogHeader {
+    pub magic: String,
+    pub version: u32,
+    /// The mirrored tree on the host (usually `/`).
+    pub source: String,
+    /// Where the mirror was mounted on the host.
+    pub mountpoint: String,
+    pub host: String,
+    /// `uname -r` of the recording machine.
+    pub kernel: String,
+    pub started_ns: TimeNs,
+    /// Boot time, so that process start times (clock ticks since boot) convert to wall time.
+    pub boot_time_ns: TimeNs,
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    pub clock_ticks: u64,
+    /// `full`: every lookup and getattr reached the daemon (no kernel caching).
+    pub fidelity: String,
+    /// Whether TCP/UDP connect/bind/listen/accept were recorded (only when depsetfs started
+    /// the service itself).
+    pub network_recorded: bool,
+    /// For `depsetfs run`: the command, its working directory (as seen in the mirror) and the
+    /// pid of the process that ran it.
+    #[serde(default)]
+    pub command: Option<TracedCommand>,
+}
+
+/// The command `depsetfs run` started.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TracedCommand {
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub pid: u32,
+}
+
+/// One value after the header.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Access(Access),
+    Process(ProcessInfo),
+    Fork(ForkEvent),
+    Exec(ExecEvent),
+    Exit(ExitEvent),
+    Lost(LostEvents),
+}
+
+/// The filesystem operation a FUSE request asked for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Lookup,
+    Getattr,
+    Setattr,
+    Readlink,
+    Mknod,
+    Mkdir,
+    Unlink,
+    Rmdir,
+    Symlink,
+    Rename,
+    Link,
+    Open,
+    Create,
+    Read,
+    Write,
+    Flush,
+    Release,
+    Fsync,
+    Opendir,
+    Readdir,
+    Releasedir,
+    Fsyncdir,
+    Statfs,
+    Setxattr,
+    Getxattr,
+    Listxattr,
+    Removexattr,
+    Fallocate,
+    Lseek,
+    CopyFileRange,
+    Getlk,
+    Setlk,
+}
+
+impl Op {
+    /// The lowercase name used in JSON output and in docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Getattr => "getattr",
+            Op::Setattr => "setattr",
+            Op::Readlink => "readlink",
+            Op::Mknod => "mknod",
+            Op::Mkdir => "mkdir",
+            Op::Unlink => "unlink",
+            Op::Rmdir => "rmdir",
+            Op::Symlink => "symlink",
+            Op::Rename => "rename",
+            Op::Link => "link",
+            Op::Open => "open",
+            Op::Create => "create",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Release => "release",
+            Op::Fsync => "fsync",
+            Op::Opendir => "opendir",
+            Op::Readdir => "readdir",
+            Op::Releasedir => "releasedir",
+            Op::Fsyncdir => "fsyncdir",
+            Op::Statfs => "statfs",
+            Op::Setxattr => "setxattr",
+            Op::Getxattr => "getxattr",
+            Op::Listxattr => "listxattr",
+            Op::Removexattr => "removexattr",
+            Op::Fallocate => "fallocate",
+            Op::Lseek => "lseek",
+            Op::CopyFileRange => "copy_file_range",
+            Op::Getlk => "getlk",
+            Op::Setlk => "setlk",
+        }
+    }
+
+    /// Operations that change the tree or a file's content or metadata: a file touched this
+    /// way depends on the process that did it.
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Op::Setattr
+                | Op::Mknod
+                | Op::Mkdir
+                | Op::Unlink
+                | Op::Rmdir
+                | Op::Symlink
+                | Op::Rename
+                | Op::Link
+                | Op::Create
+                | Op::Write
+                | Op::Setxattr
+                | Op::Removexattr
+                | Op::Fallocate
+        )
+    }
+}
+
+/// What an open (or create) meant to do, as bits; also set on read/write records.
+pub mod intent {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 1 << 1;
+    pub const CREATE: u32 = 1 << 2;
+    pub const TRUNCATE: u32 = 1 << 3;
+    /// The kernel opened the file to execute it: a binary, its ELF interpreter, or a `#!`
+    /// interpreter (`__FMODE_EXEC` in the open flags).
+    pub const EXEC: u32 = 1 << 4;
+    pub const APPEND: u32 = 1 << 5;
+    pub const DIRECTORY: u32 = 1 << 6;
+
+    /// The flag the kernel sets on opens done by execve (`__FMODE_EXEC`).
+    pub const KERNEL_FMODE_EXEC: i32 = 0x20;
+
+    /// Intent bits of open(2) flags as FUSE passes them.
+    pub fn from_open_flags(flags: i32) -> u32 {
+        let mut bits = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => WRITE,
+            libc::O_RDWR => READ | WRITE,
+            _ => READ,
+        };
+        if flags & libc::O_TRUNC != 0 {
+            bits |= TRUNCATE;
+        }
+        if flags & libc::O_APPEND != 0 {
+            bits |= APPEND;
+        }
+        if flags & libc::O_CREAT != 0 {
+            bits |= CREATE;
+        }
+        if flags & KERNEL_FMODE_EXEC != 0 {
+            bits |= EXEC;
+        }
+        bits
+    }
+
+    /// Names of the bits, for human and JSON output.
+    pub fn names(bits: u32) -> Vec<&'static str> {
+        const NAMES: [(u32, &str); 7] = [
+            (READ, "read"),
+            (WRITE, "write"),
+            (CREATE, "create"),
+            (TRUNCATE, "truncate"),
+            (EXEC, "exec"),
+            (APPEND, "append"),
+            (DIRECTORY, "directory"),
+        ];
+        NAMES
+            .iter()
+            .filter(|(bit, _)| bits & bit != 0)
+            .map(|(_, name)| *name)
+            .collect()
+    }
+}
+
+/// The type of the file an access concerned, when the daemon knew it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    #[default]
+    Unknown,
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    /// The kind of a `st_mode`.
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            _ => FileKind::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Unknown => "unknown",
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "chardevice",
+            FileKind::BlockDevice => "blockdevice",
+        }
+    }
+}
+
+/// One operation, or several identical ones merged: same process, operation, path(s), outcome
+/// and intent. `count`, `bytes` and the first/last times survive the merge. A log may hold
+/// several records with the same key (one per flush interval in which it recurred); readers
+/// add them up.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Thread group id of the caller (0: a request the kernel made on its own, e.g. writeback).
+    pub pid: u32,
+    /// The calling thread of the first merged request.
+    pub tid: u32,
+    /// Start time of the process in clock ticks since boot: tells reused pids apart.
+    pub start: u64,
+    pub op: Op,
+    /// Absolute path in the mirrored tree, as the process saw it.
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Second path of rename (the new name), link (the new name), symlink (the link's target
+    /// text) and copy_file_range (the destination).
+    #[serde(with = "serde_bytes", default)]
+    pub target: Option<Vec<u8>>,
+    /// 0 on success, else the errno the caller got (failed lookups are kept).
+    pub errno: i32,
+    /// [`intent`] bits.
+    pub intent: u32,
+    pub kind: FileKind,
+    pub count: u64,
+    /// Bytes read or written (read, write, copy_file_range), else 0.
+    pub bytes: u64,
+    pub first_ns: TimeNs,
+    pub last_ns: TimeNs,
+}
+
+impl Access {
+    pub fn succeeded(&self) -> bool {
+        self.errno == 0
+    }
+}
+
+/// What /proc said about a process when depsetfs first saw it (or saw it exec).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Clock ticks since boot, from /proc/PID/stat.
+    pub start: u64,
+    pub ppid: u32,
+    /// Target of /proc/PID/exe (a host path: the mountpoint prefix is removed when it lies
+    /// inside the mirror). Empty when the process was gone before it could be read.
+    #[serde(with = "serde_bytes")]
+    pub exe: Vec<u8>,
+    pub argv: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub seen_ns: TimeNs,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub ts_ns: TimeNs,
+    pub parent: u32,
+    pub child: u32,
+    /// Whether the child is a new thread of the parent's process rather than a new process.
+    pub thread: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub ts_ns: TimeNs,
+    pub pid: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub ts_ns: TimeNs,
+    pub pid: u32,
+    /// The wait status as the kernel reports it (exit code << 8 | signal).
+    pub status: i32,
+}
+
+/// Events the recorder knows it missed (e.g. proc-connector buffer overruns).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LostEvents {
+    pub ts_ns: TimeNs,
+    pub source: String,
+    pub count: u64,
+}
+
+/// Now, as nanoseconds since the Unix epoch.
+pub fn now_ns() -> TimeNs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
