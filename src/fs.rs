@@ -1,0 +1,1179 @@
+//! The operation handlers: a passthrough FUSE filesystem that mirrors a source tree and records
+//! every request.
+//!
+//! Each handler resolves its node(s) in the [`InodeTable`], performs the operation on the
+//! underlying file with an `*at()` call relative to the node's `O_PATH` descriptor (never by
+//! path), answers the kernel, and then records one [`Access`] with the calling process, the
+//! mirror path, the outcome and the open intent. Permission checks are the kernel's
+//! (`default_permissions`); the daemon runs as root, so objects it creates are handed to the
+//! caller's uid/gid right after creation (the group stays the directory's in a setgid
+//! directory, as the underlying filesystem set it). Attribute and entry timeouts are zero by
+//! default so every process's lookups and stats reach the daemon and are attributed.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use fuser::{
+    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::event::{Access, FileKind, Op, intent, now_ns};
+use crate::inodes::{InodeTable, Node};
+use crate::process::ProcessTracker;
+use crate::recorder::Recorder;
+use crate::sys::{self, XattrAnswer};
+
+/// How long the kernel may cache entries and attributes. Zero (the default) keeps full
+/// fidelity: every lookup and stat of every process reaches the daemon.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CachePolicy {
+    pub entry_ttl: Duration,
+    pub attr_ttl: Duration,
+}
+
+/// An open file or directory handle.
+struct OpenHandle {
+    fd: OwnedFd,
+}
+
+/// The mirror: inode table, open handles, and where events go.
+pub struct MirrorFs {
+    inodes: InodeTable,
+    handles: DashMap<u64, Arc<OpenHandle>>,
+    next_handle: AtomicU64,
+    root_dev: u64,
+    cache: CachePolicy,
+    recorder: Recorder,
+    tracker: Arc<ProcessTracker>,
+}
+
+/// What a handler reports to the recorder about one request.
+struct Event<'a> {
+    op: Op,
+    path: &'a [u8],
+    target: Option<Vec<u8>>,
+    errno: i32,
+    intent: u32,
+    kind: FileKind,
+    bytes: u64,
+}
+
+impl<'a> Event<'a> {
+    fn new(op: Op, path: &'a [u8]) -> Event<'a> {
+        Event {
+            op,
+            path,
+            target: None,
+            errno: 0,
+            intent: 0,
+            kind: FileKind::Unknown,
+            bytes: 0,
+        }
+    }
+
+    fn outcome<T>(mut self, result: &Result<T, Errno>) -> Self {
+        if let Err(errno) = result {
+            self.errno = i32::from(*errno);
+        }
+        self
+    }
+
+    fn kind(mut self, kind: FileKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    fn intent(mut self, intent: u32) -> Self {
+        self.intent = intent;
+        self
+    }
+
+    fn bytes(mut self, bytes: u64) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    fn target(mut self, target: Vec<u8>) -> Self {
+        self.target = Some(target);
+        self
+    }
+}
+
+fn errno(err: std::io::Error) -> Errno {
+    Errno::from(err)
+}
+
+/// `parent/name` as a mirror path.
+fn child_path(parent: &[u8], name: &OsStr) -> Vec<u8> {
+    let name = name.as_bytes();
+    let mut path = Vec::with_capacity(parent.len() + 1 + name.len());
+    path.extend_from_slice(parent);
+    if parent.last() != Some(&b'/') {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+fn system_time(secs: i64, nsecs: i64) -> SystemTime {
+    let nanos = Duration::from_nanos(nsecs.clamp(0, 999_999_999) as u64);
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dirent_type(d_type: u8) -> FileType {
+    match d_type {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn timespec(time: Option<TimeOrNow>) -> libc::timespec {
+    match time {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(time)) => match time.duration_since(UNIX_EPOCH) {
+            Ok(since) => libc::timespec {
+                tv_sec: since.as_secs() as libc::time_t,
+                tv_nsec: since.subsec_nanos() as libc::c_long,
+            },
+            Err(before) => {
+                let before = before.duration();
+                libc::timespec {
+                    tv_sec: -(before.as_secs() as libc::time_t) - 1,
+                    tv_nsec: (1_000_000_000 - before.subsec_nanos()) as libc::c_long,
+                }
+            }
+        },
+    }
+}
+
+/// Open flags the daemon must not pass to its own open of the underlying file.
+fn underlying_open_flags(flags: i32) -> i32 {
+    // O_DIRECT would demand aligned buffers of the daemon; the kernel already bypasses the page
+    // cache for the caller when the handle is marked FOPEN_DIRECT_IO.
+    flags
+        & !(libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_DIRECT
+            | intent::KERNEL_FMODE_EXEC)
+}
+
+impl MirrorFs {
+    pub fn new(
+        root_fd: OwnedFd,
+        cache: CachePolicy,
+        recorder: Recorder,
+        tracker: Arc<ProcessTracker>,
+    ) -> std::io::Result<MirrorFs> {
+        let root_stat = sys::fstat(root_fd.as_raw_fd())?;
+        Ok(MirrorFs {
+            inodes: InodeTable::new(root_fd, &root_stat),
+            handles: DashMap::new(),
+            next_handle: AtomicU64::new(1),
+            root_dev: root_stat.st_dev,
+            cache,
+            recorder,
+            tracker,
+        })
+    }
+
+    fn record(&self, req: &Request, event: Event<'_>) {
+        let caller = self.tracker.identify(req.pid());
+        let now = now_ns();
+        self.recorder.access(Access {
+            pid: caller.pid,
+            tid: caller.tid,
+            start: caller.start,
+            op: event.op,
+            path: event.path.to_vec(),
+            target: event.target,
+            errno: event.errno,
+            intent: event.intent,
+            kind: event.kind,
+            count: 1,
+            bytes: event.bytes,
+            first_ns: now,
+            last_ns: now,
+        });
+    }
+
+    fn node(&self, number: INodeNo) -> Result<Arc<Node>, Errno> {
+        self.inodes.get(number.0).ok_or(Errno::ESTALE)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<OpenHandle>, Errno> {
+        self.handles
+            .get(&fh.0)
+            .map(|handle| Arc::clone(&handle))
+            .ok_or(Errno::EBADF)
+    }
+
+    fn add_handle(&self, fd: OwnedFd) -> FileHandle {
+        let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(number, Arc::new(OpenHandle { fd }));
+        FileHandle(number)
+    }
+
+    /// The inode number shown to stat(): the real one on the source's device; on submounts,
+    /// mixed with the device so files of different filesystems never share one.
+    fn visible_ino(&self, dev: u64, ino: u64) -> u64 {
+        if dev == self.root_dev {
+            ino
+        } else {
+            ino ^ dev.rotate_left(40)
+        }
+    }
+
+    fn attr(&self, stat: &libc::stat) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(self.visible_ino(stat.st_dev, stat.st_ino)),
+            size: stat.st_size as u64,
+            blocks: stat.st_blocks as u64,
+            atime: system_time(stat.st_atime, stat.st_atime_nsec),
+            mtime: system_time(stat.st_mtime, stat.st_mtime_nsec),
+            ctime: system_time(stat.st_ctime, stat.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind: file_type(stat.st_mode),
+            perm: (stat.st_mode & 0o7777) as u16,
+            nlink: stat.st_nlink as u32,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            rdev: stat.st_rdev as u32,
+            blksize: stat.st_blksize as u32,
+            flags: 0,
+        }
+    }
+
+    fn node_attr(&self, node: &Node) -> Result<FileAttr, Errno> {
+        let stat = sys::fstat(node.raw_fd()).map_err(errno)?;
+        Ok(self.attr(&stat))
+    }
+
+    /// Looks `name` up under `parent` and registers a kernel reference to it.
+    fn lookup_child(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        path: &[u8],
+    ) -> Result<(u64, FileAttr), Errno> {
+        let fd = sys::openat(parent.raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(errno)?;
+        let stat = sys::fstat(fd.as_raw_fd()).map_err(errno)?;
+        let number = self.inodes.remember(fd, &stat, Arc::from(path));
+        Ok((number, self.attr(&stat)))
+    }
+
+    /// Gives a just-created object to the caller. The daemon created it as root; in a setgid
+    /// directory the filesystem already gave it the directory's group, which must stay.
+    fn hand_to_caller(&self, req: &Request, parent: &Node, fd: i32) -> Result<(), Errno> {
+        let parent_stat = sys::fstat(parent.raw_fd()).map_err(errno)?;
+        let gid = if parent_stat.st_mode & libc::S_ISGID != 0 {
+            u32::MAX
+        } else {
+            req.gid()
+        };
+        if req.uid() == 0 && (gid == u32::MAX || gid == 0) {
+            return Ok(());
+        }
+        let before = sys::fstat(fd).map_err(errno)?;
+        sys::chown_fd(fd, req.uid(), gid).map_err(errno)?;
+        // chown clears setuid/setgid bits of regular files; the creator asked for them.
+        let special = before.st_mode & (libc::S_ISUID | libc::S_ISGID);
+        if special != 0 && before.st_mode & libc::S_IFMT == libc::S_IFREG {
+            sys::chmod_fd(fd, before.st_mode & 0o7777).map_err(errno)?;
+        }
+        Ok(())
+    }
+
+    /// Common tail of mkdir, mknod and symlink: hand the new entry to the caller, look it up.
+    fn finish_new_entry(
+        &self,
+        req: &Request,
+        parent: &Node,
+        name: &OsStr,
+        path: &[u8],
+    ) -> Result<(u64, FileAttr), Errno> {
+        let fd = sys::openat(parent.raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(errno)?;
+        self.hand_to_caller(req, parent, fd.as_raw_fd())?;
+        let stat = sys::fstat(fd.as_raw_fd()).map_err(errno)?;
+        let number = self.inodes.remember(fd, &stat, Arc::from(path));
+        Ok((number, self.attr(&stat)))
+    }
+
+    /// Entry replies carry the node number in `attr.ino` (fuser uses one field for both); the
+    /// real inode number reaches stat() through getattr, which the zero attribute timeout forces.
+    fn reply_entry(&self, reply: ReplyEntry, result: &Result<(u64, FileAttr), Errno>) {
+        match result {
+            Ok((number, attr)) => reply.entry_with_ttls(
+                &self.cache.entry_ttl,
+                &self.cache.attr_ttl,
+                &FileAttr {
+                    ino: INodeNo(*number),
+                    ..*attr
+                },
+                Generation(0),
+            ),
+            Err(e) => reply.error(*e),
+        }
+    }
+
+    fn do_setattr(
+        &self,
+        node: &Node,
+        change: &AttrChange,
+        fh: Option<FileHandle>,
+    ) -> Result<FileAttr, Errno> {
+        let fd = node.raw_fd();
+        if let Some(mode) = change.mode {
+            sys::chmod_fd(fd, mode & 0o7777).map_err(errno)?;
+        }
+        if change.uid.is_some() || change.gid.is_some() {
+            sys::chown_fd(
+                fd,
+                change.uid.unwrap_or(u32::MAX),
+                change.gid.unwrap_or(u32::MAX),
+            )
+            .map_err(errno)?;
+        }
+        if let Some(size) = change.size {
+            match fh.map(|fh| self.handle(fh)).transpose()? {
+                Some(handle) => sys::ftruncate(handle.fd.as_raw_fd(), size),
+                None => sys::truncate_fd(fd, size),
+            }
+            .map_err(errno)?;
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            let times = [timespec(change.atime), timespec(change.mtime)];
+            sys::utimens_fd(fd, &times).map_err(errno)?;
+        }
+        self.node_attr(node)
+    }
+
+    fn xattr_reply(reply: ReplyXattr, result: &Result<XattrAnswer, Errno>) {
+        match result {
+            Ok(XattrAnswer::Size(size)) => reply.size(*size as u32),
+            Ok(XattrAnswer::Data(data)) => reply.data(data),
+            Err(e) => reply.error(*e),
+        }
+    }
+}
+
+/// The fields a setattr request may change.
+struct AttrChange {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+}
+
+impl Filesystem for MirrorFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Lookups and readdirs in one directory may run in parallel; the daemon has no
+        // per-directory state that needs the kernel's serialisation.
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), name);
+        let result = self.lookup_child(&parent, name, &path);
+        let kind = result
+            .as_ref()
+            .map(|(number, _)| {
+                self.inodes
+                    .get(*number)
+                    .map_or(FileKind::Unknown, |n| n.kind)
+            })
+            .unwrap_or_default();
+        self.reply_entry(reply, &result);
+        self.record(
+            req,
+            Event::new(Op::Lookup, &path).outcome(&result).kind(kind),
+        );
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let result = self.node_attr(&node);
+        match &result {
+            Ok(attr) => reply.attr(&self.cache.attr_ttl, attr),
+            Err(e) => reply.error(*e),
+        }
+        self.record(
+            req,
+            Event::new(Op::Getattr, &node.path())
+                .outcome(&result)
+                .kind(node.kind),
+        );
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        let result = self.do_setattr(&node, &change, fh);
+        match &result {
+            Ok(attr) => reply.attr(&self.cache.attr_ttl, attr),
+            Err(e) => reply.error(*e),
+        }
+        let intent = if size.is_some() { intent::TRUNCATE } else { 0 };
+        self.record(
+            req,
+            Event::new(Op::Setattr, &node.path())
+                .outcome(&result)
+                .kind(node.kind)
+                .intent(intent),
+        );
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let result = sys::readlink_fd(node.raw_fd()).map_err(errno);
+        match &result {
+            Ok(target) => reply.data(target),
+            Err(e) => reply.error(*e),
+        }
+        let path = node.path();
+        let mut event = Event::new(Op::Readlink, &path)
+            .outcome(&result)
+            .kind(node.kind);
+        if let Ok(target) = result {
+            event = event.target(target);
+        }
+        self.record(req, event);
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), name);
+        let result = sys::mknodat(parent.raw_fd(), name, mode, u64::from(rdev))
+            .map_err(errno)
+            .and_then(|()| self.finish_new_entry(req, &parent, name, &path));
+        self.reply_entry(reply, &result);
+        self.record(
+            req,
+            Event::new(Op::Mknod, &path)
+                .outcome(&result)
+                .kind(FileKind::from_mode(mode))
+                .intent(intent::CREATE),
+        );
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), name);
+        let result = sys::mkdirat(parent.raw_fd(), name, mode)
+            .map_err(errno)
+            .and_then(|()| self.finish_new_entry(req, &parent, name, &path));
+        self.reply_entry(reply, &result);
+        self.record(
+            req,
+            Event::new(Op::Mkdir, &path)
+                .outcome(&result)
+                .kind(FileKind::Dir)
+                .intent(intent::CREATE),
+        );
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_entry(req, parent, name, 0, reply);
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove_entry(req, parent, name, libc::AT_REMOVEDIR, reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), link_name);
+        let result = sys::symlinkat(target, parent.raw_fd(), link_name)
+            .map_err(errno)
+            .and_then(|()| self.finish_new_entry(req, &parent, link_name, &path));
+        self.reply_entry(reply, &result);
+        self.record(
+            req,
+            Event::new(Op::Symlink, &path)
+                .outcome(&result)
+                .kind(FileKind::Symlink)
+                .intent(intent::CREATE)
+                .target(target.as_os_str().as_bytes().to_vec()),
+        );
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (old_dir, new_dir) = match (self.node(parent), self.node(newparent)) {
+            (Ok(old_dir), Ok(new_dir)) => (old_dir, new_dir),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let old_path = child_path(&old_dir.path(), name);
+        let new_path = child_path(&new_dir.path(), newname);
+        let result = sys::renameat2(
+            old_dir.raw_fd(),
+            name,
+            new_dir.raw_fd(),
+            newname,
+            flags.bits(),
+        )
+        .map_err(errno);
+        reply_empty(reply, &result);
+        self.record(
+            req,
+            Event::new(Op::Rename, &old_path)
+                .outcome(&result)
+                .target(new_path),
+        );
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let (node, new_dir) = match (self.node(ino), self.node(newparent)) {
+            (Ok(node), Ok(new_dir)) => (node, new_dir),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let new_path = child_path(&new_dir.path(), newname);
+        let result = sys::link_fd(node.raw_fd(), new_dir.raw_fd(), newname)
+            .map_err(errno)
+            .and_then(|()| self.lookup_child(&new_dir, newname, &new_path));
+        self.reply_entry(reply, &result);
+        self.record(
+            req,
+            Event::new(Op::Link, &node.path())
+                .outcome(&result)
+                .kind(node.kind)
+                .target(new_path),
+        );
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let result = sys::reopen(node.raw_fd(), underlying_open_flags(flags.0))
+            .map_err(errno)
+            .map(|fd| self.add_handle(fd));
+        match &result {
+            Ok(fh) => reply.opened(*fh, open_reply_flags(flags.0)),
+            Err(e) => reply.error(*e),
+        }
+        self.record(
+            req,
+            Event::new(Op::Open, &node.path())
+                .outcome(&result)
+                .kind(node.kind)
+                .intent(intent::from_open_flags(flags.0)),
+        );
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let result = self.handle(fh).and_then(|handle| {
+            let mut buf = vec![0u8; size as usize];
+            let len = sys::pread(handle.fd.as_raw_fd(), &mut buf, offset).map_err(errno)?;
+            buf.truncate(len);
+            Ok(buf)
+        });
+        let bytes = result.as_ref().map_or(0, |data| data.len() as u64);
+        match &result {
+            Ok(data) => reply.data(data),
+            Err(e) => reply.error(*e),
+        }
+        self.record_on_node(req, ino, Op::Read, &result, intent::READ, bytes);
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self
+            .handle(fh)
+            .and_then(|handle| write_all_at(handle.fd.as_raw_fd(), data, offset).map_err(errno));
+        match &result {
+            Ok(written) => reply.written(*written as u32),
+            Err(e) => reply.error(*e),
+        }
+        let bytes = result.as_ref().map_or(0, |n| *n as u64);
+        self.record_on_node(req, ino, Op::Write, &result, intent::WRITE, bytes);
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+        self.record_on_node(req, ino, Op::Flush, &Ok(()), 0, 0);
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(&fh.0);
+        reply.ok();
+        self.record_on_node(req, ino, Op::Release, &Ok(()), 0, 0);
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self
+            .handle(fh)
+            .and_then(|handle| sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno));
+        reply_empty(reply, &result);
+        self.record_on_node(req, ino, Op::Fsync, &result, 0, 0);
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let result = sys::reopen(node.raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(errno)
+            .map(|fd| self.add_handle(fd));
+        match &result {
+            Ok(fh) => reply.opened(*fh, FopenFlags::empty()),
+            Err(e) => reply.error(*e),
+        }
+        self.record(
+            req,
+            Event::new(Op::Opendir, &node.path())
+                .outcome(&result)
+                .kind(FileKind::Dir)
+                .intent(intent::READ | intent::DIRECTORY),
+        );
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let handle = match self.handle(fh) {
+            Ok(handle) => handle,
+            Err(e) => return reply.error(e),
+        };
+        let dir_dev = self.inodes.get(ino.0).map_or(self.root_dev, |n| n.key.dev);
+        let result = sys::read_dir_entries(
+            handle.fd.as_raw_fd(),
+            offset as i64,
+            |d_ino, next, d_type, name| {
+                reply.add(
+                    INodeNo(self.visible_ino(dir_dev, d_ino)),
+                    next as u64,
+                    dirent_type(d_type),
+                    OsStr::from_bytes(name),
+                )
+            },
+        )
+        .map_err(errno);
+        match &result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(*e),
+        }
+        self.record_on_node(req, ino, Op::Readdir, &result, intent::READ, 0);
+    }
+
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(&fh.0);
+        reply.ok();
+        self.record_on_node(req, ino, Op::Releasedir, &Ok(()), 0, 0);
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let result = self
+            .handle(fh)
+            .and_then(|handle| sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno));
+        reply_empty(reply, &result);
+        self.record_on_node(req, ino, Op::Fsyncdir, &result, 0, 0);
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let result = sys::statvfs(node.raw_fd()).map_err(errno);
+        match &result {
+            Ok(st) => reply.statfs(
+                st.f_blocks,
+                st.f_bfree,
+                st.f_bavail,
+                st.f_files,
+                st.f_ffree,
+                st.f_bsize as u32,
+                st.f_namemax as u32,
+                st.f_frsize as u32,
+            ),
+            Err(e) => reply.error(*e),
+        }
+        self.record(req, Event::new(Op::Statfs, &node.path()).outcome(&result));
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.on_xattr_node(ino, |fd| sys::setxattr(fd, name, value, flags));
+        reply_empty(reply, &result);
+        self.record_on_node(req, ino, Op::Setxattr, &result, 0, 0);
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let result = self.on_xattr_node(ino, |fd| sys::getxattr(fd, name, size as usize));
+        Self::xattr_reply(reply, &result);
+        self.record_on_node(req, ino, Op::Getxattr, &result, 0, 0);
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let result = match self.node(ino) {
+            // Symlinks cannot be reached by path without following them; they carry no
+            // user xattrs anyway.
+            Ok(node) if node.kind == FileKind::Symlink => Ok(XattrAnswer::Size(0)),
+            _ => self.on_xattr_node(ino, |fd| sys::listxattr(fd, size as usize)),
+        };
+        Self::xattr_reply(reply, &result);
+        self.record_on_node(req, ino, Op::Listxattr, &result, 0, 0);
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.on_xattr_node(ino, |fd| sys::removexattr(fd, name));
+        reply_empty(reply, &result);
+        self.record_on_node(req, ino, Op::Removexattr, &result, 0, 0);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), name);
+        let result = self.create_file(req, &parent, name, &path, mode, flags);
+        match &result {
+            Ok((number, attr, fh)) => reply.created(
+                &self.cache.entry_ttl,
+                &FileAttr {
+                    ino: INodeNo(*number),
+                    ..*attr
+                },
+                Generation(0),
+                *fh,
+                open_reply_flags(flags),
+            ),
+            Err(e) => reply.error(*e),
+        }
+        self.record(
+            req,
+            Event::new(Op::Create, &path)
+                .outcome(&result)
+                .kind(FileKind::File)
+                .intent(intent::from_open_flags(flags) | intent::CREATE),
+        );
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.handle(fh).and_then(|handle| {
+            sys::fallocate(handle.fd.as_raw_fd(), mode, offset, length).map_err(errno)
+        });
+        reply_empty(reply, &result);
+        self.record_on_node(req, ino, Op::Fallocate, &result, intent::WRITE, 0);
+    }
+
+    fn lseek(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let result = self
+            .handle(fh)
+            .and_then(|handle| sys::lseek(handle.fd.as_raw_fd(), offset, whence).map_err(errno));
+        match &result {
+            Ok(position) => reply.offset(*position),
+            Err(e) => reply.error(*e),
+        }
+        self.record_on_node(req, ino, Op::Lseek, &result, 0, 0);
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let result = self.handle(fh_in).and_then(|input| {
+            let output = self.handle(fh_out)?;
+            sys::copy_file_range(
+                input.fd.as_raw_fd(),
+                offset_in,
+                output.fd.as_raw_fd(),
+                offset_out,
+                len,
+            )
+            .map_err(errno)
+        });
+        match &result {
+            Ok(copied) => reply.written(*copied as u32),
+            Err(e) => reply.error(*e),
+        }
+        let bytes = result.as_ref().map_or(0, |n| *n as u64);
+        let source = self.inodes.get(ino_in.0).map(|n| n.path());
+        let destination = self.inodes.get(ino_out.0).map(|n| n.path());
+        if let Some(source) = source {
+            let mut event = Event::new(Op::CopyFileRange, &source)
+                .outcome(&result)
+                .intent(intent::READ)
+                .bytes(bytes);
+            if let Some(destination) = destination {
+                event = event.target(destination.to_vec());
+            }
+            self.record(req, event);
+        }
+    }
+}
+
+impl MirrorFs {
+    fn remove_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), name);
+        let result = sys::unlinkat(parent.raw_fd(), name, flags).map_err(errno);
+        reply_empty(reply, &result);
+        let op = if flags & libc::AT_REMOVEDIR != 0 {
+            Op::Rmdir
+        } else {
+            Op::Unlink
+        };
+        self.record(req, Event::new(op, &path).outcome(&result));
+    }
+
+    fn create_file(
+        &self,
+        req: &Request,
+        parent: &Node,
+        name: &OsStr,
+        path: &[u8],
+        mode: u32,
+        flags: i32,
+    ) -> Result<(u64, FileAttr, FileHandle), Errno> {
+        let open_flags = underlying_open_flags(flags) | libc::O_CREAT | (flags & libc::O_EXCL);
+        let file = sys::openat(parent.raw_fd(), name, open_flags, mode).map_err(errno)?;
+        self.hand_to_caller(req, parent, file.as_raw_fd())?;
+        // A path descriptor of exactly the file just created, without resolving `name` again.
+        let path_fd = sys::reopen(file.as_raw_fd(), libc::O_PATH).map_err(errno)?;
+        let stat = sys::fstat(path_fd.as_raw_fd()).map_err(errno)?;
+        let number = self.inodes.remember(path_fd, &stat, Arc::from(path));
+        let attr = self.attr(&stat);
+        Ok((number, attr, self.add_handle(file)))
+    }
+
+    /// Runs an xattr call on the file of a node, by its /proc/self/fd path (xattr calls do not
+    /// take `O_PATH` descriptors).
+    fn on_xattr_node<T>(
+        &self,
+        ino: INodeNo,
+        call: impl FnOnce(i32) -> std::io::Result<T>,
+    ) -> Result<T, Errno> {
+        let node = self.node(ino)?;
+        if node.kind == FileKind::Symlink {
+            return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        call(node.raw_fd()).map_err(errno)
+    }
+
+    fn record_on_node<T>(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        op: Op,
+        result: &Result<T, Errno>,
+        intent: u32,
+        bytes: u64,
+    ) {
+        let node = self.inodes.get(ino.0);
+        let path = node.as_ref().map(|n| n.path());
+        let kind = node.as_ref().map_or(FileKind::Unknown, |n| n.kind);
+        let path: &[u8] = path.as_deref().unwrap_or(b"");
+        self.record(
+            req,
+            Event::new(op, path)
+                .outcome(result)
+                .kind(kind)
+                .intent(intent)
+                .bytes(bytes),
+        );
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: &Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(*e),
+    }
+}
+
+fn open_reply_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_DIRECT != 0 {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+fn write_all_at(fd: i32, data: &[u8], offset: u64) -> std::io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        let n = sys::pwrite(fd, &data[written..], offset + written as u64)?;
+        if n == 0 {
+            break;
+        }
+        written += n;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_paths_join_with_one_slash() {
+        assert_eq!(child_path(b"/", OsStr::new("etc")), b"/etc");
+        assert_eq!(child_path(b"/etc", OsStr::new("passwd")), b"/etc/passwd");
+    }
+
+    #[test]
+    fn exec_and_create_flags_never_reach_the_underlying_open() {
+        let flags = libc::O_RDONLY | intent::KERNEL_FMODE_EXEC | libc::O_CREAT | libc::O_DIRECT;
+        assert_eq!(underlying_open_flags(flags), libc::O_RDONLY);
+    }
+
+    #[test]
+    fn negative_times_convert() {
+        let t = system_time(-1, 500_000_000);
+        assert_eq!(
+            UNIX_EPOCH.duration_since(t).map(|d| d.as_millis()).ok(),
+            Some(500)
+        );
+    }
+}

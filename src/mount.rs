@@ -1,0 +1,618 @@
+//! Mounting and unmounting the mirror, and the daemon that serves it.
+//!
+//! `depsetfs mount` checks its input, then starts the daemon (`depsetfs __serve`, a new session)
+//! and waits for one line from it: `ready` or `error: ...`. The daemon opens /dev/fuse and mounts
+//! the FUSE filesystem itself (mount(2), with `dev` and `suid` so device nodes and setuid
+//! programs work), then moves into a private mount namespace and detaches the mirror there: it
+//! serves the source tree as it is underneath, so the mountpoint inside the mirror shows as the
+//! plain directory it is, and looking at it from inside the chroot cannot recurse into the daemon.
+//! Only then does it open the source root and start threads. `umount` unmounts, waits for the
+//! daemon to flush its log and exit, and cleans up after a daemon that died (aborting the FUSE
+//! connection so nothing can hang on it).
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, Session, SessionACL};
+
+use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, TracedCommand, now_ns};
+use crate::fs::{CachePolicy, MirrorFs};
+use crate::log::{LogError, LogWriter};
+use crate::process::ProcessTracker;
+use crate::recorder::Recorder;
+use crate::state::{MountRecord, StateDir, StateError};
+use crate::sys;
+
+/// The filesystem type shown in /proc/self/mountinfo.
+pub const FS_TYPE: &str = "fuse.depsetfs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("must run as root (mounting a mirror of / needs CAP_SYS_ADMIN)")]
+    NotRoot,
+    #[error("/dev/fuse is not available: {0}")]
+    NoFuseDevice(io::Error),
+    #[error("mountpoint {path}: {reason}")]
+    BadMountpoint { path: PathBuf, reason: String },
+    #[error("source {path}: {reason}")]
+    BadSource { path: PathBuf, reason: String },
+    #[error("{path} is not a depsetfs mount")]
+    NotOurMount { path: PathBuf },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the daemon failed: {0}")]
+    Daemon(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {
+    move |source| MountError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the daemon is asked to serve.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub source: PathBuf,
+    pub mountpoint: PathBuf,
+    pub log: PathBuf,
+    pub threads: usize,
+    pub command: Option<TracedCommand>,
+}
+
+impl ServeOptions {
+    /// The arguments of `depsetfs __serve` that carry these options.
+    fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "__serve".into(),
+            "--source".into(),
+            self.source.clone().into(),
+            "--log".into(),
+            self.log.clone().into(),
+            "--threads".into(),
+            self.threads.to_string().into(),
+        ];
+        if let Some(command) = &self.command {
+            args.push("--command-json".into());
+            args.push(serde_json::to_string(command).unwrap_or_default().into());
+        }
+        args.push(self.mountpoint.clone().into());
+        args
+    }
+}
+
+/// One line of /proc/self/mountinfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    /// `major:minor` of the filesystem.
+    pub device: String,
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(value) = u8::from_str_radix(digits, 8) {
+                out.push(value);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
+}
+
+pub fn read_mountinfo() -> io::Result<Vec<MountInfo>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
+    let (before, after) = line.split_once(" - ")?;
+    let fields: Vec<&str> = before.split(' ').collect();
+    let fs_type = after.split(' ').next()?;
+    Some(MountInfo {
+        mount_point: unescape_mountinfo(fields.get(4)?),
+        fs_type: fs_type.to_owned(),
+        device: (*fields.get(2)?).to_owned(),
+    })
+}
+
+/// The topmost mount at exactly `path`, if any.
+pub fn mount_at(path: &Path) -> io::Result<Option<MountInfo>> {
+    Ok(read_mountinfo()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path))
+}
+
+/// An absolute, symlink-free path for `path` without touching the last component (which may
+/// be a dead FUSE mount that answers every stat with ENOTCONN).
+pub fn resolve_mountpoint(path: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent)?.join(name)),
+        _ => Ok(absolute),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Everything `mount` and `run` check before starting a daemon. Returns canonical paths.
+pub fn check_mount_request(
+    source: &Path,
+    mountpoint: &Path,
+) -> Result<(PathBuf, PathBuf), MountError> {
+    if !is_root() {
+        return Err(MountError::NotRoot);
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(MountError::NoFuseDevice)?;
+    let bad_mp = |reason: &str| MountError::BadMountpoint {
+        path: mountpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mp = std::fs::canonicalize(mountpoint).map_err(|e| bad_mp(&e.to_string()))?;
+    if !mp.is_dir() {
+        return Err(bad_mp("not a directory"));
+    }
+    let src = std::fs::canonicalize(source).map_err(|e| MountError::BadSource {
+        path: source.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !src.is_dir() {
+        return Err(MountError::BadSource {
+            path: source.to_owned(),
+            reason: "not a directory".to_owned(),
+        });
+    }
+    if src == mp {
+        return Err(bad_mp(
+            "is the source itself; mount the mirror somewhere else",
+        ));
+    }
+    if mp == Path::new("/") {
+        return Err(bad_mp("refusing to mount over /"));
+    }
+    if mount_at(&mp)
+        .map_err(io_err("read mounts for", &mp))?
+        .is_some()
+    {
+        return Err(bad_mp("already a mountpoint"));
+    }
+    Ok((src, mp))
+}
+
+/// Starts `depsetfs __serve` and waits until it is serving (or failed). On failure, anything
+/// the daemon mounted is unmounted again.
+pub fn start_daemon(options: &ServeOptions, state: &StateDir) -> Result<Child, MountError> {
+    std::fs::create_dir_all(state.root()).map_err(io_err("create", state.root()))?;
+    let daemon_log = state.daemon_log();
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&daemon_log)
+        .map_err(io_err("open", &daemon_log))?;
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map_err(io_err("find", Path::new("/proc/self/exe")))?;
+    let mut command = Command::new(exe);
+    command
+        .args(options.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // SAFETY: setsid is async-signal-safe; the daemon must outlive the caller's terminal session.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(io_err("start daemon for", &options.mountpoint))?;
+    match wait_ready(&mut child) {
+        Ok(()) => Ok(child),
+        Err(message) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            detach_if_ours(&options.mountpoint);
+            Err(MountError::Daemon(message))
+        }
+    }
+}
+
+fn wait_ready(child: &mut Child) -> Result<(), String> {
+    let Some(stdout) = child.stdout.take() else {
+        return Err("no status pipe".to_owned());
+    };
+    let mut line = String::new();
+    match BufReader::new(stdout).read_line(&mut line) {
+        Ok(_) if line.trim() == "ready" => Ok(()),
+        Ok(0) => Err(
+            "it exited before the mount was ready (see daemon.log in the state directory)"
+                .to_owned(),
+        ),
+        Ok(_) => Err(line.trim().trim_start_matches("error: ").to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn detach_if_ours(mountpoint: &Path) {
+    if let Ok(Some(info)) = mount_at(mountpoint) {
+        if info.fs_type == FS_TYPE {
+            let _ = sys::umount(mountpoint, libc::MNT_DETACH);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+
+/// Body of `depsetfs __serve`: mount, isolate, serve until unmounted, flush the log. Writes the
+/// `ready` / `error:` line on stdout for the parent.
+pub fn serve(options: &ServeOptions, state: &StateDir) -> Result<(), MountError> {
+    let session = match prepare_session(options, state) {
+        Ok(session) => session,
+        Err(e) => {
+            announce(&format!("error: {e}"));
+            return Err(e);
+        }
+    };
+    announce("ready");
+    silence_stdout();
+    let ServingSession {
+        session,
+        recorder,
+        tracker,
+    } = session;
+    let result = session.run();
+    tracker.stop();
+    let finished = recorder.finish();
+    state.forget_mount(&options.mountpoint);
+    result.map_err(io_err("serve", &options.mountpoint))?;
+    finished?;
+    Ok(())
+}
+
+struct ServingSession {
+    session: Session<MirrorFs>,
+    recorder: Recorder,
+    tracker: Arc<ProcessTracker>,
+}
+
+fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSession, MountError> {
+    let fuse =
+        sys::open_path(Path::new("/dev/fuse"), libc::O_RDWR).map_err(MountError::NoFuseDevice)?;
+    kernel_mount(&fuse, &options.mountpoint)?;
+    // From here on a failure leaves a mount in the caller's namespace; the parent detaches it.
+    isolate_from_mountpoint(&options.mountpoint)?;
+    // SAFETY: umask has no preconditions; the kernel already applied the caller's umask.
+    unsafe { libc::umask(0) };
+    let root = sys::open_path(&options.source, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(io_err("open", &options.source))?;
+    let header = log_header(options);
+    let writer = LogWriter::create(&options.log, &header)?;
+    state.set_last_log(&options.log)?;
+    block_termination_signals();
+    let recorder = Recorder::start(writer, Duration::from_secs(1))
+        .map_err(io_err("start the log writer for", &options.log))?;
+    let tracker = ProcessTracker::new(recorder.clone(), Some(options.mountpoint.clone()));
+    if let Err(e) = tracker.start_connector() {
+        eprintln!("depsetfs daemon: process events will be missing: {e}");
+    }
+    let fs = MirrorFs::new(
+        root,
+        CachePolicy::default(),
+        recorder.clone(),
+        Arc::clone(&tracker),
+    )
+    .map_err(io_err("stat", &options.source))?;
+    let mut config = Config::default();
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = true;
+    let session = Session::from_fd(fs, fuse, SessionACL::All, config)
+        .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
+    state.register_mount(&MountRecord {
+        mountpoint: options.mountpoint.clone(),
+        source: options.source.clone(),
+        pid: std::process::id(),
+        log: options.log.clone(),
+    })?;
+    spawn_signal_handler(
+        recorder.clone(),
+        tracker.clone(),
+        state.clone(),
+        options.mountpoint.clone(),
+    );
+    Ok(ServingSession {
+        session,
+        recorder,
+        tracker,
+    })
+}
+
+fn kernel_mount(fuse: &OwnedFd, mountpoint: &Path) -> Result<(), MountError> {
+    let data = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other",
+        fuse.as_raw_fd()
+    );
+    sys::mount("depsetfs", mountpoint, FS_TYPE, 0, Some(&data)).map_err(io_err("mount", mountpoint))
+}
+
+/// Gives the daemon its own mount namespace in which the mirror is not mounted, so the source
+/// tree it serves shows the mountpoint as the directory underneath. Must run single-threaded.
+fn isolate_from_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
+    sys::unshare_mount_namespace().map_err(io_err("unshare the mount namespace of", mountpoint))?;
+    sys::set_propagation(Path::new("/"), libc::MS_PRIVATE)
+        .map_err(io_err("make mounts private under", Path::new("/")))?;
+    sys::umount(mountpoint, libc::MNT_DETACH).map_err(io_err("detach", mountpoint))
+}
+
+fn log_header(options: &ServeOptions) -> LogHeader {
+    LogHeader {
+        magic: LOG_MAGIC.to_owned(),
+        version: LOG_FORMAT_VERSION,
+        source: options.source.to_string_lossy().into_owned(),
+        mountpoint: options.mountpoint.to_string_lossy().into_owned(),
+        host: uname_field(|u| &u.nodename),
+        kernel: uname_field(|u| &u.release),
+        started_ns: now_ns(),
+        boot_time_ns: boot_time_ns(),
+        // SAFETY: sysconf has no preconditions.
+        clock_ticks: unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64,
+        fidelity: "full".to_owned(),
+        network_recorded: false,
+        command: options.command.clone(),
+    }
+}
+
+fn uname_field(field: impl Fn(&libc::utsname) -> &[libc::c_char; 65]) -> String {
+    // SAFETY: utsname is plain data filled by the kernel.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return String::new();
+    }
+    let bytes: Vec<u8> = field(&name)
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn boot_time_ns() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .map_or(0, |secs| secs * 1_000_000_000)
+}
+
+fn announce(line: &str) {
+    let mut stdout = io::stdout();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// After `ready`, the parent stops reading; keep later writes from failing with EPIPE.
+fn silence_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: both descriptors are valid; dup2 replaces stdout.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn termination_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for signal in TERMINATION_SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+    }
+    set
+}
+
+/// Blocks SIGTERM/SIGINT/SIGHUP in this thread and every thread started after it, so that
+/// only the signal thread receives them.
+fn block_termination_signals() {
+    let set = termination_sigset();
+    // SAFETY: valid sigset pointer; a null old-set pointer is allowed.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// On SIGTERM/SIGINT/SIGHUP: flush the log and exit. The mount stays until `depsetfs umount`
+/// (processes using it then get ENOTCONN instead of hanging).
+fn spawn_signal_handler(
+    recorder: Recorder,
+    tracker: Arc<ProcessTracker>,
+    state: StateDir,
+    mountpoint: PathBuf,
+) {
+    let _ = std::thread::Builder::new()
+        .name("depsetfs-signals".to_owned())
+        .spawn(move || {
+            let set = termination_sigset();
+            let mut signal: libc::c_int = 0;
+            // SAFETY: valid pointers; the signals are blocked in every thread.
+            unsafe { libc::sigwait(&set, &mut signal) };
+            eprintln!("depsetfs daemon: signal {signal}: flushing the log and exiting");
+            tracker.stop();
+            let _ = recorder.finish();
+            state.forget_mount(&mountpoint);
+            std::process::exit(0);
+        });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unmounting
+
+/// What `umount` found and did.
+#[derive(Debug)]
+pub struct UnmountReport {
+    pub log: Option<PathBuf>,
+    pub daemon_was_alive: bool,
+}
+
+pub fn unmount(mountpoint: &Path, state: &StateDir) -> Result<UnmountReport, MountError> {
+    if !is_root() {
+        return Err(MountError::NotRoot);
+    }
+    let mp = resolve_mountpoint(mountpoint).map_err(|e| MountError::BadMountpoint {
+        path: mountpoint.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let info = mount_at(&mp).map_err(io_err("read mounts for", &mp))?;
+    let Some(info) = info.filter(|m| m.fs_type == FS_TYPE) else {
+        return Err(MountError::NotOurMount { path: mp });
+    };
+    let record = state.find_mount(&mp)?;
+    let daemon = record
+        .as_ref()
+        .map(|r| r.pid)
+        .filter(|&pid| daemon_alive(pid));
+    if daemon.is_none() {
+        // Nobody answers requests any more: abort the connection so nothing blocks on it.
+        abort_connection(&info.device);
+    }
+    if sys::umount(&mp, 0).is_err() {
+        sys::umount(&mp, libc::MNT_DETACH).map_err(io_err("unmount", &mp))?;
+    }
+    if let Some(pid) = daemon {
+        stop_daemon(pid);
+    }
+    state.forget_mount(&mp);
+    Ok(UnmountReport {
+        log: record.map(|r| r.log),
+        daemon_was_alive: daemon.is_some(),
+    })
+}
+
+fn daemon_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"__serve"))
+        .unwrap_or(false)
+}
+
+/// Waits for the daemon to flush and exit after the unmount; signals it if it does not.
+fn stop_daemon(pid: u32) {
+    if wait_gone(pid, Duration::from_secs(10)) {
+        return;
+    }
+    // SAFETY: kill has no memory preconditions; pid is the daemon recorded by our registry.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    if wait_gone(pid, Duration::from_secs(5)) {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    wait_gone(pid, Duration::from_secs(5));
+}
+
+fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if !daemon_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !daemon_alive(pid)
+}
+
+/// Writes to /sys/fs/fuse/connections/N/abort for the connection of a mount (`major:minor`),
+/// mounting fusectl first if needed.
+fn abort_connection(device: &str) {
+    let connections = Path::new("/sys/fs/fuse/connections");
+    if !connections.join(".").exists()
+        || std::fs::read_dir(connections).map_or(true, |mut d| d.next().is_none())
+    {
+        let _ = sys::mount("fusectl", connections, "fusectl", 0, None);
+    }
+    let Some((major, minor)) = device.split_once(':') else {
+        return;
+    };
+    let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
+        return;
+    };
+    let number = (major << 20) | minor;
+    let _ = std::fs::write(connections.join(number.to_string()).join("abort"), "1");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_parse_with_escapes() {
+        let line = r"36 35 0:52 / /srv/my\040mirror rw,relatime shared:1 - fuse.depsetfs depsetfs rw,user_id=0";
+        let info = parse_mountinfo_line(line).expect("parses");
+        assert_eq!(info.mount_point, PathBuf::from("/srv/my mirror"));
+        assert_eq!(info.fs_type, "fuse.depsetfs");
+        assert_eq!(info.device, "0:52");
+    }
+
+    #[test]
+    fn serve_arguments_end_with_the_mountpoint() {
+        let options = ServeOptions {
+            source: PathBuf::from("/"),
+            mountpoint: PathBuf::from("/srv/mirror"),
+            log: PathBuf::from("/tmp/l.dlog"),
+            threads: 4,
+            command: None,
+        };
+        let args = options.to_args();
+        assert_eq!(
+            args.first().map(|a| a.as_os_str()),
+            Some("__serve".as_ref())
+        );
+        assert_eq!(
+            args.last().map(|a| a.as_os_str()),
+            Some("/srv/mirror".as_ref())
+        );
+    }
+}
