@@ -66,7 +66,7 @@ pub enum Record {
 
 /// The filesystem operation a FUSE request asked for.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     Lookup,
     Getattr,
@@ -173,6 +173,7 @@ pub mod intent {
     /// interpreter (`__FMODE_EXEC` in the open flags).
     pub const EXEC: u32 = 1 << 4;
     pub const APPEND: u32 = 1 << 5;
+    /// The open concerned a directory (opendir, readdir).
     pub const DIRECTORY: u32 = 1 << 6;
 
     /// The flag the kernel sets on opens done by execve (`__FMODE_EXEC`).
