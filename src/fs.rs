@@ -411,6 +411,10 @@ impl Filesystem for MirrorFs {
         // Lookups and readdirs in one directory may run in parallel; the daemon has no
         // per-directory state that needs the kernel's serialisation.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Page-cache contents survive an open (FOPEN_KEEP_CACHE) and are dropped by the kernel
+        // as soon as a getattr shows another mtime or size: files changed outside the mirror
+        // are never served stale, and libraries are not re-read through the daemon per exec.
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
         Ok(())
     }
 
@@ -1133,10 +1137,11 @@ fn reply_empty(reply: ReplyEmpty, result: &Result<(), Errno>) {
 }
 
 fn open_reply_flags(flags: i32) -> FopenFlags {
+    // See init(): cached pages are kept across opens and invalidated on mtime/size changes.
     if flags & libc::O_DIRECT != 0 {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
-        FopenFlags::empty()
+        FopenFlags::FOPEN_KEEP_CACHE
     }
 }
 
