@@ -1,32 +1,317 @@
-//! STUB (replaced by the real process tracker).
-use crate::recorder::Recorder;
+//! Who is calling: maps the thread id of every FUSE request to its process ([`Caller`]),
+//! describes each process depsetfs sees ([`crate::event::ProcessInfo`]) and follows the
+//! processes through the Linux proc connector (fork, exec and exit records). This module owns
+//! the [`ProcessTracker`] and its two threads; the /proc formats live in `proc_fs`, the
+//! netlink wire format in `connector`, the meaning of connector events in `events`, the
+//! shared state in `tracking` and the off-request-path /proc reads in `details`. Only
+//! processes seen in a request, and their descendants, are followed: the host's other
+//! activity is ignored.
+
+mod connector;
+mod details;
+mod events;
+mod proc_fs;
+mod tracking;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use proc_fs::read_process_info;
+
+use crate::event::Record;
+use crate::recorder::Recorder;
+use connector::{ConnectorSocket, PROC_CN_MCAST_LISTEN, SubscriptionWatch};
+use events::EventHandler;
+use tracking::Tracking;
+
+/// How long `start_connector` waits for the kernel to acknowledge the subscription.
+const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `stop` waits for each thread. The connector thread wakes every 200 ms; the
+/// details thread may be stuck reading /proc of a process that is itself stuck on the mirror,
+/// in which case it is left behind rather than hanging shutdown.
+const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the tracker's records go (the recorder in production, a capture in tests).
+type RecordSink = Arc<dyn Fn(Record) + Send + Sync>;
+
+/// The process behind a FUSE request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Caller {
+    /// Thread group id (the process id).
     pub pid: u32,
+    /// The calling thread.
     pub tid: u32,
+    /// Start of the process in clock ticks since boot; 0 if unknown.
     pub start: u64,
 }
-pub struct ProcessTracker;
+
+impl Caller {
+    /// A request the kernel made on its own (FUSE pid 0, e.g. writeback).
+    pub const KERNEL: Caller = Caller {
+        pid: 0,
+        tid: 0,
+        start: 0,
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("proc connector unavailable: {source}")]
-    ConnectorUnavailable { source: std::io::Error },
+    #[error(
+        "cannot listen to the Linux proc connector ({step}): {source} \
+         (it needs CAP_NET_ADMIN in the initial pid and user namespace)"
+    )]
+    ConnectorUnavailable {
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the {thread} thread: {source}")]
+    ThreadSpawn {
+        thread: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the proc connector is already running")]
+    AlreadyStarted,
+    #[error("the process tracker has been stopped")]
+    Stopped,
 }
+
+/// Counters of a [`ProcessTracker`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Processes that became tracked (each gets a `Record::Process`).
+    pub processes_seen: u64,
+    /// Fork, exec, exit and other events received from the proc connector, for all
+    /// processes of the host.
+    pub connector_events: u64,
+    /// Lost records: connector buffer overruns, plus processes that could not be queued for
+    /// description.
+    pub lost: u64,
+    /// Descriptions that carry only what was known because the process was gone.
+    pub details_incomplete: u64,
+    /// Processes tracked now.
+    pub tracked_processes: usize,
+    /// Threads whose process is cached now.
+    pub cached_threads: usize,
+}
+
+/// Maps FUSE request thread ids to processes and follows those processes. Shared by the
+/// FUSE request threads through an `Arc`.
+pub struct ProcessTracker {
+    tracking: Arc<Tracking>,
+    connector: Mutex<Option<ConnectorThread>>,
+    details: Mutex<Option<Worker>>,
+    stopped: AtomicBool,
+}
+
 impl ProcessTracker {
-    pub fn new(_recorder: Recorder, _mirror_prefix: Option<PathBuf>) -> Arc<ProcessTracker> {
-        Arc::new(ProcessTracker)
+    /// A tracker emitting to `recorder`, with its details thread running. `mirror_prefix` is
+    /// the mountpoint of the mirror on the host; executables under it are recorded as mirror
+    /// paths (the prefix stripped, a leading '/' kept).
+    pub fn new(recorder: Recorder, mirror_prefix: Option<PathBuf>) -> Arc<ProcessTracker> {
+        Self::with_sink(
+            Arc::new(move |record| recorder.record(record)),
+            mirror_prefix,
+        )
     }
+
+    fn with_sink(sink: RecordSink, mirror_prefix: Option<PathBuf>) -> Arc<ProcessTracker> {
+        let (details_queue, details_inbox) = mpsc::channel();
+        let tracking = Arc::new(Tracking::new(sink, mirror_prefix, details_queue));
+        let details_tracking = Arc::clone(&tracking);
+        // If the thread cannot start, its inbox is dropped with the closure and every
+        // description request is recorded as lost (see Tracking::request_details).
+        let details = Worker::spawn("depsetfs-proc-details", move || {
+            details::describe_processes(details_tracking, details_inbox)
+        })
+        .ok();
+        Arc::new(ProcessTracker {
+            tracking,
+            connector: Mutex::new(None),
+            details: Mutex::new(details),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// The process of the thread `tid` that made a FUSE request (FUSE reports thread ids).
+    ///
+    /// Only a thread's first request reads /proc (`/proc/TID/status` for its thread group,
+    /// `/proc/TGID/stat` for the start time); later ones hit a cache. Tid 0 (a request the
+    /// kernel made on its own) is [`Caller::KERNEL`]. A thread that is already gone gives
+    /// `Caller { pid: tid, tid, start: 0 }`; an answer with an unknown start is neither cached
+    /// nor tracked, as it could not be told apart from a later owner of the pid. The first
+    /// time a process is seen it becomes
+    /// tracked and is described by the details thread; nothing here reads `cmdline` or
+    /// anything else that takes the caller's mm lock, since the caller may be in the middle
+    /// of execve waiting for this very request.
     pub fn identify(&self, tid: u32) -> Caller {
-        Caller {
-            pid: tid,
-            tid,
-            start: 0,
+        self.tracking.identify(tid)
+    }
+
+    /// Starts following tracked processes through the Linux proc connector on its own thread.
+    /// Returns once the kernel has acknowledged the subscription, or an error when it is
+    /// refused or unanswered (CAP_NET_ADMIN missing, or not in the initial pid and user
+    /// namespace, where the kernel ignores subscribers).
+    pub fn start_connector(self: &Arc<Self>) -> Result<(), ProcessError> {
+        let mut slot = lock(&self.connector);
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(ProcessError::Stopped);
+        }
+        if slot.is_some() {
+            return Err(ProcessError::AlreadyStarted);
+        }
+        let (thread, acknowledged) = ConnectorThread::spawn(Arc::clone(&self.tracking))?;
+        match acknowledged.recv_timeout(SUBSCRIPTION_TIMEOUT) {
+            Ok(Ok(())) => {
+                *slot = Some(thread);
+                Ok(())
+            }
+            Ok(Err(source)) => {
+                thread.stop();
+                Err(ProcessError::ConnectorUnavailable {
+                    step: "subscribe",
+                    source,
+                })
+            }
+            Err(_) => {
+                thread.stop();
+                Err(ProcessError::ConnectorUnavailable {
+                    step: "subscribe",
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the kernel did not acknowledge the subscription",
+                    ),
+                })
+            }
         }
     }
-    pub fn start_connector(self: &Arc<Self>) -> Result<(), ProcessError> {
-        Ok(())
+
+    /// Stops the connector thread (unsubscribes, records exits still held back, closes the
+    /// socket) and the details thread (after it has described what was queued). Idempotent.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Some(connector) = lock(&self.connector).take() {
+            connector.stop();
+        }
+        if let Some(details) = lock(&self.details).take() {
+            self.tracking.send_details_shutdown();
+            details.join_within(THREAD_STOP_TIMEOUT);
+        }
     }
-    pub fn stop(&self) {}
+
+    pub fn stats(&self) -> ProcessStats {
+        let counters = &self.tracking.counters;
+        ProcessStats {
+            processes_seen: counters.processes_seen.load(Ordering::Relaxed),
+            connector_events: counters.connector_events.load(Ordering::Relaxed),
+            lost: counters.lost.load(Ordering::Relaxed),
+            details_incomplete: counters.details_incomplete.load(Ordering::Relaxed),
+            tracked_processes: self.tracking.processes.len(),
+            cached_threads: self.tracking.callers.len(),
+        }
+    }
+}
+
+impl Drop for ProcessTracker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Locks a mutex that a panicking thread may have poisoned: the guarded values (thread
+/// handles) stay valid.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The running connector thread and its stop flag.
+struct ConnectorThread {
+    worker: Worker,
+    stop: Arc<AtomicBool>,
+}
+
+impl ConnectorThread {
+    /// Opens and subscribes the socket, then starts receiving on a new thread. The receiver
+    /// gets the kernel's answer to the subscription.
+    fn spawn(
+        tracking: Arc<Tracking>,
+    ) -> Result<(ConnectorThread, Receiver<io::Result<()>>), ProcessError> {
+        let socket = ConnectorSocket::open()?;
+        let request_ack = subscription_tag();
+        socket
+            .send_mcast_op(PROC_CN_MCAST_LISTEN, request_ack)
+            .map_err(|source| ProcessError::ConnectorUnavailable {
+                step: "subscribe",
+                source,
+            })?;
+        let (report, acknowledged) = mpsc::channel();
+        let subscription = SubscriptionWatch {
+            request_ack,
+            report: Some(report),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let handler = EventHandler::new(tracking);
+        let worker = Worker::spawn("depsetfs-proc-connector", move || {
+            connector::receive_events(socket, handler, &thread_stop, subscription)
+        })
+        .map_err(|source| ProcessError::ThreadSpawn {
+            thread: "proc connector",
+            source,
+        })?;
+        Ok((ConnectorThread { worker, stop }, acknowledged))
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        self.worker.join_within(THREAD_STOP_TIMEOUT);
+    }
+}
+
+/// Tells our subscription's acknowledgement apart from other listeners' (every listener
+/// receives every answer).
+fn subscription_tag() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    std::process::id().rotate_left(16) ^ nanos
+}
+
+/// A named thread whose end can be awaited with a time limit.
+struct Worker {
+    handle: JoinHandle<()>,
+    /// Disconnects when the thread's body returns or unwinds.
+    finished: Receiver<()>,
+}
+
+impl Worker {
+    fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<Worker> {
+        let (finished_guard, finished) = mpsc::channel::<()>();
+        let handle = thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let _finished_guard = finished_guard;
+                body();
+            })?;
+        Ok(Worker { handle, finished })
+    }
+
+    /// Joins the thread if it ends within `limit`, else leaves it running detached.
+    fn join_within(self, limit: Duration) {
+        match self.finished.recv_timeout(limit) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.handle.join();
+            }
+        }
+    }
 }
