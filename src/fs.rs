@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
@@ -28,6 +28,7 @@ use fuser::{
 
 use crate::event::{Access, FileKind, Op, intent, now_ns};
 use crate::inodes::{InodeTable, Node};
+use crate::passthrough::{FileStamp, OpenMode};
 use crate::process::ProcessTracker;
 use crate::recorder::Recorder;
 use crate::sys::{self, XattrAnswer};
@@ -38,11 +39,28 @@ use crate::sys::{self, XattrAnswer};
 pub struct CachePolicy {
     pub entry_ttl: Duration,
     pub attr_ttl: Duration,
+    /// Ask the kernel for FUSE passthrough: read-only opens then read and mmap the underlying
+    /// file directly (their opens are still recorded; their byte counts are not).
+    pub passthrough: bool,
 }
 
 /// An open file or directory handle.
 struct OpenHandle {
     fd: OwnedFd,
+    node: Arc<Node>,
+    mode: OpenMode,
+}
+
+impl Drop for OpenHandle {
+    fn drop(&mut self) {
+        if matches!(self.mode, OpenMode::Cached { .. }) {
+            self.node
+                .io
+                .lock()
+                .expect("node io lock poisoned")
+                .release_cached();
+        }
+    }
 }
 
 /// The mirror: inode table, open handles, and where events go.
@@ -52,6 +70,8 @@ pub struct MirrorFs {
     next_handle: AtomicU64,
     root_dev: u64,
     cache: CachePolicy,
+    /// Whether the kernel agreed to passthrough (set in init).
+    passthrough_active: bool,
     recorder: Recorder,
     tracker: Arc<ProcessTracker>,
 }
@@ -209,6 +229,7 @@ impl MirrorFs {
             next_handle: AtomicU64::new(1),
             root_dev: root_stat.st_dev,
             cache,
+            passthrough_active: false,
             recorder,
             tracker,
         })
@@ -245,10 +266,29 @@ impl MirrorFs {
             .ok_or(Errno::EBADF)
     }
 
-    fn add_handle(&self, fd: OwnedFd) -> FileHandle {
+    fn add_handle(&self, fd: OwnedFd, node: Arc<Node>, mode: OpenMode) -> FileHandle {
         let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.insert(number, Arc::new(OpenHandle { fd }));
+        self.handles
+            .insert(number, Arc::new(OpenHandle { fd, node, mode }));
         FileHandle(number)
+    }
+
+    /// Opens the file of `node` for I/O and decides how the kernel does I/O on it.
+    fn open_file(
+        &self,
+        node: &Arc<Node>,
+        flags: i32,
+        make_backing: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Result<(OwnedFd, OpenMode), Errno> {
+        let fd = sys::reopen(node.raw_fd(), underlying_open_flags(flags)).map_err(errno)?;
+        let stamp = FileStamp::of(&sys::fstat(fd.as_raw_fd()).map_err(errno)?);
+        let mode = node.io.lock().expect("node io lock poisoned").open(
+            self.passthrough_active,
+            flags,
+            stamp,
+            || make_backing(&fd),
+        );
+        Ok((fd, mode))
     }
 
     /// The inode number shown to stat(): the real one on the source's device; on submounts,
@@ -411,10 +451,15 @@ impl Filesystem for MirrorFs {
         // Lookups and readdirs in one directory may run in parallel; the daemon has no
         // per-directory state that needs the kernel's serialisation.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
-        // Page-cache contents survive an open (FOPEN_KEEP_CACHE) and are dropped by the kernel
-        // as soon as a getattr shows another mtime or size: files changed outside the mirror
-        // are never served stale, and libraries are not re-read through the daemon per exec.
-        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        if self.cache.passthrough {
+            self.passthrough_active = config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !self.passthrough_active {
+                eprintln!("depsetfs daemon: the kernel refused FUSE passthrough; reads go through the daemon");
+            }
+        }
         Ok(())
     }
 
@@ -681,13 +726,22 @@ impl Filesystem for MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
-        let result = sys::reopen(node.raw_fd(), underlying_open_flags(flags.0))
-            .map_err(errno)
-            .map(|fd| self.add_handle(fd));
-        match &result {
-            Ok(fh) => reply.opened(*fh, open_reply_flags(flags.0)),
-            Err(e) => reply.error(*e),
-        }
+        let result = match self.open_file(&node, flags.0, |fd| reply.open_backing(fd)) {
+            Ok((fd, mode)) => {
+                let reply_flags = mode.reply_flags();
+                let backing = mode.backing();
+                let fh = self.add_handle(fd, Arc::clone(&node), mode);
+                match backing {
+                    Some(backing) => reply.opened_passthrough(fh, reply_flags, &backing),
+                    None => reply.opened(fh, reply_flags),
+                }
+                Ok(fh)
+            }
+            Err(e) => {
+                reply.error(e);
+                Err(e)
+            }
+        };
         self.record(
             req,
             Event::new(Op::Open, &node.path())
@@ -794,7 +848,7 @@ impl Filesystem for MirrorFs {
         };
         let result = sys::reopen(node.raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
             .map_err(errno)
-            .map(|fd| self.add_handle(fd));
+            .map(|fd| self.add_handle(fd, Arc::clone(&node), OpenMode::Direct));
         match &result {
             Ok(fh) => reply.opened(*fh, FopenFlags::empty()),
             Err(e) => reply.error(*e),
@@ -946,7 +1000,7 @@ impl Filesystem for MirrorFs {
         let path = child_path(&parent.path(), name);
         let result = self.create_file(req, &parent, name, &path, mode, flags);
         match &result {
-            Ok((number, attr, fh)) => reply.created(
+            Ok((number, attr, fh, reply_flags)) => reply.created(
                 &self.cache.entry_ttl,
                 &FileAttr {
                     ino: INodeNo(*number),
@@ -954,7 +1008,7 @@ impl Filesystem for MirrorFs {
                 },
                 Generation(0),
                 *fh,
-                open_reply_flags(flags),
+                *reply_flags,
             ),
             Err(e) => reply.error(*e),
         }
@@ -1079,7 +1133,7 @@ impl MirrorFs {
         path: &[u8],
         mode: u32,
         flags: i32,
-    ) -> Result<(u64, FileAttr, FileHandle), Errno> {
+    ) -> Result<(u64, FileAttr, FileHandle, FopenFlags), Errno> {
         let open_flags = underlying_open_flags(flags) | libc::O_CREAT | (flags & libc::O_EXCL);
         let file = sys::openat(parent.raw_fd(), name, open_flags, mode).map_err(errno)?;
         self.hand_to_caller(req, parent, file.as_raw_fd())?;
@@ -1088,7 +1142,17 @@ impl MirrorFs {
         let stat = sys::fstat(path_fd.as_raw_fd()).map_err(errno)?;
         let number = self.inodes.remember(path_fd, &stat, Arc::from(path));
         let attr = self.attr(&stat);
-        Ok((number, attr, self.add_handle(file)))
+        let node = self.inodes.get(number).ok_or(Errno::ESTALE)?;
+        // A file being created is written to: page-cached I/O through the daemon.
+        let mode = node
+            .io
+            .lock()
+            .expect("node io lock poisoned")
+            .open(false, flags, FileStamp::of(&stat), || {
+                Err(std::io::Error::from_raw_os_error(libc::ENOTSUP))
+            });
+        let reply_flags = mode.reply_flags();
+        Ok((number, attr, self.add_handle(file, node, mode), reply_flags))
     }
 
     /// Runs an xattr call on the file of a node, by its /proc/self/fd path (xattr calls do not
@@ -1133,15 +1197,6 @@ fn reply_empty(reply: ReplyEmpty, result: &Result<(), Errno>) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(*e),
-    }
-}
-
-fn open_reply_flags(flags: i32) -> FopenFlags {
-    // See init(): cached pages are kept across opens and invalidated on mtime/size changes.
-    if flags & libc::O_DIRECT != 0 {
-        FopenFlags::FOPEN_DIRECT_IO
-    } else {
-        FopenFlags::FOPEN_KEEP_CACHE
     }
 }
 

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::event::FileKind;
+use crate::passthrough::IoMode;
 
 /// The FUSE node number of the mirror's root.
 pub const ROOT_NODE: u64 = 1;
@@ -46,6 +47,8 @@ pub struct Node {
     pub kind: FileKind,
     path: Mutex<Arc<[u8]>>,
     lookups: AtomicU64,
+    /// How the kernel may do I/O on this file's opens (see [`crate::passthrough`]).
+    pub io: Mutex<IoMode>,
 }
 
 impl Node {
@@ -85,6 +88,7 @@ impl InodeTable {
             kind: FileKind::Dir,
             path: Mutex::new(Arc::from(&b"/"[..])),
             lookups: AtomicU64::new(1 << 62),
+            io: Mutex::default(),
         };
         let table = InodeTable {
             by_number: DashMap::new(),
@@ -123,6 +127,7 @@ impl InodeTable {
                     kind: FileKind::from_mode(stat.st_mode),
                     path: Mutex::new(path),
                     lookups: AtomicU64::new(1),
+                    io: Mutex::default(),
                 };
                 self.by_number.insert(number, Arc::new(node));
                 entry.insert(number);

@@ -51,10 +51,21 @@ struct MountArgs {
     /// Where to write the log (default: a new file under the state directory's logs/).
     #[arg(long)]
     log: Option<PathBuf>,
+    #[command(flatten)]
+    speed: SpeedArgs,
+    mountpoint: PathBuf,
+}
+
+/// Options that trade nothing recorded for speed (see docs/ARCHITECTURE.md).
+#[derive(Args)]
+struct SpeedArgs {
     /// Request-handling threads.
     #[arg(long, default_value_t = 4)]
     threads: usize,
-    mountpoint: PathBuf,
+    /// Kernel FUSE passthrough for read-only opens: reads bypass the daemon (opens are still
+    /// recorded, read byte counts are not).
+    #[arg(long)]
+    passthrough: bool,
 }
 
 #[derive(Args)]
@@ -79,8 +90,8 @@ struct RunArgs {
     /// Seconds to wait for the command and what it leaves behind before killing them.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    #[command(flatten)]
+    speed: SpeedArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<OsString>,
@@ -94,6 +105,8 @@ struct ServeArgs {
     log: PathBuf,
     #[arg(long)]
     threads: usize,
+    #[arg(long)]
+    passthrough: bool,
     #[arg(long)]
     command_json: Option<String>,
     mountpoint: PathBuf,
@@ -183,7 +196,8 @@ fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError
         source,
         mountpoint,
         log,
-        threads: args.threads,
+        threads: args.speed.threads,
+        passthrough: args.speed.passthrough,
         command: None,
     };
     // The daemon runs on after we return; dropping the handle does not stop it.
@@ -204,6 +218,7 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
         mountpoint: args.mountpoint,
         log: args.log,
         threads: args.threads,
+        passthrough: args.passthrough,
         command,
     };
     mount::serve(&options, state)?;
@@ -220,7 +235,8 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
         source: args.source,
         log,
         timeout: Duration::from_secs(args.timeout),
-        threads: args.threads,
+        threads: args.speed.threads,
+        passthrough: args.speed.passthrough,
         argv: args.command,
     };
     let report = run::run(&options, state)?;

@@ -75,6 +75,8 @@ pub struct ServeOptions {
     pub mountpoint: PathBuf,
     pub log: PathBuf,
     pub threads: usize,
+    /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
+    pub passthrough: bool,
     pub command: Option<TracedCommand>,
 }
 
@@ -90,6 +92,9 @@ impl ServeOptions {
             "--threads".into(),
             self.threads.to_string().into(),
         ];
+        if self.passthrough {
+            args.push("--passthrough".into());
+        }
         if let Some(command) = &self.command {
             args.push("--command-json".into());
             args.push(serde_json::to_string(command).unwrap_or_default().into());
@@ -333,9 +338,13 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     if let Err(e) = tracker.start_connector() {
         eprintln!("depsetfs daemon: process events will be missing: {e}");
     }
+    let cache = CachePolicy {
+        passthrough: options.passthrough,
+        ..CachePolicy::default()
+    };
     let fs = MirrorFs::new(
         root,
-        CachePolicy::default(),
+        cache,
         recorder.clone(),
         Arc::clone(&tracker),
     )
@@ -603,6 +612,7 @@ mod tests {
             mountpoint: PathBuf::from("/srv/mirror"),
             log: PathBuf::from("/tmp/l.dlog"),
             threads: 4,
+            passthrough: false,
             command: None,
         };
         let args = options.to_args();

@@ -55,6 +55,7 @@ pub struct RunOptions {
     pub log: Option<PathBuf>,
     pub timeout: Duration,
     pub threads: usize,
+    pub passthrough: bool,
     pub argv: Vec<OsString>,
 }
 
@@ -99,6 +100,7 @@ fn run_in(options: &RunOptions, state: &StateDir, workdir: &Path) -> Result<RunR
         mountpoint: mountpoint.clone(),
         log: log.clone(),
         threads: options.threads,
+        passthrough: options.passthrough,
         command: Some(TracedCommand {
             argv: options
                 .argv

@@ -1,0 +1,178 @@
+//! Choosing how the kernel does I/O on each open file: through the daemon, or straight to the
+//! underlying file (kernel FUSE passthrough, Linux >= 6.9).
+//!
+//! With passthrough, reads and mmaps of a file bypass the daemon entirely; its opens (with their
+//! flags, so exec and write intent) are still recorded, but byte counts of passthrough reads
+//! are not. The kernel allows one backing file per inode at a time and refuses to mix
+//! passthrough opens with page-cached opens of the same inode (the open fails with EIO). The
+//! backing file must not be opened for writing, or exec of that binary would fail with ETXTBSY.
+//! So only read-only opens use passthrough; a writable open while passthrough readers are open
+//! uses direct I/O (always allowed), and a read-only open while cached writers are open stays
+//! cached. [`IoMode`] tracks, per inode, the live backing file and the number of cached opens.
+
+use std::sync::{Arc, Weak};
+
+use fuser::{BackingId, FopenFlags};
+
+/// Per-inode I/O state, guarded by the node's mutex.
+#[derive(Debug, Default)]
+pub struct IoMode {
+    backing: Weak<BackingId>,
+    cached_opens: u32,
+    /// The file as it was at the last cached open: if it is unchanged at the next one, the
+    /// kernel may keep its cached pages (open-to-close coherence, as NFS gives).
+    cache_stamp: Option<FileStamp>,
+}
+
+/// What tells whether a file changed between two opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    size: i64,
+}
+
+impl FileStamp {
+    pub fn of(stat: &libc::stat) -> FileStamp {
+        FileStamp {
+            mtime: (stat.st_mtime, stat.st_mtime_nsec),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec),
+            size: stat.st_size,
+        }
+    }
+}
+
+/// What an open was granted.
+#[derive(Debug)]
+pub enum OpenMode {
+    /// Reads and mmaps go to this backing file in the kernel.
+    Passthrough(Arc<BackingId>),
+    /// Page-cached I/O through the daemon; counted in [`IoMode`] until released. The kernel
+    /// keeps pages cached by earlier opens only if the file did not change since.
+    Cached { keep_cache: bool },
+    /// Uncached I/O through the daemon (O_DIRECT, or writes while passthrough readers exist).
+    Direct,
+}
+
+impl OpenMode {
+    /// The backing file of a passthrough open.
+    pub fn backing(&self) -> Option<Arc<BackingId>> {
+        match self {
+            OpenMode::Passthrough(backing) => Some(Arc::clone(backing)),
+            _ => None,
+        }
+    }
+
+    /// Flags of the open reply (besides FOPEN_PASSTHROUGH, which fuser adds itself).
+    pub fn reply_flags(&self) -> FopenFlags {
+        match self {
+            OpenMode::Cached { keep_cache: true } => FopenFlags::FOPEN_KEEP_CACHE,
+            OpenMode::Cached { keep_cache: false } => FopenFlags::empty(),
+            OpenMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
+            OpenMode::Passthrough(_) => FopenFlags::empty(),
+        }
+    }
+}
+
+/// Whether an open with these flags only reads.
+pub fn read_only(flags: i32) -> bool {
+    flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0
+}
+
+impl IoMode {
+    /// Decides the mode of a new open. `make_backing` registers a backing file with the kernel;
+    /// it is called only when passthrough is chosen and no backing file is alive.
+    pub fn open(
+        &mut self,
+        passthrough_enabled: bool,
+        flags: i32,
+        stamp: FileStamp,
+        make_backing: impl FnOnce() -> std::io::Result<BackingId>,
+    ) -> OpenMode {
+        if flags & libc::O_DIRECT != 0 {
+            return OpenMode::Direct;
+        }
+        let live_backing = self.backing.upgrade();
+        if passthrough_enabled && read_only(flags) && self.cached_opens == 0 {
+            if let Some(backing) = live_backing {
+                return OpenMode::Passthrough(backing);
+            }
+            if let Ok(backing) = make_backing() {
+                let backing = Arc::new(backing);
+                self.backing = Arc::downgrade(&backing);
+                return OpenMode::Passthrough(backing);
+            }
+        }
+        if live_backing.is_some() {
+            return OpenMode::Direct;
+        }
+        self.cached_opens += 1;
+        let keep_cache = self.cache_stamp == Some(stamp);
+        self.cache_stamp = Some(stamp);
+        OpenMode::Cached { keep_cache }
+    }
+
+    /// A cached open was released.
+    pub fn release_cached(&mut self) {
+        self.cached_opens = self.cached_opens.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAMP: FileStamp = FileStamp {
+        mtime: (1, 0),
+        ctime: (1, 0),
+        size: 10,
+    };
+
+    fn no_backing() -> std::io::Result<BackingId> {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
+
+    #[test]
+    fn without_passthrough_every_open_is_cached_and_counted() {
+        let mut io = IoMode::default();
+        assert!(matches!(io.open(false, libc::O_RDONLY, STAMP, no_backing), OpenMode::Cached { .. }));
+        assert!(matches!(io.open(false, libc::O_RDWR, STAMP, no_backing), OpenMode::Cached { .. }));
+        assert_eq!(io.cached_opens, 2);
+        io.release_cached();
+        io.release_cached();
+        io.release_cached();
+        assert_eq!(io.cached_opens, 0);
+    }
+
+    #[test]
+    fn cached_pages_are_kept_only_while_the_file_is_unchanged() {
+        let mut io = IoMode::default();
+        let changed = FileStamp { size: 11, ..STAMP };
+        let keeps = |mode: OpenMode| matches!(mode, OpenMode::Cached { keep_cache: true });
+        assert!(!keeps(io.open(false, libc::O_RDONLY, STAMP, no_backing)));
+        assert!(keeps(io.open(false, libc::O_RDONLY, STAMP, no_backing)));
+        assert!(!keeps(io.open(false, libc::O_RDONLY, changed, no_backing)));
+        assert!(keeps(io.open(false, libc::O_RDONLY, changed, no_backing)));
+    }
+
+    #[test]
+    fn o_direct_is_never_cached() {
+        let mut io = IoMode::default();
+        let mode = io.open(true, libc::O_RDONLY | libc::O_DIRECT, STAMP, no_backing);
+        assert!(matches!(mode, OpenMode::Direct));
+        assert_eq!(io.cached_opens, 0);
+    }
+
+    #[test]
+    fn a_failed_backing_falls_back_to_cached() {
+        let mut io = IoMode::default();
+        assert!(matches!(io.open(true, libc::O_RDONLY, STAMP, no_backing), OpenMode::Cached { .. }));
+    }
+
+    #[test]
+    fn truncating_opens_are_not_read_only() {
+        assert!(read_only(libc::O_RDONLY));
+        assert!(!read_only(libc::O_RDONLY | libc::O_TRUNC));
+        assert!(!read_only(libc::O_WRONLY));
+    }
+}
