@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Tracing-overhead benchmark (issue 5): every workload natively, under depsetfs run, chrooted on
+# bindfs and loggedfs, under strace -f (ptrace and --seccomp-bpf) and under reprozip trace;
+# interleaved repetitions, medians and ratios to native, as a Markdown table on stdout and in
+# bench/results/<date>.md. Then the depsetfs daemon's peak memory while find walks a tree of
+# 1,000,000 files. Run by hand, as root, after bench/install.sh. See bench/README.md.
+#
+#   bench/run.sh [--reps N] [--quick] [--workloads a,b] [--variants a,b] [--no-mem] [--timeout S]
+#                [--bin PATH]   (default target/release/depsetfs, built if missing)
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+BIN= reps=5 reps_set=0 quick=0 timeout_s=900 do_mem=1
+all_workloads=(python cc find tar churn nginx)
+all_variants=(native depsetfs bindfs loggedfs strace strace-seccomp reprozip)
+sel_workloads=() sel_variants=()
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while (($#)); do
+    case $1 in
+    --reps) reps=$2 reps_set=1; shift ;;
+    --quick) quick=1 ;;
+    --workloads) IFS=, read -ra sel_workloads <<< "$2"; shift ;;
+    --variants) IFS=, read -ra sel_variants <<< "$2"; shift ;;
+    --no-mem) do_mem=0 ;;
+    --timeout) timeout_s=$2; shift ;;
+    --bin) BIN=$(realpath "$2"); shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
+    esac
+    shift
+done
+# --quick means one repetition unless --reps says otherwise
+((quick && !reps_set)) && reps=1
+workloads=("${sel_workloads[@]:-${all_workloads[@]}}")
+variants=("${sel_variants[@]:-${all_variants[@]}}")
+[[ " ${variants[*]} " == *" native "* ]] || variants=(native "${variants[@]}")
+
+log() { echo "run.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+[[ $EUID -eq 0 ]] || die "must run as root (FUSE mounts, unshare, chroot)"
+
+# --- tools -----------------------------------------------------------------------------------
+if [[ -z $BIN ]]; then
+    BIN=$repo/target/release/depsetfs
+    if [[ ! -x $BIN ]]; then
+        log "building the release binary"
+        (cd "$repo" && timeout 3600 cargo build --release) || die "cargo build --release failed"
+    fi
+fi
+[[ -x $BIN ]] || die "no depsetfs binary at $BIN"
+RZ=
+for c in "$here/.venv/bin/reprozip" /opt/reprozip/bin/reprozip; do [[ -x $c ]] && { RZ=$c; break; }; done
+declare -A unavailable=()
+for v in "${variants[@]}"; do
+    case $v in
+    bindfs|loggedfs) command -v "$v" >/dev/null || unavailable[$v]="$v not installed (bench/install.sh)" ;;
+    strace|strace-seccomp) command -v strace >/dev/null || unavailable[$v]="strace not installed" ;;
+    reprozip) [[ -n $RZ ]] || unavailable[$v]="reprozip not installed (bench/install.sh)" ;;
+    esac
+done
+for t in wrk /usr/sbin/nginx gcc /usr/bin/python3 unshare chroot timeout; do
+    command -v "$t" >/dev/null || die "$t missing: run bench/install.sh"
+done
+
+# --- scratch space, cleanup ------------------------------------------------------------------
+WORK=$(mktemp -d /var/tmp/depsetfs-bench.XXXXXX) || die "mktemp failed"
+chmod 755 "$WORK"
+mkdir -p "$WORK/logs" "$WORK/state" "$WORK/out" "$WORK/bin"
+# Snapshot the binary: the work tree is shared and target/release/depsetfs may be rebuilt by
+# someone else mid-run; every repetition must measure the same build.
+binary="$BIN (built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'), work tree at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null))"
+cp "$BIN" "$WORK/bin/depsetfs" && BIN=$WORK/bin/depsetfs || die "cannot copy $BIN"
+export BENCH_WORK=$WORK BENCH_QUICK=$quick BENCH_RESULT=$WORK/result
+export DEPSETFS_STATE_DIR=$WORK/state
+bg_pids=()  # background processes we started (variant wrappers); killed by pid on exit
+
+cleanup() {
+    local p
+    if [[ -s $WORK/nginx/nginx.pid ]]; then
+        p=$(cat "$WORK/nginx/nginx.pid")
+        # only if it really is our nginx (the pid file lives in our scratch dir)
+        grep -q "$WORK/nginx" "/proc/$p/cmdline" 2>/dev/null && kill -TERM "$p" 2>/dev/null
+    fi
+    for p in "${bg_pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null; done
+    for p in "${bg_pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+    done
+    if grep -q " $WORK" /proc/self/mountinfo; then
+        log "something is still mounted under $WORK; leaving it in place"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# --- variants ----------------------------------------------------------------------------------
+strace_filter=trace=file,process,network,read,write
+# Sets VCMD to the command prefix that runs a command under variant $1; $2 names its trace files.
+variant_cmd() {
+    local v=$1 tag=$2
+    case $v in
+    native) VCMD=() ;;
+    depsetfs) VCMD=("$BIN" run --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
+    bindfs|loggedfs) VCMD=(unshare -m --propagation private "$here/lib/fusemirror.sh" "$v" "$WORK/logs/$tag.loggedfs" --) ;;
+    strace) VCMD=(strace -f -qq -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
+    strace-seccomp) VCMD=(strace -f -qq --seccomp-bpf -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
+    reprozip) VCMD=("$RZ" trace --dont-identify-packages --dont-find-inputs-outputs -d "$WORK/logs/$tag.rz") ;;
+    esac
+}
+
+RAW=$WORK/raw.tsv
+: > "$RAW"
+NOTES=$WORK/notes.txt
+: > "$NOTES"
+note() { echo "$*" >> "$NOTES"; log "$*"; }
+
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$RAW"; }
+
+# One measured run of a file-level workload; records seconds or a failure.
+measure() {
+    local w=$1 v=$2 rep=$3 tag="$1-$2-$3" rc val
+    variant_cmd "$v" "$tag"
+    rm -f "$BENCH_RESULT"
+    (cd "$WORK" && timeout -k 10 "$timeout_s" "${VCMD[@]}" /bin/bash "$here/workloads/$w.sh" run) \
+        < /dev/null > "$WORK/out/$tag.out" 2>&1
+    rc=$?
+    val=$(cat "$BENCH_RESULT" 2>/dev/null)
+    if ((rc == 0)) && [[ $val =~ ^[0-9.]+$ ]]; then
+        record "$w" "$v" "$rep" "$val" ok
+    else
+        local why="exit $rc"; ((rc == 124 || rc == 137)) && why="timeout after ${timeout_s}s"
+        record "$w" "$v" "$rep" "" "$why"
+        note "$w/$v rep $rep failed ($why): $(grep -v "^depsetfs: log:" "$WORK/out/$tag.out" | tail -c 400 | tr '\n' ' ')"
+    fi
+    rm -rf "$WORK/logs/$tag".*
+}
+
+port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The service: nginx under the variant, wrk from outside, requests/s.
+measure_nginx() {
+    local v=$1 rep=$2 tag="nginx-$1-$2" wpid npid rps ok=0 why=""
+    variant_cmd "$v" "$tag"
+    rm -f "$WORK/nginx/nginx.pid"
+    (cd "$WORK" && exec timeout -k 10 "$timeout_s" "${VCMD[@]}" /bin/bash "$here/workloads/nginx.sh" run) \
+        < /dev/null > "$WORK/out/$tag.out" 2>&1 &
+    wpid=$!
+    bg_pids+=("$wpid")
+    for _ in $(seq 600); do
+        [[ -s $WORK/nginx/nginx.pid ]] && port_open "$BENCH_PORT" && { ok=1; break; }
+        kill -0 "$wpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ((ok)); then
+        timeout 30 wrk -t1 -c16 -d1s -s "$WORK/nginx/rotate.lua" "http://127.0.0.1:$BENCH_PORT/" > /dev/null 2>&1
+        timeout $((nginx_secs + 30)) wrk -t1 -c16 -d"${nginx_secs}s" -s "$WORK/nginx/rotate.lua" \
+            "http://127.0.0.1:$BENCH_PORT/" > "$WORK/out/$tag.wrk" 2>&1
+        rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/out/$tag.wrk")
+        if grep -qE 'Non-2xx|Socket errors' "$WORK/out/$tag.wrk"; then
+            why="wrk saw errors: $(grep -E 'Non-2xx|Socket errors' "$WORK/out/$tag.wrk" | tr '\n' ' ')"
+        elif ! [[ $rps =~ ^[0-9.]+$ ]]; then
+            why="no requests/s from wrk"
+        fi
+    else
+        why="nginx did not come up within 60 s"
+    fi
+    # stop nginx by the pid it wrote (checked to be ours), then wait for the wrapper
+    npid=$(cat "$WORK/nginx/nginx.pid" 2>/dev/null)
+    [[ -n $npid ]] && grep -q "$WORK/nginx" "/proc/$npid/cmdline" 2>/dev/null && kill -TERM "$npid"
+    for _ in $(seq 300); do kill -0 "$wpid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$wpid" 2>/dev/null; then
+        note "nginx/$v rep $rep: the variant did not exit 30 s after nginx was stopped; killed"
+        kill -TERM "$wpid"; sleep 2; kill -KILL "$wpid" 2>/dev/null
+    fi
+    wait "$wpid" 2>/dev/null
+    if [[ -z $why ]]; then
+        record nginx "$v" "$rep" "$rps" ok
+    else
+        record nginx "$v" "$rep" "" "$why"
+        note "nginx/$v rep $rep failed: $why; $(tail -c 300 "$WORK/out/$tag.out" | tr '\n' ' ')"
+    fi
+    rm -rf "$WORK/logs/$tag".*
+}
+
+# --- setup -------------------------------------------------------------------------------------
+nginx_secs=5; ((quick)) && nginx_secs=2
+for _ in $(seq 50); do
+    BENCH_PORT=$((20000 + RANDOM % 10000))
+    port_open "$BENCH_PORT" || break
+done
+export BENCH_PORT
+
+date_s=$(date -u +%Y-%m-%d)
+machine="$(nproc) cores, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(free -g | awk '/^Mem:/ {print $2}') GiB"
+log "scratch $WORK; $reps rep(s); quick=$quick; workloads: ${workloads[*]}; variants: ${variants[*]}"
+for v in "${!unavailable[@]}"; do note "$v: n/a (${unavailable[$v]})"; done
+
+for w in "${workloads[@]}"; do
+    [[ -x $here/workloads/$w.sh ]] || die "no workload $w"
+    bash "$here/workloads/$w.sh" setup || die "setup of $w failed"
+done
+# one untimed native pass: warm the page cache, start from the same state for every variant
+log "warm-up"
+for w in "${workloads[@]}"; do
+    [[ $w == nginx ]] && continue
+    (cd "$WORK" && BENCH_RESULT=/dev/null timeout "$timeout_s" bash "$here/workloads/$w.sh" run) \
+        < /dev/null > /dev/null 2>&1
+done
+
+# --- the measurements: interleaved, variant order rotated from one repetition to the next -----
+runnable=()
+for v in "${variants[@]}"; do [[ -z ${unavailable[$v]:-} ]] && runnable+=("$v"); done
+nv=${#runnable[@]}
+for ((rep = 1; rep <= reps; rep++)); do
+    for w in "${workloads[@]}"; do
+        for ((k = 0; k < nv; k++)); do
+            v=${runnable[$(((k + rep - 1) % nv))]}
+            log "rep $rep/$reps $w $v"
+            if [[ $w == nginx ]]; then measure_nginx "$v" "$rep"; else measure "$w" "$v" "$rep"; fi
+        done
+    done
+done
+
+# --- daemon memory while find walks a tree of 1,000,000 files ---------------------------------
+MEM=$WORK/mem.tsv
+: > "$MEM"
+tree=/var/tmp/depsetfs-bench-tree
+make_tree() {
+    # 10 x 100 directories x 1000 empty files; --quick walks $tree/0 alone (100,000 files)
+    [[ -e $tree/.complete ]] && return 0
+    log "generating $tree (1,000,000 empty files, once)"
+    rm -rf "$tree"
+    local a b
+    for a in 0 1 2 3 4 5 6 7 8 9; do
+        for b in $(seq -w 0 99); do
+            mkdir -p "$tree/$a/$b" && (cd "$tree/$a/$b" && touch f{000..999}) || return 1
+        done
+    done
+    touch "$tree/.complete"
+}
+descendants() { local p c; for p in "$@"; do for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; done; }
+if ((do_mem)); then
+    if make_tree; then
+        walk=$tree nfiles=1000000
+        ((quick)) && walk=$tree/0 nfiles=100000
+        rm -f "$WORK/mem.walked" "$WORK/mem.release"
+        "$BIN" run --log "$WORK/logs/mem.dlog" --timeout "$timeout_s" -- /bin/bash -c '
+            t0=$EPOCHREALTIME; find "$1" -printf "%s\n" > /dev/null; t1=$EPOCHREALTIME
+            echo "${t0/./} ${t1/./}" > "$2/mem.walked"
+            while [ ! -e "$2/mem.release" ]; do sleep 0.2; done' walk "$walk" "$WORK" \
+            < /dev/null > "$WORK/out/mem.out" 2>&1 &
+        rpid=$!
+        bg_pids+=("$rpid")
+        for _ in $(seq $((timeout_s * 5))); do
+            [[ -s $WORK/mem.walked ]] && break
+            kill -0 "$rpid" 2>/dev/null || break
+            sleep 0.2
+        done
+        dpid=
+        for p in $(descendants "$rpid"); do
+            tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- '__serve' && { dpid=$p; break; }
+        done
+        if [[ -s $WORK/mem.walked && -n $dpid ]]; then
+            hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$dpid/status")
+            rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$dpid/status")
+            read -r t0 t1 < "$WORK/mem.walked"
+            secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b - a) / 1e6}')
+            printf '%s\t%s\t%s\t%s\n' "$nfiles" "$hwm" "$rss" "$secs" > "$MEM"
+            log "daemon VmHWM ${hwm} kB, VmRSS ${rss} kB after walking $nfiles files in ${secs}s"
+        else
+            note "memory: the walk did not finish or the daemon was not found: $(tail -c 300 "$WORK/out/mem.out" | tr '\n' ' ')"
+        fi
+        touch "$WORK/mem.release"
+        for _ in $(seq 300); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$rpid" 2>/dev/null && { note "memory: depsetfs run did not exit; killed"; kill -TERM "$rpid"; }
+        wait "$rpid" 2>/dev/null
+        rm -f "$WORK/logs/mem.dlog"
+    else
+        note "memory: could not generate $tree"
+    fi
+fi
+
+# --- report ------------------------------------------------------------------------------------
+mkdir -p "$here/results"
+out=$here/results/$date_s.md
+[[ -e $out ]] && out=$here/results/$date_s-$(date -u +%H%M%S).md
+/usr/bin/python3 "$here/lib/report.py" --raw "$RAW" --mem "$MEM" --notes "$NOTES" \
+    --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --machine "$machine" --binary "$binary" --reps "$reps" --quick "$quick" \
+    --variants "${variants[*]}" --workloads "${workloads[*]}" --nginx-secs "$nginx_secs" \
+    --unavailable "$(for v in "${!unavailable[@]}"; do echo "$v=${unavailable[$v]}"; done)" > "$out"
+cp "$RAW" "${out%.md}.tsv"
+cat "$out"
+log "written $out (raw values in ${out%.md}.tsv)"
