@@ -1,7 +1,8 @@
 //! Rendering for `depsetfs dump`: the log as JSON lines (one object per record, for jq and
 //! scripts), and a deployment set as a plain path list (for tar, rsync `--files-from`) or as
 //! one JSON document (with kinds, sizes, reasons and users, for tools and review). This module
-//! owns the output shapes only; it computes nothing. Paths become strings by lossy UTF-8 in JSON,
+//! also writes a strategy's set with its needed processes, stubs and outputs. It owns the
+//! output shapes only; it computes nothing. Paths become strings by lossy UTF-8 in JSON,
 //! and are written as raw bytes in the path list. Every writer returns I/O errors (a closed pipe
 //! included) instead of panicking.
 
@@ -11,8 +12,10 @@ use std::io::{self, BufWriter, Write};
 use serde::Serialize;
 
 use crate::event::{Access, ProcessInfo, Record, TimeNs, intent};
+use crate::graph::Graph;
 use crate::log::LogContents;
 use crate::set::{DeploymentSet, SetEntry, SetUser};
+use crate::strategy::StrategySet;
 
 /// The header, then one line per record, then `{"type":"truncated","at":N}` when the log was
 /// cut short.
@@ -162,6 +165,102 @@ pub fn write_set_json(set: &DeploymentSet, out: &mut dyn Write) -> io::Result<()
     serde_json::to_writer_pretty(&mut out, &document).map_err(io::Error::from)?;
     out.write_all(b"\n")?;
     out.flush()
+}
+
+/// A strategy's set as one JSON document: the set's fields, then the strategy, the needed
+/// processes with why, the stubs, the outputs left out and what the rules excluded.
+pub fn write_strategy_set_json(
+    graph: &Graph,
+    result: &StrategySet,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let mut out = BufWriter::new(out);
+    let set = &result.set;
+    let document = StrategyDocument {
+        set: SetDocument {
+            entries: set.entries.iter().map(EntryJson::new).collect(),
+            required_devices: set
+                .required_devices
+                .iter()
+                .map(|path| String::from_utf8_lossy(path))
+                .collect(),
+            dropped_missing: set.dropped_missing,
+        },
+        strategy: result.strategy.name(),
+        needed: result
+            .needed
+            .processes()
+            .filter_map(|process| {
+                let node = &graph.processes[process];
+                let why = result.needed.why[process].as_ref()?;
+                Some(NeededJson {
+                    pid: node.key.pid,
+                    start: node.key.start,
+                    exec_index: node.key.exec_index,
+                    exe: String::from_utf8_lossy(&node.exe),
+                    argv: &node.argv,
+                    why: why.describe(graph),
+                })
+            })
+            .collect(),
+        stubs: result
+            .stubs
+            .iter()
+            .map(|stub| StubJson {
+                path: String::from_utf8_lossy(&stub.path),
+                launched_by: graph.describe_process(stub.launched_by),
+            })
+            .collect(),
+        outputs: result
+            .outputs
+            .iter()
+            .map(|path| String::from_utf8_lossy(path))
+            .collect(),
+        excluded: result
+            .excluded
+            .iter()
+            .map(|(path, glob)| ExcludedJson {
+                path: String::from_utf8_lossy(path),
+                rule: glob,
+            })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut out, &document).map_err(io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[derive(Serialize)]
+struct StrategyDocument<'a> {
+    #[serde(flatten)]
+    set: SetDocument<'a>,
+    strategy: &'static str,
+    needed: Vec<NeededJson<'a>>,
+    stubs: Vec<StubJson<'a>>,
+    outputs: Vec<Cow<'a, str>>,
+    excluded: Vec<ExcludedJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct NeededJson<'a> {
+    pid: u32,
+    start: u64,
+    exec_index: u32,
+    exe: Cow<'a, str>,
+    argv: &'a [String],
+    why: String,
+}
+
+#[derive(Serialize)]
+struct StubJson<'a> {
+    path: Cow<'a, str>,
+    launched_by: String,
+}
+
+#[derive(Serialize)]
+struct ExcludedJson<'a> {
+    path: Cow<'a, str>,
+    rule: &'a str,
 }
 
 #[derive(Serialize)]

@@ -5,7 +5,9 @@
 //! [`UsageIndex`] of who used which path how, a process selection ([`UsageIndex::used_paths`]),
 //! the [`closure`] over parents and symlink chains in the real source tree ([`SourceTree`]),
 //! the exclusions ([`NeverShipped`]) and the check that each path still exists. Later strategies
-//! (strict, system, exec) and policies replace the selection and add steps; they reuse the rest.
+//! (strict, system, exec, in `strategy.rs`) choose the used paths from the dependency graph and
+//! hand them to [`set_of_used_paths`], which runs the same closure, exclusions and checks, with
+//! the graph answering [`PathFacts`] instead of the usage index.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -557,7 +559,7 @@ fn add_with_reason(closed: &mut BTreeMap<Vec<u8>, Reason>, path: &[u8], reason: 
 }
 
 /// The set: what to copy, what the target must provide, what was left out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeploymentSet {
     /// Sorted by path bytes.
     pub entries: Vec<SetEntry>,
@@ -644,12 +646,47 @@ pub fn deployment_set(
     options: &SetOptions,
     selected: &dyn Fn(ProcessId) -> bool,
 ) -> DeploymentSet {
+    let used = index.used_paths(selected);
+    let facts = IndexFacts { index, selected };
+    set_of_used_paths(&used, options, &facts)
+}
+
+/// What steps 4 to 6 need to know about a path beyond the source tree: the kind the daemon
+/// saw (for paths gone from the source) and who used it how. The usage index answers for the
+/// sanity set, the dependency graph for the other strategies.
+pub trait PathFacts {
+    /// The kind the daemon reported for `path`, `Unknown` if it never named it.
+    fn seen_kind(&self, path: &[u8]) -> FileKind;
+    /// The processes (of those that count) that used `path` successfully, and how.
+    fn users(&self, path: &[u8]) -> Vec<SetUser>;
+}
+
+struct IndexFacts<'a> {
+    index: &'a UsageIndex,
+    selected: &'a dyn Fn(ProcessId) -> bool,
+}
+
+impl PathFacts for IndexFacts<'_> {
+    fn seen_kind(&self, path: &[u8]) -> FileKind {
+        seen_kind(path, self.index)
+    }
+
+    fn users(&self, path: &[u8]) -> Vec<SetUser> {
+        set_users(path, self.index, self.selected)
+    }
+}
+
+/// Steps 3 to 6 from the used paths of step 2, however they were chosen.
+pub fn set_of_used_paths(
+    used: &BTreeSet<Vec<u8>>,
+    options: &SetOptions,
+    facts: &dyn PathFacts,
+) -> DeploymentSet {
     let never = options.never_shipped();
     let mut tree = SourceTree::new(&options.source);
-    let used = index.used_paths(selected);
-    let closed = closure(&used, &mut tree, &never);
-    let (shipped, required_devices) = apply_exclusions(closed, &mut tree, &never, index);
-    let (entries, dropped_missing) = existing_entries(shipped, &mut tree, index, selected);
+    let closed = closure(used, &mut tree, &never);
+    let (shipped, required_devices) = apply_exclusions(closed, &mut tree, &never, facts);
+    let (entries, dropped_missing) = existing_entries(shipped, &mut tree, facts);
     DeploymentSet {
         entries,
         required_devices,
@@ -662,7 +699,7 @@ pub fn apply_exclusions(
     closed: BTreeMap<Vec<u8>, Reason>,
     tree: &mut SourceTree,
     never: &NeverShipped,
-    index: &UsageIndex,
+    facts: &dyn PathFacts,
 ) -> (BTreeMap<Vec<u8>, Reason>, Vec<Vec<u8>>) {
     let mut shipped = BTreeMap::new();
     let mut devices = Vec::new();
@@ -671,7 +708,7 @@ pub fn apply_exclusions(
         // Only /dev among the kernel trees holds device nodes worth asking the source about;
         // /proc describes this machine and the mountpoint leads back into the mirror.
         let may_be_device = !excluded || is_within(&path, b"/dev");
-        if may_be_device && is_device(kind_of(&path, tree, index)) {
+        if may_be_device && is_device(kind_of(&path, tree, facts)) {
             devices.push(path);
         } else if !excluded {
             shipped.insert(path, reason);
@@ -685,10 +722,10 @@ fn is_device(kind: FileKind) -> bool {
 }
 
 /// The kind from the source tree, else as the daemon reported it.
-fn kind_of(path: &[u8], tree: &mut SourceTree, index: &UsageIndex) -> FileKind {
+fn kind_of(path: &[u8], tree: &mut SourceTree, facts: &dyn PathFacts) -> FileKind {
     match tree.lookup(path) {
         SourceLookup::Present { kind, .. } => kind,
-        SourceLookup::Missing | SourceLookup::Unreadable => seen_kind(path, index),
+        SourceLookup::Missing | SourceLookup::Unreadable => facts.seen_kind(path),
     }
 }
 
@@ -706,8 +743,7 @@ fn seen_kind(path: &[u8], index: &UsageIndex) -> FileKind {
 pub fn existing_entries(
     shipped: BTreeMap<Vec<u8>, Reason>,
     tree: &mut SourceTree,
-    index: &UsageIndex,
-    selected: &dyn Fn(ProcessId) -> bool,
+    facts: &dyn PathFacts,
 ) -> (Vec<SetEntry>, usize) {
     let mut entries = Vec::new();
     let mut dropped_missing = 0;
@@ -718,9 +754,9 @@ pub fn existing_entries(
                 dropped_missing += 1;
                 continue;
             }
-            SourceLookup::Unreadable => (seen_kind(&path, index), 0),
+            SourceLookup::Unreadable => (facts.seen_kind(&path), 0),
         };
-        let users = set_users(&path, index, selected);
+        let users = facts.users(&path);
         entries.push(SetEntry {
             path,
             kind,

@@ -1,0 +1,595 @@
+//! The strategies that turn a graph and a selection into a deployment set: which process
+//! images are *needed*, which of their files are *used*, and the policies on top. `all` is the
+//! sanity set (every process); `strict` follows every dependency from the selected images (a
+//! process depends on its fork parent, the image it was exec'd from, the servers it connected
+//! to and the writers of files it used, if they wrote before it used them); `system` adds the
+//! system set-up processes; `exec` adds the sub-processes of every needed image except the
+//! children of exec-tolerant parents. Policies: noise (files whose writers are not followed),
+//! outputs (files only written are left out, their directories kept), stubs (binaries exec'd by
+//! a needed parent but not needed themselves), include/exclude globs. The closure over
+//! parents and symlink chains, the never-shipped trees and the existence check are
+//! [`crate::set`]'s, shared by every strategy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::event::{FileKind, TimeNs};
+use crate::graph::{EndpointIx, FileIx, Graph, ProcessIx, ProcessLink};
+use crate::rules::{PathGlob, Rules, first_match, matches_process};
+use crate::select::Selection;
+use crate::set::{
+    DeploymentSet, PathFacts, ProcessId, SetOptions, SetUser, UseKind, describe_use, parent_of,
+    set_of_used_paths,
+};
+
+/// The strategies, in the seed's order (the order of `depsetfs report`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Every file any process used (the sanity set).
+    All,
+    /// Every dependency from the selected processes, nothing else.
+    Strict,
+    /// strict plus the system set-up processes and processes without a binary.
+    System,
+    /// strict plus every sub-process of a needed process, except children of exec-tolerant
+    /// parents.
+    Exec,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::All,
+        Strategy::Strict,
+        Strategy::System,
+        Strategy::Exec,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::All => "all",
+            Strategy::Strict => "strict",
+            Strategy::System => "system",
+            Strategy::Exec => "exec",
+        }
+    }
+}
+
+/// Why an image is needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NeedReason {
+    /// Strategy `all`.
+    Everything,
+    /// Chosen by a selector (its description).
+    Selected(String),
+    /// Matched a system set-up pattern, has no binary, or descends from such a process.
+    SystemSetup(String),
+    /// Forked the needed image.
+    ForkParentOf(ProcessIx),
+    /// Was exec'd into the needed image.
+    ExecPredecessorOf(ProcessIx),
+    /// Bound an endpoint the needed image connected to.
+    ServerOf {
+        client: ProcessIx,
+        endpoint: EndpointIx,
+    },
+    /// Wrote (created, renamed into, ...) a file the needed image used afterwards.
+    WroteFileUsedBy { file: FileIx, user: ProcessIx },
+    /// A sub-process of a needed image (strategy `exec`).
+    SubProcessOf(ProcessIx),
+}
+
+impl NeedReason {
+    /// The needed image this one was reached from, if any.
+    pub fn from_process(&self) -> Option<ProcessIx> {
+        match self {
+            NeedReason::ForkParentOf(process)
+            | NeedReason::ExecPredecessorOf(process)
+            | NeedReason::SubProcessOf(process) => Some(*process),
+            NeedReason::ServerOf { client, .. } => Some(*client),
+            NeedReason::WroteFileUsedBy { user, .. } => Some(*user),
+            NeedReason::Everything | NeedReason::Selected(_) | NeedReason::SystemSetup(_) => None,
+        }
+    }
+
+    pub fn describe(&self, graph: &Graph) -> String {
+        match self {
+            NeedReason::Everything => "strategy all: every process".to_string(),
+            NeedReason::Selected(how) => format!("selected ({how})"),
+            NeedReason::SystemSetup(how) => format!("system set-up ({how})"),
+            NeedReason::ForkParentOf(child) => {
+                format!("forked {}", graph.describe_process(*child))
+            }
+            NeedReason::ExecPredecessorOf(next) => {
+                format!("exec'd into {}", graph.describe_process(*next))
+            }
+            NeedReason::ServerOf { client, endpoint } => format!(
+                "bound {} that {} connected to",
+                graph.endpoints[*endpoint].key.describe(),
+                graph.describe_process(*client)
+            ),
+            NeedReason::WroteFileUsedBy { file, user } => format!(
+                "wrote {} before {} used it",
+                graph.path_text(*file),
+                graph.describe_process(*user)
+            ),
+            NeedReason::SubProcessOf(parent) => {
+                format!("sub-process of {}", graph.describe_process(*parent))
+            }
+        }
+    }
+}
+
+/// The needed images and why each one is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Needed {
+    pub why: Vec<Option<NeedReason>>,
+}
+
+impl Needed {
+    pub fn contains(&self, process: ProcessIx) -> bool {
+        self.why.get(process).is_some_and(Option::is_some)
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = ProcessIx> + '_ {
+        self.why
+            .iter()
+            .enumerate()
+            .filter(|(_, why)| why.is_some())
+            .map(|(process, _)| process)
+    }
+
+    /// The chain of images from a root (selected, system, everything) to `process`, root
+    /// first, each with why it is needed.
+    pub fn chain_to(&self, process: ProcessIx) -> Vec<(ProcessIx, &NeedReason)> {
+        let mut chain = Vec::new();
+        let mut current = Some(process);
+        let mut seen = BTreeSet::new();
+        while let Some(image) = current {
+            let Some(reason) = self.why.get(image).and_then(Option::as_ref) else {
+                break;
+            };
+            if !seen.insert(image) {
+                break;
+            }
+            chain.push((image, reason));
+            current = reason.from_process();
+        }
+        chain.reverse();
+        chain
+    }
+}
+
+/// A binary a needed parent exec'd without needing it: ship a stub that exits 0 in its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stub {
+    pub path: Vec<u8>,
+    /// The image that ran the binary.
+    pub image: ProcessIx,
+    /// The needed image that started it.
+    pub launched_by: ProcessIx,
+}
+
+/// A strategy's result: the set, and what the analysis decided on the way.
+#[derive(Clone, Debug)]
+pub struct StrategySet {
+    pub strategy: Strategy,
+    pub set: DeploymentSet,
+    pub needed: Needed,
+    pub stubs: Vec<Stub>,
+    /// Files needed processes only wrote: left out (outputs policy), directories shipped.
+    pub outputs: Vec<Vec<u8>>,
+    /// Paths of the set left out by an exclude glob, with the glob.
+    pub excluded: Vec<(Vec<u8>, String)>,
+}
+
+impl StrategySet {
+    pub fn total_bytes(&self) -> u64 {
+        self.set.entries.iter().map(|entry| entry.size).sum()
+    }
+}
+
+/// How to compute a set.
+#[derive(Clone, Debug)]
+pub struct StrategyOptions {
+    pub strategy: Strategy,
+    /// List binaries exec'd but not needed as stubs.
+    pub stubs: bool,
+}
+
+/// Computes the set of `strategy` for the selected images.
+pub fn compute(
+    graph: &Graph,
+    selection: &Selection,
+    rules: &Rules,
+    set_options: &SetOptions,
+    options: &StrategyOptions,
+) -> StrategySet {
+    let needed = needed_processes(graph, selection, rules, options.strategy);
+    let drop_outputs = rules.drop_outputs && options.strategy != Strategy::All;
+    let (mut used, outputs) = used_paths(graph, &needed, drop_outputs);
+    add_included(graph, rules, &mut used);
+    let excluded_early = remove_excluded(&mut used, &rules.exclude);
+    let facts = GraphFacts::new(graph, &needed);
+    let mut set = set_of_used_paths(&used, set_options, &facts);
+    let mut excluded = excluded_early;
+    set.entries
+        .retain(|entry| match first_match(&rules.exclude, &entry.path) {
+            Some(glob) => {
+                excluded.push((entry.path.clone(), glob.text.clone()));
+                false
+            }
+            None => true,
+        });
+    excluded.sort();
+    excluded.dedup();
+    let shipped: BTreeSet<&[u8]> = set
+        .entries
+        .iter()
+        .map(|entry| entry.path.as_slice())
+        .collect();
+    let stubs = find_stubs(graph, &needed, rules, options.stubs, &shipped);
+    StrategySet {
+        strategy: options.strategy,
+        set,
+        needed,
+        stubs,
+        outputs,
+        excluded,
+    }
+}
+
+/// Which images the strategy needs.
+pub fn needed_processes(
+    graph: &Graph,
+    selection: &Selection,
+    rules: &Rules,
+    strategy: Strategy,
+) -> Needed {
+    let mut walk = NeedWalk::new(graph, rules, strategy);
+    match strategy {
+        Strategy::All => {
+            for process in 0..graph.processes.len() {
+                walk.need(process, NeedReason::Everything);
+            }
+        }
+        Strategy::Strict | Strategy::Exec => walk.seed_selection(selection),
+        Strategy::System => {
+            walk.seed_selection(selection);
+            walk.seed_system();
+        }
+    }
+    walk.run();
+    Needed { why: walk.why }
+}
+
+/// The worklist that closes the needed set over dependencies.
+struct NeedWalk<'a> {
+    graph: &'a Graph,
+    rules: &'a Rules,
+    strategy: Strategy,
+    why: Vec<Option<NeedReason>>,
+    queue: Vec<ProcessIx>,
+    /// Per produced file: (producer, first time it produced it).
+    producers: HashMap<FileIx, Vec<(ProcessIx, TimeNs)>>,
+}
+
+impl<'a> NeedWalk<'a> {
+    fn new(graph: &'a Graph, rules: &'a Rules, strategy: Strategy) -> NeedWalk<'a> {
+        let mut producers: HashMap<FileIx, Vec<(ProcessIx, TimeNs)>> = HashMap::new();
+        for edge in graph.file_edges.iter().filter(|edge| edge.produces()) {
+            producers
+                .entry(edge.file)
+                .or_default()
+                .push((edge.process, edge.totals.first_ns));
+        }
+        NeedWalk {
+            graph,
+            rules,
+            strategy,
+            why: vec![None; graph.processes.len()],
+            queue: Vec::new(),
+            producers,
+        }
+    }
+
+    fn need(&mut self, process: ProcessIx, reason: NeedReason) {
+        if self.why[process].is_some() {
+            return;
+        }
+        let root = matches!(
+            reason,
+            NeedReason::Selected(_) | NeedReason::Everything | NeedReason::SystemSetup(_)
+        );
+        if !root && self.is_stubbed(process) {
+            return;
+        }
+        self.why[process] = Some(reason);
+        self.queue.push(process);
+    }
+
+    /// Images whose binary the rules always replace by a stub are not followed.
+    fn is_stubbed(&self, process: ProcessIx) -> bool {
+        let node = &self.graph.processes[process];
+        let binary = self.graph.exec_binary(process).unwrap_or(&node.exe);
+        node.key.exec_index > 0 && first_match(&self.rules.stubs, binary).is_some()
+    }
+
+    fn seed_selection(&mut self, selection: &Selection) {
+        for process in selection.processes() {
+            let how = selection.reason(process).unwrap_or("selected").to_string();
+            self.need(process, NeedReason::Selected(how));
+        }
+    }
+
+    /// System set-up processes and their descendants; images with no binary.
+    fn seed_system(&mut self) {
+        for process in 0..self.graph.processes.len() {
+            let node = &self.graph.processes[process];
+            if matches_process(&self.rules.system_setup, &node.exe, &node.argv) {
+                let how = format!("{} matches a system_setup rule", node.exe_text());
+                self.need(process, NeedReason::SystemSetup(how.clone()));
+                for descendant in self.graph.descendants(process) {
+                    self.need(descendant, NeedReason::SystemSetup(how.clone()));
+                }
+            } else if node.has_no_binary() && self.graph.exec_binary(process).is_none() {
+                let how = "a process with no binary".to_string();
+                self.need(process, NeedReason::SystemSetup(how));
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some(process) = self.queue.pop() {
+            self.follow_processes(process);
+            self.follow_writers(process);
+            if self.strategy == Strategy::Exec {
+                self.follow_sub_processes(process);
+            }
+        }
+    }
+
+    fn follow_processes(&mut self, process: ProcessIx) {
+        let graph = self.graph;
+        for (dependency, edge) in graph.process_dependencies(process) {
+            let reason = match edge.link {
+                ProcessLink::Fork => NeedReason::ForkParentOf(process),
+                ProcessLink::Exec => NeedReason::ExecPredecessorOf(process),
+                ProcessLink::Connect => NeedReason::ServerOf {
+                    client: process,
+                    endpoint: edge.endpoint.unwrap_or_default(),
+                },
+            };
+            self.need(dependency, reason);
+        }
+    }
+
+    /// Writers of the files `process` used, when a write began before the use ended (a use
+    /// entirely before a write does not depend on it). Noise and device files pull nothing.
+    fn follow_writers(&mut self, process: ProcessIx) {
+        let graph = self.graph;
+        for edge in graph.edges_of_process(process) {
+            if !edge.consumes() {
+                continue;
+            }
+            let Some(producers) = self.producers.get(&edge.file) else {
+                continue;
+            };
+            let file = &graph.files[edge.file];
+            if self.rules.is_noise(&file.path) || is_device(file.kind) {
+                continue;
+            }
+            let writers: Vec<ProcessIx> = producers
+                .iter()
+                .filter(|(writer, first)| *writer != process && *first <= edge.totals.last_ns)
+                .map(|(writer, _)| *writer)
+                .collect();
+            for writer in writers {
+                self.need(
+                    writer,
+                    NeedReason::WroteFileUsedBy {
+                        file: edge.file,
+                        user: process,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Strategy `exec`: what a needed image runs is needed too, except what an exec-tolerant
+    /// parent forks.
+    fn follow_sub_processes(&mut self, process: ProcessIx) {
+        let graph = self.graph;
+        let node = &graph.processes[process];
+        let tolerant = matches_process(&self.rules.exec_tolerant, &node.exe, &node.argv);
+        let mut subs: Vec<ProcessIx> = graph.exec_successor(process).into_iter().collect();
+        if !tolerant {
+            subs.extend(graph.forked_children(process));
+        }
+        for sub in subs {
+            self.need(sub, NeedReason::SubProcessOf(process));
+        }
+    }
+}
+
+fn is_device(kind: FileKind) -> bool {
+    matches!(kind, FileKind::CharDevice | FileKind::BlockDevice)
+}
+
+/// Step 2 for a strategy: every path a needed image accessed successfully, minus the outputs
+/// (files needed images produced and none read; not directories), plus the directories of
+/// those outputs.
+fn used_paths(
+    graph: &Graph,
+    needed: &Needed,
+    drop_outputs: bool,
+) -> (BTreeSet<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut produced = vec![false; graph.files.len()];
+    let mut read = vec![false; graph.files.len()];
+    let mut touched = vec![false; graph.files.len()];
+    for process in needed.processes() {
+        for edge in graph.edges_of_process(process) {
+            if !edge.succeeded() {
+                continue;
+            }
+            touched[edge.file] = true;
+            produced[edge.file] |= edge.produces();
+            read[edge.file] |= edge.reads_content();
+        }
+    }
+    let mut used = BTreeSet::new();
+    let mut outputs = Vec::new();
+    for (file, node) in graph.files.iter().enumerate() {
+        if !touched[file] {
+            continue;
+        }
+        let output = drop_outputs && produced[file] && !read[file] && node.kind != FileKind::Dir;
+        if output {
+            outputs.push(node.path.clone());
+            if let Some(parent) = parent_of(&node.path) {
+                used.insert(parent.to_vec());
+            }
+        } else {
+            used.insert(node.path.clone());
+        }
+    }
+    (used, outputs)
+}
+
+/// Include globs add every path of the log that matches and that some access reached.
+fn add_included(graph: &Graph, rules: &Rules, used: &mut BTreeSet<Vec<u8>>) {
+    if rules.include.is_empty() {
+        return;
+    }
+    for node in &graph.files {
+        if node.succeeded && first_match(&rules.include, &node.path).is_some() {
+            used.insert(node.path.clone());
+        }
+    }
+}
+
+fn remove_excluded(used: &mut BTreeSet<Vec<u8>>, exclude: &[PathGlob]) -> Vec<(Vec<u8>, String)> {
+    let mut excluded = Vec::new();
+    used.retain(|path| match first_match(exclude, path) {
+        Some(glob) => {
+            excluded.push((path.clone(), glob.text.clone()));
+            false
+        }
+        None => true,
+    });
+    excluded
+}
+
+/// Images not needed that a needed image started (it forked them, or they were exec'd from
+/// the needed image or from a fork of it), with the binary they ran: the needed parent would
+/// fail to exec it on the target without at least a stub. With `all_unneeded` false, only
+/// binaries the rules' stub list names.
+fn find_stubs(
+    graph: &Graph,
+    needed: &Needed,
+    rules: &Rules,
+    all_unneeded: bool,
+    shipped: &BTreeSet<&[u8]>,
+) -> Vec<Stub> {
+    let mut stubs: BTreeMap<Vec<u8>, Stub> = BTreeMap::new();
+    for (image, node) in graph.processes.iter().enumerate() {
+        if needed.contains(image) || node.key.exec_index == 0 {
+            continue;
+        }
+        let Some(launcher) = launched_by(graph, needed, image) else {
+            continue;
+        };
+        let Some(binary) = graph.exec_binary(image) else {
+            continue;
+        };
+        let listed = first_match(&rules.stubs, binary).is_some();
+        if (all_unneeded || listed) && !shipped.contains(binary) {
+            stubs.entry(binary.to_vec()).or_insert(Stub {
+                path: binary.to_vec(),
+                image,
+                launched_by: launcher,
+            });
+        }
+    }
+    stubs.into_values().collect()
+}
+
+/// The needed image that started `image` by exec (directly, or from a fork of itself).
+fn launched_by(graph: &Graph, needed: &Needed, image: ProcessIx) -> Option<ProcessIx> {
+    let before = graph.processes[image].exec_from?;
+    if needed.contains(before) {
+        return Some(before);
+    }
+    let fork_copy = &graph.processes[before];
+    if fork_copy.key.exec_index != 0 {
+        return None;
+    }
+    fork_copy
+        .forked_by
+        .filter(|parent| needed.contains(*parent))
+}
+
+/// The graph answering [`PathFacts`] for the needed images.
+pub struct GraphFacts<'a> {
+    graph: &'a Graph,
+    needed: &'a Needed,
+    /// Per process, the exe of its latest described image (as the usage index reports it).
+    exe_of: HashMap<ProcessId, String>,
+}
+
+impl<'a> GraphFacts<'a> {
+    pub fn new(graph: &'a Graph, needed: &'a Needed) -> GraphFacts<'a> {
+        let mut exe_of = HashMap::new();
+        for node in graph.processes.iter().filter(|node| node.described) {
+            exe_of.insert(node.key.process(), node.exe_text());
+        }
+        GraphFacts {
+            graph,
+            needed,
+            exe_of,
+        }
+    }
+}
+
+impl PathFacts for GraphFacts<'_> {
+    fn seen_kind(&self, path: &[u8]) -> FileKind {
+        self.graph
+            .file(path)
+            .map(|file| self.graph.files[file].kind)
+            .unwrap_or_default()
+    }
+
+    fn users(&self, path: &[u8]) -> Vec<SetUser> {
+        let Some(file) = self.graph.file(path) else {
+            return Vec::new();
+        };
+        let mut uses: BTreeMap<ProcessId, BTreeSet<UseKind>> = BTreeMap::new();
+        for edge in self.graph.edges_of_file(file) {
+            if edge.succeeded() && self.needed.contains(edge.process) {
+                let process = self.graph.processes[edge.process].key.process();
+                uses.entry(process).or_default().insert(edge.use_kind);
+            }
+        }
+        uses.into_iter()
+            .map(|(process, kinds)| {
+                let mut ops: Vec<String> = Vec::new();
+                for kind in &kinds {
+                    let label = describe_use(kind);
+                    if !ops.contains(&label) {
+                        ops.push(label);
+                    }
+                }
+                SetUser {
+                    pid: process.pid,
+                    start: process.start,
+                    exe: self.exe_of.get(&process).cloned().unwrap_or_default(),
+                    ops,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
