@@ -20,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fuser::{
-    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::event::{Access, FileKind, Op, intent, now_ns};
@@ -452,12 +452,12 @@ impl Filesystem for MirrorFs {
         // per-directory state that needs the kernel's serialisation.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         if self.cache.passthrough {
-            self.passthrough_active = config
-                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-                .is_ok()
+            self.passthrough_active = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if !self.passthrough_active {
-                eprintln!("depsetfs daemon: the kernel refused FUSE passthrough; reads go through the daemon");
+                eprintln!(
+                    "depsetfs daemon: the kernel refused FUSE passthrough; reads go through the daemon"
+                );
             }
         }
         Ok(())
@@ -1144,13 +1144,12 @@ impl MirrorFs {
         let attr = self.attr(&stat);
         let node = self.inodes.get(number).ok_or(Errno::ESTALE)?;
         // A file being created is written to: page-cached I/O through the daemon.
-        let mode = node
-            .io
-            .lock()
-            .expect("node io lock poisoned")
-            .open(false, flags, FileStamp::of(&stat), || {
-                Err(std::io::Error::from_raw_os_error(libc::ENOTSUP))
-            });
+        let mode = node.io.lock().expect("node io lock poisoned").open(
+            false,
+            flags,
+            FileStamp::of(&stat),
+            || Err(std::io::Error::from_raw_os_error(libc::ENOTSUP)),
+        );
         let reply_flags = mode.reply_flags();
         Ok((number, attr, self.add_handle(file, node, mode), reply_flags))
     }

@@ -342,13 +342,8 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
         passthrough: options.passthrough,
         ..CachePolicy::default()
     };
-    let fs = MirrorFs::new(
-        root,
-        cache,
-        recorder.clone(),
-        Arc::clone(&tracker),
-    )
-    .map_err(io_err("stat", &options.source))?;
+    let fs = MirrorFs::new(root, cache, recorder.clone(), Arc::clone(&tracker))
+        .map_err(io_err("stat", &options.source))?;
     let mut config = Config::default();
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;

@@ -135,8 +135,14 @@ mod tests {
     #[test]
     fn without_passthrough_every_open_is_cached_and_counted() {
         let mut io = IoMode::default();
-        assert!(matches!(io.open(false, libc::O_RDONLY, STAMP, no_backing), OpenMode::Cached { .. }));
-        assert!(matches!(io.open(false, libc::O_RDWR, STAMP, no_backing), OpenMode::Cached { .. }));
+        assert!(matches!(
+            io.open(false, libc::O_RDONLY, STAMP, no_backing),
+            OpenMode::Cached { .. }
+        ));
+        assert!(matches!(
+            io.open(false, libc::O_RDWR, STAMP, no_backing),
+            OpenMode::Cached { .. }
+        ));
         assert_eq!(io.cached_opens, 2);
         io.release_cached();
         io.release_cached();
@@ -166,7 +172,10 @@ mod tests {
     #[test]
     fn a_failed_backing_falls_back_to_cached() {
         let mut io = IoMode::default();
-        assert!(matches!(io.open(true, libc::O_RDONLY, STAMP, no_backing), OpenMode::Cached { .. }));
+        assert!(matches!(
+            io.open(true, libc::O_RDONLY, STAMP, no_backing),
+            OpenMode::Cached { .. }
+        ));
     }
 
     #[test]
