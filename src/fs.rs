@@ -27,7 +27,7 @@ use fuser::{
 };
 
 use crate::event::{Access, FileKind, Op, intent, now_ns};
-use crate::inodes::{InodeTable, Node};
+use crate::inodes::{FileKey, InodeTable, Node};
 use crate::passthrough::{FileStamp, OpenMode};
 use crate::process::ProcessTracker;
 use crate::recorder::Recorder;
@@ -207,10 +207,13 @@ fn timespec(time: Option<TimeOrNow>) -> libc::timespec {
 fn underlying_open_flags(flags: i32) -> i32 {
     // O_DIRECT would demand aligned buffers of the daemon; the kernel already bypasses the page
     // cache for the caller when the handle is marked FOPEN_DIRECT_IO.
+    // O_NOFOLLOW: the kernel already refused symlinks; the daemon reopens through the
+    // /proc/self/fd magic link, which O_NOFOLLOW would reject with ELOOP.
     flags
         & !(libc::O_CREAT
             | libc::O_EXCL
             | libc::O_NOCTTY
+            | libc::O_NOFOLLOW
             | libc::O_DIRECT
             | intent::KERNEL_FMODE_EXEC)
 }
@@ -291,19 +294,9 @@ impl MirrorFs {
         Ok((fd, mode))
     }
 
-    /// The inode number shown to stat(): the real one on the source's device; on submounts,
-    /// mixed with the device so files of different filesystems never share one.
-    fn visible_ino(&self, dev: u64, ino: u64) -> u64 {
-        if dev == self.root_dev {
-            ino
-        } else {
-            ino ^ dev.rotate_left(40)
-        }
-    }
-
     fn attr(&self, stat: &libc::stat) -> FileAttr {
         FileAttr {
-            ino: INodeNo(self.visible_ino(stat.st_dev, stat.st_ino)),
+            ino: INodeNo(self.inodes.number_of(FileKey::of(stat))),
             size: stat.st_size as u64,
             blocks: stat.st_blocks as u64,
             atime: system_time(stat.st_atime, stat.st_atime_nsec),
@@ -880,7 +873,10 @@ impl Filesystem for MirrorFs {
             offset as i64,
             |d_ino, next, d_type, name| {
                 reply.add(
-                    INodeNo(self.visible_ino(dir_dev, d_ino)),
+                    INodeNo(self.inodes.number_of(FileKey {
+                        dev: dir_dev,
+                        ino: d_ino,
+                    })),
                     next as u64,
                     dirent_type(d_type),
                     OsStr::from_bytes(name),
@@ -1223,7 +1219,11 @@ mod tests {
 
     #[test]
     fn exec_and_create_flags_never_reach_the_underlying_open() {
-        let flags = libc::O_RDONLY | intent::KERNEL_FMODE_EXEC | libc::O_CREAT | libc::O_DIRECT;
+        let flags = libc::O_RDONLY
+            | intent::KERNEL_FMODE_EXEC
+            | libc::O_CREAT
+            | libc::O_DIRECT
+            | libc::O_NOFOLLOW;
         assert_eq!(underlying_open_flags(flags), libc::O_RDONLY);
     }
 

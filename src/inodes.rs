@@ -2,12 +2,16 @@
 //!
 //! Every node the kernel knows is backed by an `O_PATH | O_NOFOLLOW` file descriptor of the
 //! underlying file, so the daemon never re-resolves a path or follows a symlink on a caller's
-//! behalf: each operation is an `*at()` call relative to that descriptor. Nodes are identified by
-//! the underlying `(st_dev, st_ino)`, so hard links share one node and submounts (another
-//! `st_dev`) are distinct. The kernel's lookup count is mirrored here; when `forget` brings it to
-//! zero the node and its descriptor are dropped, so the table grows with what the kernel holds,
-//! not with what was ever visited. Each node also remembers the mirror path it was last reached
-//! by, which is the path events are recorded under.
+//! behalf: each operation is an `*at()` call relative to that descriptor. A node's number is
+//! derived from the underlying `(st_dev, st_ino)` and is also the inode number stat() shows:
+//! the real one on the source's filesystem, the device's index in the top 16 bits on submounts.
+//! fuser sends one number as both node id and `st_ino`, and the kernel keys things by `i_ino`
+//! (bound unix sockets, for one), so the two must never differ or change. Numbers cannot collide
+//! among live nodes because the descriptor held for each keeps its underlying inode (and so its
+//! number) allocated. Hard links share one node; the kernel's lookup count is mirrored and the
+//! node dropped when `forget` brings it to zero, so the table grows with what the kernel holds.
+//! Each node also remembers the mirror path it was last reached by, under which events are
+//! recorded.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,12 +73,20 @@ impl Node {
     }
 }
 
-/// Node numbers to nodes, and underlying identities to node numbers.
+/// Inode numbers of at most this many bits keep their value (plus a device index).
+const INO_BITS: u32 = 48;
+
+/// Node numbers to nodes.
 #[derive(Debug)]
 pub struct InodeTable {
-    by_number: DashMap<u64, Arc<Node>>,
-    by_key: DashMap<FileKey, u64>,
-    next_number: AtomicU64,
+    nodes: DashMap<u64, Arc<Node>>,
+    root_key: FileKey,
+    /// Submount devices, numbered from 1 in the order they are met.
+    devices: DashMap<u64, u64>,
+    /// Files whose inode number does not fit in [`INO_BITS`] (rare: some overlay and network
+    /// filesystems); they get numbers from a counter, kept for the daemon's lifetime.
+    oversized: DashMap<FileKey, u64>,
+    next_oversized: AtomicU64,
 }
 
 impl InodeTable {
@@ -91,17 +103,41 @@ impl InodeTable {
             io: Mutex::default(),
         };
         let table = InodeTable {
-            by_number: DashMap::new(),
-            by_key: DashMap::new(),
-            next_number: AtomicU64::new(ROOT_NODE + 1),
+            nodes: DashMap::new(),
+            root_key: key,
+            devices: DashMap::new(),
+            oversized: DashMap::new(),
+            next_oversized: AtomicU64::new(0xffff << INO_BITS),
         };
-        table.by_number.insert(ROOT_NODE, Arc::new(root));
-        table.by_key.insert(key, ROOT_NODE);
+        table.nodes.insert(ROOT_NODE, Arc::new(root));
         table
     }
 
+    /// The node number (and stat() inode number) of an underlying file.
+    pub fn number_of(&self, key: FileKey) -> u64 {
+        if key == self.root_key {
+            return ROOT_NODE;
+        }
+        let device_index = if key.dev == self.root_key.dev {
+            0
+        } else {
+            let next = self.devices.len() as u64 + 1;
+            *self.devices.entry(key.dev).or_insert(next)
+        };
+        if key.ino >> INO_BITS == 0
+            && device_index < 0xffff
+            && (device_index, key.ino) != (0, ROOT_NODE)
+        {
+            return (device_index << INO_BITS) | key.ino;
+        }
+        *self
+            .oversized
+            .entry(key)
+            .or_insert_with(|| self.next_oversized.fetch_add(1, Ordering::Relaxed))
+    }
+
     pub fn get(&self, number: u64) -> Option<Arc<Node>> {
-        self.by_number.get(&number).map(|node| Arc::clone(&node))
+        self.nodes.get(&number).map(|node| Arc::clone(&node))
     }
 
     /// Registers one more kernel reference to the file behind `fd` (just looked up or created
@@ -109,31 +145,26 @@ impl InodeTable {
     /// and the existing node's path is updated.
     pub fn remember(&self, fd: OwnedFd, stat: &libc::stat, path: Arc<[u8]>) -> u64 {
         let key = FileKey::of(stat);
-        // The by_key entry lock serialises remember and forget of the same file.
-        match self.by_key.entry(key) {
+        let number = self.number_of(key);
+        // The entry lock serialises remember and forget of the same node.
+        match self.nodes.entry(number) {
             Entry::Occupied(entry) => {
-                let number = *entry.get();
-                if let Some(node) = self.by_number.get(&number) {
-                    node.lookups.fetch_add(1, Ordering::Relaxed);
-                    node.set_path(path);
-                }
-                number
+                let node = entry.get();
+                node.lookups.fetch_add(1, Ordering::Relaxed);
+                node.set_path(path);
             }
             Entry::Vacant(entry) => {
-                let number = self.next_number.fetch_add(1, Ordering::Relaxed);
-                let node = Node {
+                entry.insert(Arc::new(Node {
                     fd,
                     key,
                     kind: FileKind::from_mode(stat.st_mode),
                     path: Mutex::new(path),
                     lookups: AtomicU64::new(1),
                     io: Mutex::default(),
-                };
-                self.by_number.insert(number, Arc::new(node));
-                entry.insert(number);
-                number
+                }));
             }
         }
+        number
     }
 
     /// Drops `count` kernel references to `number`; the node goes when none are left.
@@ -141,24 +172,11 @@ impl InodeTable {
         if number == ROOT_NODE {
             return;
         }
-        let Some(key) = self.by_number.get(&number).map(|node| node.key) else {
-            return;
-        };
-        if let Entry::Occupied(entry) = self.by_key.entry(key) {
-            if *entry.get() != number {
-                return;
-            }
-            let remaining = match self.by_number.get(&number) {
-                Some(node) => {
-                    let before = node.lookups.load(Ordering::Relaxed);
-                    let after = before.saturating_sub(count);
-                    node.lookups.store(after, Ordering::Relaxed);
-                    after
-                }
-                None => 0,
-            };
+        if let Entry::Occupied(entry) = self.nodes.entry(number) {
+            let node = entry.get();
+            let remaining = node.lookups.load(Ordering::Relaxed).saturating_sub(count);
+            node.lookups.store(remaining, Ordering::Relaxed);
             if remaining == 0 {
-                self.by_number.remove(&number);
                 entry.remove();
             }
         }
@@ -166,10 +184,89 @@ impl InodeTable {
 
     /// Nodes currently held (the root included).
     pub fn len(&self) -> usize {
-        self.by_number.len()
+        self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_number.is_empty()
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> InodeTable {
+        let fd = crate::sys::open_path(std::path::Path::new("/"), libc::O_PATH).expect("open /");
+        let stat = crate::sys::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("stat /");
+        InodeTable::new(fd, &stat)
+    }
+
+    #[test]
+    fn numbers_keep_the_inode_number_and_mark_other_devices() {
+        let table = table();
+        let root_dev = table.root_key.dev;
+        assert_eq!(table.number_of(table.root_key), ROOT_NODE);
+        assert_eq!(
+            table.number_of(FileKey {
+                dev: root_dev,
+                ino: 4242
+            }),
+            4242
+        );
+        let other = table.number_of(FileKey {
+            dev: root_dev + 1,
+            ino: 4242,
+        });
+        assert_eq!(other, (1 << INO_BITS) | 4242);
+        let third = table.number_of(FileKey {
+            dev: root_dev + 2,
+            ino: 4242,
+        });
+        assert_eq!(third, (2 << INO_BITS) | 4242);
+        assert_eq!(
+            table.number_of(FileKey {
+                dev: root_dev + 1,
+                ino: 4242
+            }),
+            other
+        );
+    }
+
+    #[test]
+    fn oversized_inode_numbers_get_stable_unique_numbers() {
+        let table = table();
+        let big = FileKey {
+            dev: table.root_key.dev,
+            ino: 1 << 60,
+        };
+        let bigger = FileKey {
+            dev: table.root_key.dev,
+            ino: (1 << 60) + 1,
+        };
+        let first = table.number_of(big);
+        assert_ne!(first, table.number_of(bigger));
+        assert_eq!(first, table.number_of(big));
+    }
+
+    #[test]
+    fn nodes_are_counted_and_forgotten() {
+        let table = table();
+        let open = || {
+            crate::sys::open_path(std::path::Path::new("/etc"), libc::O_PATH).expect("open /etc")
+        };
+        let fd = open();
+        let stat = crate::sys::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("stat");
+        let number = table.remember(fd, &stat, Arc::from(&b"/etc"[..]));
+        assert_eq!(
+            table.remember(open(), &stat, Arc::from(&b"/etc"[..])),
+            number
+        );
+        table.forget(number, 1);
+        assert!(table.get(number).is_some());
+        table.forget(number, 1);
+        assert!(table.get(number).is_none());
+        table.forget(ROOT_NODE, 1 << 62);
+        assert!(table.get(ROOT_NODE).is_some());
     }
 }
