@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The project's one test command (CI runs it through .ci/run).
+#
+# Installs the system packages the tests use (only those missing), checks the Rust toolchain,
+# then: cargo fmt --check, cargo clippy -D warnings, and cargo test --release. Run it as root:
+# the integration tests mount FUSE filesystems, each inside its own private mount namespace.
+# Works unattended on a fresh Debian 12 machine. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() {
+  echo "scripts/test.sh: $*" >&2
+  exit 1
+}
+
+[ "$(id -u)" = 0 ] || fail "run as root: the tests mount FUSE filesystems (sudo bash scripts/test.sh)"
+[ -c /dev/fuse ] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse)"
+
+# What the tests run: sqlite3 (native checks of the WAL database), python3 (sqlite3 module,
+# unix sockets, renameat2 through ctypes), util-linux (unshare, setpriv, mount, findmnt),
+# procps and psmisc (pgrep, fuser), coreutils (timeout, stat, truncate, ...), attr
+# (getfattr/setfattr). libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself.
+packages=(sqlite3 python3 util-linux procps psmisc coreutils attr)
+command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+step "rust toolchain"
+if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-/root}/.cargo/env" ]; then
+  # shellcheck source=/dev/null
+  . "${HOME:-/root}/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || fail "cargo not found: install Rust >= 1.85 with rustup (components rustfmt, clippy)"
+for component in rustfmt clippy; do
+  sub=${component/rustfmt/fmt}
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then rustup component add "$component" || true; fi
+    cargo "$sub" --version >/dev/null 2>&1 || fail "cargo $sub is missing: rustup component add $component"
+  fi
+done
+cargo --version
+rustc --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release --all-targets
+
+# Two cores: two tests at a time. Each integration test bounds its own child processes in time.
+step "cargo test --release"
+cargo test --release --no-fail-fast -- --test-threads "${DEPSETFS_TEST_THREADS:-2}"

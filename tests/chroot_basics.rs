@@ -1,0 +1,254 @@
+//! `depsetfs run` on real programs: the command works chrooted on the mirror, and the
+//! deployment set holds what it needed (the binary, its ELF interpreter, its libraries, the
+//! symlinks leading to them) and nothing unrelated; the exec of the binary is marked as such.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use common::*;
+
+/// `depsetfs run --log $T/log -- CMD` from $T, in a private mount namespace.
+fn run_traced(t: &TestDir, cmd: &str) -> Outcome {
+    ns_script(
+        t,
+        300,
+        &format!(r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- {cmd}"#),
+    )
+}
+
+/// The process record of the process that ran `argv`.
+fn process_with_argv<'a>(events: &'a [serde_json::Value], argv: &[&str]) -> &'a serde_json::Value {
+    of_type(events, "process")
+        .find(|p| {
+            p["argv"].as_array().is_some_and(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or(""))
+                    .eq(argv.iter().copied())
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no process record with argv {argv:?}; process records: {:?}",
+                of_type(events, "process").collect::<Vec<_>>()
+            )
+        })
+}
+
+#[test]
+fn ls_root() {
+    let t = TestDir::new("chroot_ls");
+    let out = run_traced(&t, "ls -A /");
+    out.assert_ok("depsetfs run -- ls -A /");
+
+    // The chroot shows the mirrored tree: the same names as the host's /.
+    let host: BTreeSet<String> = fs::read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let seen: BTreeSet<String> = out.stdout.lines().map(str::to_string).collect();
+    assert_eq!(
+        seen, host,
+        "ls -A / in the chroot differs from the host's /"
+    );
+
+    let set = dump_set(&t, Some(&t.log()));
+    let ls = assert_program_in_set(&set, "ls");
+    assert_in_set(&set, "/etc/ld.so.cache", "read by the dynamic loader");
+    assert_unrelated_absent(&set);
+    assert!(
+        set.len() < 300,
+        "ls / needed {} files?\n{}",
+        set.len(),
+        show_set(&set)
+    );
+
+    let events = dump_events(&t, &t.log());
+    assert_no_host_paths(&set, &[&header_mountpoint(&events), &t.state(), &t.mnt()]);
+    assert_exec_open(&events, &ls);
+    let (interp, _) = elf_deps(&ls);
+    assert_exec_open(&events, &canonical(&interp));
+
+    // The accesses are attributed to the process that made them.
+    let proc_ls = process_with_argv(&events, &["ls", "-A", "/"]);
+    assert_eq!(
+        proc_ls["exe"],
+        ls.as_str(),
+        "exe of the ls process: {proc_ls}"
+    );
+    let pid = &proc_ls["pid"];
+    assert!(
+        exec_opens(&events, &ls).iter().any(|a| &a["pid"] == pid),
+        "the exec open of {ls} is not attributed to the ls process (pid {pid})"
+    );
+    assert!(
+        of_type(&events, "access").any(|a| &a["pid"] == pid && a["path"] == "/etc/ld.so.cache"),
+        "the ls process (pid {pid}) did not read /etc/ld.so.cache according to the log"
+    );
+
+    let json = dump_set_json(&t, &t.log(), &set);
+    let entry = json_entry(&json, &ls);
+    assert_eq!(entry["kind"], "file", "{entry}");
+    assert_eq!(
+        entry["size"].as_u64(),
+        Some(fs::metadata(&ls).unwrap().len()),
+        "size of {ls}: {entry}"
+    );
+    assert!(
+        entry["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| &u["pid"] == pid)),
+        "the ls process is not among the users of {ls}: {entry}"
+    );
+    assert_eq!(json_entry(&json, "/lib64")["kind"], "symlink");
+}
+
+#[test]
+fn sh_writes_and_reads_a_file() {
+    let t = TestDir::new("chroot_sh");
+    let out = run_traced(&t, r#"sh -c 'echo hi > "$T/x"; cat "$T/x"'"#);
+    out.assert_ok("depsetfs run -- sh -c ...");
+    assert_eq!(out.stdout, "hi\n");
+    // Written through the mirror, so it is on the host.
+    assert_eq!(fs::read_to_string(t.join("x")).unwrap(), "hi\n");
+
+    let set = dump_set(&t, Some(&t.log()));
+    let sh = assert_program_in_set(&set, "sh");
+    let cat = assert_program_in_set(&set, "cat");
+    assert_unrelated_absent(&set);
+    assert_not_in_set(&set, &canonical(&host_command("ls")));
+
+    let events = dump_events(&t, &t.log());
+    assert_exec_open(&events, &sh);
+    assert_exec_open(&events, &cat);
+    let written = t.join("x");
+    let written = written.to_str().unwrap();
+    assert!(
+        of_type(&events, "access").any(|a| a["path"] == written
+            && (a["op"] == "create" || (a["op"] == "open" && has_intent(a, "write")))),
+        "no create/open-for-write of {written} in the log"
+    );
+    // Read back by cat: a read of its 3 bytes, or at least an open to read (reads do not reach
+    // the daemon when the kernel serves them itself).
+    assert!(
+        of_type(&events, "access").any(|a| a["path"] == written
+            && ((a["op"] == "read" && a["bytes"].as_u64().unwrap_or(0) >= 3)
+                || (a["op"] == "open" && has_intent(a, "read")))),
+        "no read of {written} in the log"
+    );
+}
+
+#[test]
+fn python_imports_json() {
+    let t = TestDir::new("chroot_python");
+    let out = run_traced(
+        &t,
+        r#"python3 -c 'import json, sys; print(json.dumps({"major": sys.version_info[0]}))'"#,
+    );
+    out.assert_ok("depsetfs run -- python3 -c 'import json'");
+    assert_eq!(out.stdout, "{\"major\": 3}\n");
+
+    let set = dump_set(&t, Some(&t.log()));
+    let python = assert_program_in_set(&set, "python3");
+    assert_unrelated_absent(&set);
+
+    // The json package: its source or its cached bytecode.
+    let json_dir = host_script(
+        &t,
+        30,
+        r#""$PY" -c 'import json, os; print(os.path.dirname(json.__file__))'"#,
+    );
+    json_dir.assert_ok("python3 on the host");
+    let json_dir = canonical(json_dir.stdout.trim());
+    assert!(
+        set.iter().any(|p| p.starts_with(&format!("{json_dir}/"))),
+        "nothing of the json package ({json_dir}) is in the set:\n{}",
+        show_set(&set)
+    );
+
+    let events = dump_events(&t, &t.log());
+    assert_exec_open(&events, &python);
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    let t = TestDir::new("chroot_exit_status");
+    let out = run_traced(&t, "sh -c 'echo out; echo err >&2; exit 7'");
+    assert_eq!(out.code, Some(7), "{}", out.describe());
+    assert_eq!(out.stdout, "out\n");
+    assert!(out.stderr.contains("err\n"), "{}", out.describe());
+    // The log was still written.
+    let set = dump_set(&t, Some(&t.log()));
+    assert_program_in_set(&set, "sh");
+}
+
+#[test]
+fn keeps_cwd_env_and_uid() {
+    let t = TestDir::new("chroot_cwd_env");
+    fs::create_dir(t.join("sub dir")).unwrap();
+    let out = ns_script(
+        &t,
+        300,
+        r#"cd "$T/sub dir"
+DEPSETFS_TEST_VALUE='a b' "$DEPSETFS" run --log "$T/log" --timeout 240 -- \
+  sh -c 'pwd; echo "$DEPSETFS_TEST_VALUE"; id -u; id -g'"#,
+    );
+    out.assert_ok("depsetfs run from a subdirectory");
+    let dir = t.join("sub dir");
+    assert_eq!(
+        out.stdout_lines(),
+        [dir.to_str().unwrap(), "a b", "0", "0"],
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn waits_for_processes_left_behind() {
+    let t = TestDir::new("chroot_leftover");
+    let out = run_traced(
+        &t,
+        r#"sh -c '(sleep 2; echo late > "$T/late") >/dev/null 2>&1 & echo started'"#,
+    );
+    out.assert_ok("depsetfs run with a background child");
+    assert_eq!(out.stdout, "started\n");
+    assert_eq!(
+        fs::read_to_string(t.join("late")).ok().as_deref(),
+        Some("late\n"),
+        "run returned before the process its command left behind had finished"
+    );
+    let set = dump_set(&t, Some(&t.log()));
+    assert_program_in_set(&set, "sleep");
+}
+
+#[test]
+fn default_log_location() {
+    let t = TestDir::new("chroot_default_log");
+    let out = ns_script(&t, 300, r#""$DEPSETFS" run --timeout 240 -- true"#);
+    out.assert_ok("depsetfs run -- true");
+
+    let last = t.state().join("last.log");
+    let target = fs::read_link(&last).expect("$DEPSETFS_STATE_DIR/last.log is not a symlink");
+    let target = if target.is_absolute() {
+        target
+    } else {
+        t.state().join(target)
+    };
+    assert_eq!(
+        fs::canonicalize(target.parent().unwrap()).unwrap(),
+        fs::canonicalize(t.state().join("logs")).unwrap(),
+        "last.log does not point into $DEPSETFS_STATE_DIR/logs"
+    );
+    assert!(
+        target.is_file(),
+        "last.log points to nothing: {}",
+        target.display()
+    );
+
+    // dump without --log reads last.log.
+    let set = dump_set(&t, None);
+    assert_program_in_set(&set, "true");
+    let events = dump_events(&t, &target);
+    assert_no_host_paths(&set, &[&header_mountpoint(&events), &t.state()]);
+}

@@ -1,0 +1,210 @@
+//! The manual flow of the README: `depsetfs mount`, `mount-helpers/chroot-prepare`, chroot,
+//! `mount-helpers/chroot-release`, `depsetfs umount`, `depsetfs dump --set`; the same with
+//! `--source`; and the helpers refusing anything that is not a depsetfs mirror.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use common::*;
+
+fn value<'a>(vals: &'a BTreeMap<String, String>, key: &str, out: &Outcome) -> &'a str {
+    vals.get(key)
+        .unwrap_or_else(|| panic!("the script printed no {key}=: {}", out.describe()))
+}
+
+#[test]
+fn mount_prepare_chroot_release_umount_dump() {
+    let t = TestDir::new("three_step");
+    fs::create_dir(t.join("data")).unwrap();
+    fs::write(t.join("data/in.txt"), "payload\n").unwrap();
+
+    let out = ns_script(
+        &t,
+        300,
+        r#"
+"$DEPSETFS" mount "$MP"
+echo "fstype=$(awk -v m="$MP" '$5 == m { for (i = 7; i <= NF; i++) if ($i == "-") t = $(i + 1) } END { print t }' /proc/self/mountinfo)"
+"$HELPERS/chroot-prepare" "$MP"
+echo "prepared=$(mounts_under "$MP" | wc -l)"
+"$HELPERS/chroot-prepare" "$MP"
+echo "prepared_again=$(mounts_under "$MP" | wc -l)"
+timeout 120 chroot "$MP" /bin/sh -c '
+  ls / >/dev/null
+  cat /etc/os-release >/dev/null
+  test -r /proc/self/stat && echo "proc=ok"
+  test -c /dev/null && echo "dev=ok"
+  echo "inner_listing=[$(timeout 10 ls -A "$MP"; echo "rc=$?")]"
+  test -d "$MP" && echo "inner_is_dir=yes"
+  cp "$T/data/in.txt" "$T/data/out.txt"
+'
+"$HELPERS/chroot-release" "$MP"
+echo "released=$(mounts_under "$MP" | wc -l)"
+"$HELPERS/chroot-release" "$MP"
+echo "released_again=$(mounts_under "$MP" | wc -l)"
+"$DEPSETFS" umount "$MP"
+echo "after_umount=$(mounts_under "$T" | wc -l)"
+"#,
+    );
+    out.assert_ok("the three-step flow");
+    let v = key_values(&out);
+    assert_eq!(
+        value(&v, "fstype", &out),
+        "fuse.depsetfs",
+        "{}",
+        out.describe()
+    );
+    let prepared: usize = value(&v, "prepared", &out).parse().unwrap();
+    // the mirror, proc, sys, dev, dev/pts, dev/shm at least
+    assert!(
+        prepared >= 6,
+        "chroot-prepare left only {prepared} mounts: {}",
+        out.describe()
+    );
+    assert_eq!(
+        value(&v, "prepared_again", &out),
+        prepared.to_string(),
+        "chroot-prepare is not idempotent"
+    );
+    assert_eq!(value(&v, "proc", &out), "ok");
+    assert_eq!(value(&v, "dev", &out), "ok");
+    // The mountpoint, seen from inside the mirror, is the empty directory underneath.
+    assert_eq!(
+        value(&v, "inner_listing", &out),
+        "[rc=0]",
+        "{}",
+        out.describe()
+    );
+    assert_eq!(value(&v, "inner_is_dir", &out), "yes");
+    assert_eq!(
+        value(&v, "released", &out),
+        "1",
+        "chroot-release left binds behind"
+    );
+    assert_eq!(value(&v, "released_again", &out), "1");
+    assert_eq!(
+        value(&v, "after_umount", &out),
+        "0",
+        "depsetfs umount left mounts behind"
+    );
+    assert_eq!(
+        fs::read_to_string(t.join("data/out.txt")).unwrap(),
+        "payload\n"
+    );
+
+    // Without --log: the log went to $DEPSETFS_STATE_DIR and dump reads last.log.
+    let set = dump_set(&t, None);
+    for program in ["ls", "cat", "sh", "cp"] {
+        assert_program_in_set(&set, program);
+    }
+    assert_chain_in_set(&set, "/etc/os-release", "read by cat");
+    let input = t.join("data/in.txt");
+    assert_in_set(&set, input.to_str().unwrap(), "read by cp");
+    assert_unrelated_absent(&set);
+    assert_no_host_paths(&set, &[&t.mnt(), &t.state()]);
+    for p in &set {
+        assert!(
+            !p.starts_with("/proc/") && !p.starts_with("/sys/"),
+            "{p}: /proc and /sys are bound, not mirrored, yet this is in the set"
+        );
+    }
+}
+
+#[test]
+fn mirrors_another_source_tree() {
+    let t = TestDir::new("three_step_source");
+    let out = ns_script(
+        &t,
+        300,
+        r#"
+src="$T/src"
+mkdir -p "$src/proc" "$src/sys" "$src/dev" "$src/tmp" "$src/data"
+for f in /usr/bin/dash $(ldd /usr/bin/dash | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+  cp -L --parents "$f" "$src/"
+done
+echo 'hello from src' >"$src/data/hello.txt"
+
+"$DEPSETFS" mount --source "$src" --log "$T/mount.log" "$MP"
+"$HELPERS/chroot-prepare" "$MP"
+timeout 60 chroot "$MP" /usr/bin/dash -c 'read -r x </data/hello.txt; echo "mount:$x"; if test -e /usr/bin/ls; then echo "ls:visible"; else echo "ls:absent"; fi'
+"$HELPERS/chroot-release" "$MP"
+"$DEPSETFS" umount "$MP"
+
+cd /
+"$DEPSETFS" run --source "$src" --log "$T/run.log" --timeout 60 -- /usr/bin/dash -c 'read -r x </data/hello.txt; echo "run:$x"'
+echo "after:$(mounts_under "$T" | wc -l)"
+"#,
+    );
+    out.assert_ok("mount --source / run --source");
+    assert_eq!(
+        out.stdout_lines(),
+        [
+            "mount:hello from src",
+            "ls:absent",
+            "run:hello from src",
+            "after:0"
+        ],
+        "{}",
+        out.describe()
+    );
+
+    let (interp, libs) = elf_deps("/usr/bin/dash");
+    for log in ["mount.log", "run.log"] {
+        let log = t.join(log);
+        let set = dump_set(&t, Some(&log));
+        // Paths inside the source tree, which has no symlinks: the paths as named.
+        assert_in_set(&set, "/usr/bin/dash", "the program");
+        assert_in_set(&set, "/data/hello.txt", "read by the program");
+        assert_in_set(&set, &interp, "ELF interpreter");
+        for lib in &libs {
+            assert_in_set(&set, lib, "library");
+        }
+        assert_not_in_set(&set, "/usr/bin/ls");
+        assert_no_host_paths(&set, &[&t.path]);
+        let json = dump_set_json(&t, &log, &set);
+        let hello = json_entry(&json, "/data/hello.txt");
+        assert_eq!(hello["kind"], "file", "{hello}");
+        assert_eq!(hello["size"], 15, "{hello}");
+    }
+}
+
+#[test]
+fn helpers_refuse_what_is_not_a_mirror() {
+    let t = TestDir::new("three_step_helpers_refuse");
+    let out = ns_script(
+        &t,
+        60,
+        r#"
+mkdir -p "$T/plain" "$T/tm"
+mount -t tmpfs tmpfs "$T/tm"
+mkdir "$T/tm/proc" "$T/tm/sys" "$T/tm/dev"
+before=$(mount_table)
+for helper in chroot-prepare chroot-release; do
+  for target in "$T/plain" "$T/tm" / "$T/missing" ""; do
+    set +e
+    if [ -n "$target" ]; then "$HELPERS/$helper" "$target" >"$T/out" 2>"$T/err"; else "$HELPERS/$helper" >"$T/out" 2>"$T/err"; fi
+    rc=$?
+    set -e
+    echo "$helper|$target|rc=$rc|out=$(wc -c <"$T/out")|lines=$(wc -l <"$T/err")|$(head -n 1 "$T/err")"
+  done
+done
+[ "$(mount_table)" = "$before" ] && echo "mounts:unchanged"
+"#,
+    );
+    out.assert_ok("the refusal script");
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 11, "{}", out.describe());
+    for line in &lines[..10] {
+        let fields: Vec<&str> = line.split('|').collect();
+        let helper = fields[0];
+        assert_eq!(fields[2], "rc=1", "{line}");
+        assert_eq!(fields[3], "out=0", "{line}");
+        assert_eq!(fields[4], "lines=1", "{line}");
+        assert!(fields[5].starts_with(&format!("{helper}: ")), "{line}");
+    }
+    assert_eq!(
+        lines[10], "mounts:unchanged",
+        "a refused helper still (un)mounted something"
+    );
+}
