@@ -8,15 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use depsetfs::event::TracedCommand;
+use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions};
+use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::run::{RunError, RunOptions};
-use depsetfs::set::{SetOptions, sanity_set};
+use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
+use depsetfs::set::SetOptions;
 use depsetfs::state::{StateDir, StateError};
-use depsetfs::{dump, run};
+use depsetfs::strategy::{Strategy, StrategyOptions, StrategySet, compute};
+use depsetfs::{dump, query, run};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +43,23 @@ enum Command {
     Dump(DumpArgs),
     /// Mount in a private namespace, run CMD chrooted on the mirror, unmount, keep the log.
     Run(RunArgs),
+    /// List the process images of a log (pid, exec, parent, exit status, selected).
+    Ps(AnalysisArgs),
+    /// Show the process images as a tree of forks and execs.
+    Tree(AnalysisArgs),
+    /// Explain why PATH is in the set (the chain of edges from a selected process) or not.
+    Why(WhyArgs),
+    /// Every process that touched PATH, and how.
+    Who(WhoArgs),
+    /// What the processes of one pid touched.
+    Files(FilesArgs),
+    /// Counts: records, accesses, processes, files, bytes, lost events.
+    Stats(LogArgs),
+    /// The summary table: one row per strategy with files, bytes and the difference to the
+    /// row before.
+    Report(AnalysisArgs),
+    /// Print the rules (`--default`: the built-in rules file).
+    Rules(RulesArgs),
     #[command(name = "__serve", hide = true)]
     Serve(ServeArgs),
 }
@@ -79,6 +100,93 @@ struct DumpArgs {
     /// With --set: one JSON document with kinds, sizes and who used each path how.
     #[arg(long, requires = "set")]
     json: bool,
+    /// With --set: the strategy.
+    #[arg(long, value_enum, default_value = "all", requires = "set")]
+    strategy: Strategy,
+    /// With --set: list binaries exec'd by a needed process but not needed as stubs.
+    #[arg(long, requires = "set")]
+    stubs: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// A rules file (TOML); see `depsetfs rules --default`.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// The log to read (default: the state directory's last.log).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which processes must run: each selector may be followed by --children.
+#[derive(Args)]
+struct SelectArgs {
+    /// Select the processes with this pid.
+    #[arg(long)]
+    pid: Vec<u32>,
+    /// Select the processes running this executable.
+    #[arg(long)]
+    exe: Vec<String>,
+    /// Select the processes whose command line (argv joined by spaces) matches this regex.
+    #[arg(long)]
+    cmd: Vec<String>,
+    /// Also select the descendants of what the selector just before matched.
+    #[arg(long, action = ArgAction::Count)]
+    children: u8,
+}
+
+#[derive(Args)]
+struct AnalysisArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// A rules file (TOML); see `depsetfs rules --default`.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// List binaries exec'd by a needed process but not needed as stubs.
+    #[arg(long)]
+    stubs: bool,
+}
+
+#[derive(Args)]
+struct WhyArgs {
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+    #[arg(long, value_enum, default_value = "strict")]
+    strategy: Strategy,
+    path: PathBuf,
+}
+
+#[derive(Args)]
+struct WhoArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    path: PathBuf,
+}
+
+#[derive(Args)]
+struct FilesArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    /// The pid whose processes to show.
+    #[arg(long)]
+    pid: u32,
+}
+
+#[derive(Args)]
+struct RulesArgs {
+    /// Print the built-in rules file.
+    #[arg(long, conflicts_with = "check")]
+    default: bool,
+    /// Check a rules file; errors are `FILE:LINE:COL: message`.
+    #[arg(long)]
+    check: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -122,6 +230,12 @@ enum CliError {
     Log(#[from] LogError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("{0}")]
@@ -129,11 +243,16 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // The matches are kept: which selector a --children follows is only in their indices.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return usage_error(&e),
     };
-    match dispatch(cli.command) {
+    let sub_matches = matches.subcommand().map(|(_, sub)| sub.clone());
+    match dispatch(cli.command, sub_matches.as_ref()) {
         Ok(code) => code,
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
@@ -169,7 +288,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn dispatch(command: Command) -> Result<ExitCode, CliError> {
+fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, CliError> {
     let state = StateDir::from_env();
     match command {
         Command::Mount(args) => mount_command(args, &state),
@@ -180,7 +299,15 @@ fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dump(args) => dump_command(args, &state),
+        Command::Dump(args) => dump_command(args, matches, &state),
+        Command::Ps(args) => ps_command(args, matches, &state, false),
+        Command::Tree(args) => ps_command(args, matches, &state, true),
+        Command::Why(args) => why_command(args, matches, &state),
+        Command::Who(args) => who_command(args, &state),
+        Command::Files(args) => files_command(args, &state),
+        Command::Stats(args) => stats_command(args, &state),
+        Command::Report(args) => report_command(args, matches, &state),
+        Command::Rules(args) => rules_command(args),
         Command::Run(args) => run_command(args, &state),
         Command::Serve(args) => serve_command(args, &state),
     }
@@ -265,21 +392,297 @@ fn load_log(log: Option<&Path>, state: &StateDir) -> Result<LogContents, CliErro
     Ok(contents)
 }
 
-fn dump_command(args: DumpArgs, state: &StateDir) -> Result<ExitCode, CliError> {
+fn dump_command(
+    args: DumpArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    if args.set {
+        return dump_set_command(args, matches, state);
+    }
     let contents = load_log(args.log.as_deref(), state)?;
+    write_stdout(|out| dump::write_events_jsonl(&contents, out))
+}
+
+fn dump_set_command(
+    args: DumpArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.log.as_deref(), state)?;
+    let rules = load_rules(args.rules.as_deref())?;
+    let selection = selection(&graph, &rules, matches)?;
+    let result = strategy_set(&graph, &selection, &rules, args.strategy, args.stubs);
+    if !args.json && !result.stubs.is_empty() {
+        let stubs: Vec<String> = result
+            .stubs
+            .iter()
+            .map(|stub| String::from_utf8_lossy(&stub.path).into_owned())
+            .collect();
+        eprintln!(
+            "depsetfs: {} binaries to replace by stubs (see --json): {}",
+            stubs.len(),
+            stubs.join(" ")
+        );
+    }
+    write_stdout(|out| {
+        if args.json {
+            dump::write_strategy_set_json(&graph, &result, out)
+        } else {
+            dump::write_set_paths(&result.set, out)
+        }
+    })
+}
+
+fn ps_command(
+    args: AnalysisArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+    as_tree: bool,
+) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.log.log.as_deref(), state)?;
+    let rules = load_rules(args.rules.as_deref())?;
+    let selection = selection(&graph, &rules, matches)?;
+    let rows = if as_tree {
+        query::tree(&graph, &selection)
+    } else {
+        query::ps(&graph, &selection)
+    };
+    write_stdout(|out| match (args.log.json, as_tree) {
+        (true, _) => write_json(&rows, out),
+        (false, true) => query::write_tree_human(&rows, out),
+        (false, false) => query::write_ps_human(&rows, out),
+    })
+}
+
+fn why_command(
+    args: WhyArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let analysis = &args.analysis;
+    let graph = load_graph(analysis.log.log.as_deref(), state)?;
+    let rules = load_rules(analysis.rules.as_deref())?;
+    let selection = selection(&graph, &rules, matches)?;
+    let result = strategy_set(&graph, &selection, &rules, args.strategy, analysis.stubs);
+    let path = mirror_path(&args.path);
+    let answer = query::why(
+        &graph,
+        &result,
+        &SetOptions::from_header(&graph.header),
+        &path,
+    );
+    write_stdout(|out| {
+        if analysis.log.json {
+            write_json(&answer, out)
+        } else {
+            query::write_why_human(&graph, &answer, out)
+        }
+    })
+}
+
+fn who_command(args: WhoArgs, state: &StateDir) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.log.log.as_deref(), state)?;
+    let rows = query::who(&graph, &mirror_path(&args.path));
+    write_edges(&graph, &rows, args.log.json)
+}
+
+fn files_command(args: FilesArgs, state: &StateDir) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.log.log.as_deref(), state)?;
+    let rows = query::files_of_pid(&graph, args.pid);
+    if rows.is_empty() && !graph.processes.iter().any(|node| node.key.pid == args.pid) {
+        return Err(CliError::Usage(format!(
+            "--pid {}: no such process in the log",
+            args.pid
+        )));
+    }
+    write_edges(&graph, &rows, args.log.json)
+}
+
+fn write_edges(graph: &Graph, rows: &[query::EdgeRow], json: bool) -> Result<ExitCode, CliError> {
+    write_stdout(|out| {
+        if json {
+            write_json(&rows, out)
+        } else {
+            query::write_edges_human(graph, rows, out)
+        }
+    })
+}
+
+fn stats_command(args: LogArgs, state: &StateDir) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.log.as_deref(), state)?;
+    let stats = query::stats(&graph);
+    write_stdout(|out| {
+        if args.json {
+            write_json(&stats, out)
+        } else {
+            query::write_stats_human(&stats, out)
+        }
+    })
+}
+
+fn report_command(
+    args: AnalysisArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.log.log.as_deref(), state)?;
+    let rules = load_rules(args.rules.as_deref())?;
+    let selection = selection(&graph, &rules, matches)?;
+    let sets: Vec<StrategySet> = Strategy::ALL
+        .iter()
+        .map(|&strategy| strategy_set(&graph, &selection, &rules, strategy, args.stubs))
+        .collect();
+    let rows = query::report(&sets);
+    write_stdout(|out| {
+        if args.log.json {
+            write_json(&rows, out)
+        } else {
+            query::write_report_human(&rows, out)
+        }
+    })
+}
+
+fn rules_command(args: RulesArgs) -> Result<ExitCode, CliError> {
+    if let Some(path) = args.check {
+        Rules::load(&path)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.default {
+        return Err(CliError::Usage(
+            "rules: say --default (print the built-in rules) or --check FILE".to_string(),
+        ));
+    }
+    write_stdout(|out| out.write_all(DEFAULT_RULES.as_bytes()))
+}
+
+fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {
+    let path = match log {
+        Some(path) => path.to_owned(),
+        None => state.last_log()?,
+    };
+    let graph = graph_from_log(&path)?;
+    if let Some(offset) = graph.stats.truncated_at {
+        eprintln!(
+            "depsetfs: warning: {}: the last record is cut short at byte {offset}; everything before it is used",
+            path.display()
+        );
+    }
+    if !graph.stats.lost.is_empty() {
+        let lost: u64 = graph.stats.lost.values().sum();
+        eprintln!(
+            "depsetfs: warning: {}: {lost} events were lost while recording; the graph is incomplete",
+            path.display()
+        );
+    }
+    Ok(graph)
+}
+
+fn load_rules(path: Option<&Path>) -> Result<Rules, CliError> {
+    Ok(match path {
+        Some(path) => Rules::load(path)?,
+        None => Rules::built_in(),
+    })
+}
+
+/// The selectors of the command line in order (a --children applies to the selector just
+/// before it), then those of the rules file; none: the default selection.
+fn selection(
+    graph: &Graph,
+    rules: &Rules,
+    matches: Option<&ArgMatches>,
+) -> Result<Selection, CliError> {
+    let mut selectors = match matches {
+        Some(matches) => command_line_selectors(matches)?,
+        None => Vec::new(),
+    };
+    selectors.extend(rules.select.iter().cloned());
+    Ok(select(graph, &selectors)?)
+}
+
+fn command_line_selectors(matches: &ArgMatches) -> Result<Vec<Selector>, CliError> {
+    let mut found: Vec<(usize, Option<ProcessMatcher>)> = Vec::new();
+    if let (Some(indices), Some(values)) =
+        (matches.indices_of("pid"), matches.get_many::<u32>("pid"))
+    {
+        found.extend(
+            indices
+                .zip(values)
+                .map(|(at, pid)| (at, Some(ProcessMatcher::Pid(*pid)))),
+        );
+    }
+    if let (Some(indices), Some(values)) =
+        (matches.indices_of("exe"), matches.get_many::<String>("exe"))
+    {
+        for (at, exe) in indices.zip(values) {
+            found.push((at, Some(ProcessMatcher::Exe(exe.as_bytes().to_vec()))));
+        }
+    }
+    if let (Some(indices), Some(values)) =
+        (matches.indices_of("cmd"), matches.get_many::<String>("cmd"))
+    {
+        for (at, pattern) in indices.zip(values) {
+            found.push((at, Some(ProcessMatcher::cmd(pattern)?)));
+        }
+    }
+    let children_given =
+        matches.value_source("children") == Some(clap::parser::ValueSource::CommandLine);
+    if let Some(indices) = matches.indices_of("children").filter(|_| children_given) {
+        found.extend(indices.map(|at| (at, None)));
+    }
+    found.sort_by_key(|(at, _)| *at);
+    let mut selectors: Vec<Selector> = Vec::new();
+    for (_, matcher) in found {
+        match (matcher, selectors.last_mut()) {
+            (Some(matcher), _) => selectors.push(Selector {
+                matcher,
+                children: false,
+            }),
+            (None, Some(last)) => last.children = true,
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "--children must follow a --pid, --exe or --cmd".to_string(),
+                ));
+            }
+        }
+    }
+    Ok(selectors)
+}
+
+fn strategy_set(
+    graph: &Graph,
+    selection: &Selection,
+    rules: &Rules,
+    strategy: Strategy,
+    stubs: bool,
+) -> StrategySet {
+    let options = StrategyOptions { strategy, stubs };
+    compute(
+        graph,
+        selection,
+        rules,
+        &SetOptions::from_header(&graph.header),
+        &options,
+    )
+}
+
+/// A path given on the command line as a normalized mirror path.
+fn mirror_path(path: &Path) -> Vec<u8> {
+    depsetfs::set::normalize_mirror_path(path.as_os_str().as_encoded_bytes())
+}
+
+fn write_json(value: &impl serde::Serialize, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+fn write_stdout(
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<ExitCode, CliError> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    if args.set {
-        let set = sanity_set(&contents, &SetOptions::from_header(&contents.header));
-        if args.json {
-            dump::write_set_json(&set, &mut out)
-        } else {
-            dump::write_set_paths(&set, &mut out)
-        }
-    } else {
-        dump::write_events_jsonl(&contents, &mut out)
-    }
-    .and_then(|()| out.flush())
-    .map_err(CliError::Output)?;
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -410,7 +410,7 @@ mod tests {
     fn errors_name_the_file_line_and_column() {
         assert_eq!(
             error_of("[paths]\ninclude = [\"/ok\", \"/bad[\"]\n"),
-            "my.toml:2:20: \"/bad[\": unclosed character class; missing ']'"
+            "my.toml:2:19: \"/bad[\": unclosed character class; missing ']'"
         );
         assert_eq!(
             error_of("[paths]\ninclude = [\"relative\"]\n"),

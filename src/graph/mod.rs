@@ -415,4 +415,6 @@ impl ExecRole {
 }
 
 #[cfg(test)]
+pub(crate) mod fixture;
+#[cfg(test)]
 mod tests;
