@@ -63,12 +63,22 @@ fn start_time_from_proc(pid: u32) -> u64 {
         .expect("number")
 }
 
+/// A `sleep 30` child that has finished exec (spawn returns as soon as exec began: until it
+/// completes, /proc may still show an empty command line).
 fn spawn_sleep() -> Child {
-    Command::new("sleep")
+    let child = Command::new("sleep")
         .arg("30")
         .stdin(Stdio::null())
         .spawn()
-        .expect("spawn sleep")
+        .expect("spawn sleep");
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    for _ in 0..200 {
+        if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sleep")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
 }
 
 fn is_root() -> bool {
