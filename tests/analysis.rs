@@ -1,0 +1,258 @@
+//! The analysis on real traces: `depsetfs run` records a small scenario chrooted on the
+//! mirror, then `dump --set`, `why` and the selection options are asked about it. Each test
+//! checks the membership that the feature decides, and a control that shows the scenario
+//! really exercised it (so a test cannot pass because nothing happened).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use common::*;
+use serde_json::Value;
+
+/// `depsetfs run --log $T/log -- sh $T/NAME` after writing the script.
+fn run_script(t: &TestDir, name: &str, script: &str) {
+    let path = t.join(name);
+    fs::write(&path, script).unwrap();
+    let out = ns_script(
+        t,
+        300,
+        &format!(r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- sh "$T/{name}""#),
+    );
+    out.assert_ok(&format!("depsetfs run -- sh {name}"));
+}
+
+/// `depsetfs dump --set --json --log $T/log ARGS`.
+fn set_json(t: &TestDir, args: &[&str]) -> Value {
+    let log = t.log();
+    let mut all = vec!["dump", "--set", "--json", "--log", log.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = depsetfs(t, &all);
+    out.assert_ok(&format!("depsetfs {all:?}"));
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("dump --set --json is not JSON ({e}): {}", out.stdout))
+}
+
+fn entries(json: &Value) -> BTreeSet<String> {
+    json["entries"]
+        .as_array()
+        .expect("no entries")
+        .iter()
+        .map(|entry| entry["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn strings(json: &Value, key: &str, field: Option<&str>) -> Vec<String> {
+    json[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {json}"))
+        .iter()
+        .map(|item| match field {
+            Some(field) => item[field].as_str().unwrap().to_string(),
+            None => item.as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn strict_pulls_in_the_child_that_wrote_a_config_file_the_selection_reads() {
+    let t = TestDir::new("analysis_writer");
+    let python = canonical(PYTHON);
+    run_script(
+        &t,
+        "writer.sh",
+        &format!(
+            "{PYTHON} -c 'open(\"{t}/app.conf\", \"w\").write(\"port = 80\\n\")'\n\
+             /usr/bin/date >/dev/null\n\
+             cat {t}/app.conf\n",
+            t = t.str()
+        ),
+    );
+    let strict = entries(&set_json(&t, &["--strategy", "strict", "--cmd", "^cat "]));
+    assert_in_set(&strict, &python, "python3 wrote the config cat read");
+    assert_in_set(&strict, &format!("{}/app.conf", t.str()), "read by cat");
+    assert_not_in_set(&strict, "/usr/bin/date");
+    // The control: date ran, and the sanity set has it.
+    let all = entries(&set_json(&t, &["--strategy", "all"]));
+    assert_in_set(&all, "/usr/bin/date", "date ran");
+}
+
+#[test]
+fn selecting_a_unix_socket_client_pulls_in_the_server() {
+    let t = TestDir::new("analysis_socket");
+    fs::write(
+        t.join("server.py"),
+        "import os, socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind(sys.argv[1])\n\
+         s.listen(1)\n\
+         c, _ = s.accept()\n\
+         c.sendall(b'pong')\n\
+         c.close()\n",
+    )
+    .unwrap();
+    fs::write(
+        t.join("client.py"),
+        "import socket, sys\n\
+         c = socket.socket(socket.AF_UNIX)\n\
+         c.connect(sys.argv[1])\n\
+         print(c.recv(4).decode())\n",
+    )
+    .unwrap();
+    run_script(
+        &t,
+        "socket.sh",
+        &format!(
+            "{PYTHON} {t}/server.py {t}/app.sock &\n\
+             for i in $(seq 100); do [ -S {t}/app.sock ] && break; sleep 0.05; done\n\
+             {PYTHON} {t}/client.py {t}/app.sock\n\
+             wait\n",
+            t = t.str()
+        ),
+    );
+    let json = set_json(&t, &["--strategy", "strict", "--cmd", "client\\.py"]);
+    let set = entries(&json);
+    let server = format!("{}/server.py", t.str());
+    assert_in_set(&set, &server, "read by the server the client connected to");
+    let why: Vec<String> = json["needed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|process| {
+            process["argv"]
+                .as_array()
+                .is_some_and(|argv| argv.iter().any(|arg| arg.as_str() == Some(&server)))
+        })
+        .map(|process| process["why"].as_str().unwrap().to_string())
+        .collect();
+    let bound = format!("bound unix:{}/app.sock", t.str());
+    assert!(
+        why.iter().any(|reason| reason.starts_with(&bound)),
+        "the server is needed because the client connected to its socket: {why:?}"
+    );
+}
+
+#[test]
+fn a_noise_file_does_not_pull_in_its_unselected_writer() {
+    let t = TestDir::new("analysis_noise");
+    run_script(
+        &t,
+        "noise.sh",
+        &format!("/usr/bin/date > {t}/shared\ncat {t}/shared\n", t = t.str()),
+    );
+    // The control: without the rule, date wrote what cat read, so strict needs it.
+    let plain = entries(&set_json(&t, &["--strategy", "strict", "--cmd", "^cat "]));
+    assert_in_set(&plain, "/usr/bin/date", "date wrote the file cat read");
+    let rules = t.join("rules.toml");
+    fs::write(
+        &rules,
+        format!("[policy]\nnoise = [\"{}/shared\"]\n", t.str()),
+    )
+    .unwrap();
+    let noisy = entries(&set_json(
+        &t,
+        &[
+            "--strategy",
+            "strict",
+            "--cmd",
+            "^cat ",
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    ));
+    assert_not_in_set(&noisy, "/usr/bin/date");
+    assert_in_set(&noisy, &format!("{}/shared", t.str()), "still read by cat");
+}
+
+#[test]
+fn a_write_only_log_file_is_left_out_and_its_directory_kept() {
+    let t = TestDir::new("analysis_outputs");
+    fs::create_dir(t.join("logs")).unwrap();
+    fs::write(t.join("in"), "input\n").unwrap();
+    run_script(
+        &t,
+        "outputs.sh",
+        &format!(
+            "echo started >> {t}/logs/app.log\ncat {t}/in >> {t}/logs/app.log\n",
+            t = t.str()
+        ),
+    );
+    let log_file = format!("{}/logs/app.log", t.str());
+    let json = set_json(&t, &["--strategy", "strict"]);
+    let strict = entries(&json);
+    assert_not_in_set(&strict, &log_file);
+    assert_in_set(&strict, &format!("{}/logs", t.str()), "where the log goes");
+    assert_in_set(&strict, &format!("{}/in", t.str()), "read by cat");
+    assert!(strings(&json, "outputs", None).contains(&log_file));
+    let all = entries(&set_json(&t, &["--strategy", "all"]));
+    assert_in_set(&all, &log_file, "the sanity set ships everything");
+}
+
+#[test]
+fn why_names_the_exec_chain_that_loaded_libc() {
+    let t = TestDir::new("analysis_why");
+    fs::write(t.join("in"), "input\n").unwrap();
+    run_script(&t, "why.sh", &format!("cat {}/in\n", t.str()));
+    let cat = canonical(&host_command("cat"));
+    let (interp, libs) = elf_deps(&cat);
+    let libc = canonical(libs.iter().find(|lib| lib.contains("libc.so")).unwrap());
+    let log = t.log();
+    let out = depsetfs(
+        &t,
+        &[
+            "why",
+            "--log",
+            log.to_str().unwrap(),
+            "--cmd",
+            "^cat ",
+            &libc,
+        ],
+    );
+    out.assert_ok("depsetfs why libc");
+    let text = &out.stdout;
+    assert!(text.contains("in the set: used"), "{text}");
+    assert!(text.contains(&format!("exec {cat} (binary)")), "{text}");
+    assert!(
+        text.contains(&format!("exec {} (ELF interpreter)", canonical(&interp))),
+        "{text}"
+    );
+    assert!(text.contains(&format!("open(read) {libc}")), "{text}");
+    let json = depsetfs(
+        &t,
+        &[
+            "why",
+            "--json",
+            "--log",
+            log.to_str().unwrap(),
+            "/proc/cpuinfo",
+        ],
+    );
+    json.assert_ok("depsetfs why --json");
+    let answer: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(answer["in_set"], false, "{answer}");
+}
+
+#[test]
+fn a_helper_the_parent_runs_but_does_not_need_is_listed_as_a_stub() {
+    let t = TestDir::new("analysis_stubs");
+    fs::write(t.join("in"), "input\n").unwrap();
+    run_script(
+        &t,
+        "stubs.sh",
+        &format!("/usr/bin/whoami >/dev/null || true\ncat {}/in\n", t.str()),
+    );
+    let whoami = canonical("/usr/bin/whoami");
+    let stubbed = set_json(&t, &["--strategy", "strict", "--stubs", "--cmd", "^cat "]);
+    assert_eq!(
+        strings(&stubbed, "stubs", Some("path")),
+        vec![whoami.clone()]
+    );
+    assert_not_in_set(&entries(&stubbed), &whoami);
+    let plain = set_json(&t, &["--strategy", "strict", "--cmd", "^cat "]);
+    assert!(strings(&plain, "stubs", Some("path")).is_empty());
+    // Selecting the whole command needs whoami: no stub then.
+    let whole = set_json(&t, &["--strategy", "strict", "--stubs"]);
+    assert!(strings(&whole, "stubs", Some("path")).is_empty());
+    assert_in_set(&entries(&whole), &whoami, "run by the traced command");
+}
