@@ -167,6 +167,22 @@ impl InodeTable {
         number
     }
 
+    /// Like [`InodeTable::remember`] for a file that already has a node: counts one more
+    /// reference and returns its number; `None` if it has none (the caller then opens it).
+    pub fn remember_known(&self, stat: &libc::stat, path: Arc<[u8]>) -> Option<u64> {
+        let key = FileKey::of(stat);
+        let number = self.number_of(key);
+        match self.nodes.entry(number) {
+            Entry::Occupied(entry) if entry.get().key == key => {
+                let node = entry.get();
+                node.lookups.fetch_add(1, Ordering::Relaxed);
+                node.set_path(path);
+                Some(number)
+            }
+            _ => None,
+        }
+    }
+
     /// Drops `count` kernel references to `number`; the node goes when none are left.
     pub fn forget(&self, number: u64, count: u64) {
         if number == ROOT_NODE {
