@@ -62,6 +62,9 @@ enum Command {
     Rules(RulesArgs),
     #[command(name = "__serve", hide = true)]
     Serve(ServeArgs),
+    /// Write a synthetic log for the analysis benchmark (bench/analysis.sh).
+    #[command(name = "__synth-log", hide = true)]
+    SynthLog(SynthLogArgs),
 }
 
 #[derive(Args)]
@@ -177,6 +180,19 @@ struct FilesArgs {
     /// The pid whose processes to show.
     #[arg(long)]
     pid: u32,
+}
+
+#[derive(Args)]
+struct SynthLogArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    #[arg(long, default_value_t = 50_000)]
+    files: u64,
+    #[arg(long, default_value_t = 2_000)]
+    processes: u64,
+    #[arg(long, default_value_t = 1)]
+    repeat: u64,
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -308,6 +324,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         Command::Stats(args) => stats_command(args, &state),
         Command::Report(args) => report_command(args, matches, &state),
         Command::Rules(args) => rules_command(args),
+        Command::SynthLog(args) => synth_log_command(args),
         Command::Run(args) => run_command(args, &state),
         Command::Serve(args) => serve_command(args, &state),
     }
@@ -554,6 +571,17 @@ fn rules_command(args: RulesArgs) -> Result<ExitCode, CliError> {
         ));
     }
     write_stdout(|out| out.write_all(DEFAULT_RULES.as_bytes()))
+}
+
+fn synth_log_command(args: SynthLogArgs) -> Result<ExitCode, CliError> {
+    let spec = depsetfs::synth::SynthSpec {
+        records: args.records,
+        files: args.files,
+        processes: args.processes,
+        repeat: args.repeat,
+    };
+    depsetfs::synth::write_synthetic_log(&args.out, spec)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {
