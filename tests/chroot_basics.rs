@@ -252,3 +252,32 @@ fn default_log_location() {
     let events = dump_events(&t, &target);
     assert_no_host_paths(&set, &[&header_mountpoint(&events), &t.state()]);
 }
+
+/// With `--passthrough`, reads of a read-only open bypass the daemon: the open is recorded
+/// (and the file is in the set), its reads are not; without it, they are.
+#[test]
+fn passthrough_records_opens_but_not_reads() {
+    let t = TestDir::new("chroot_passthrough");
+    fs::write(t.join("data"), vec![b'x'; 1 << 20]).unwrap();
+    let data = t.join("data");
+    let data = data.to_str().unwrap();
+    for (options, reads_expected) in [("--passthrough", false), ("", true)] {
+        let out = ns_script(
+            &t,
+            300,
+            &format!(r#""$DEPSETFS" run {options} --log "$T/log" --timeout 240 -- cat "$T/data""#),
+        );
+        out.assert_ok("depsetfs run -- cat");
+        assert_eq!(out.stdout.len(), 1 << 20, "cat printed the whole file");
+        let events = dump_events(&t, &t.log());
+        let on_data =
+            |op: &str| of_type(&events, "access").any(|a| a["path"] == data && a["op"] == op);
+        assert!(on_data("open"), "{options}: the open of {data} is recorded");
+        assert_eq!(
+            on_data("read"),
+            reads_expected,
+            "{options}: read records of {data}"
+        );
+        assert_in_set(&dump_set(&t, Some(&t.log())), data, "cat read it");
+    }
+}

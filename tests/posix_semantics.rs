@@ -68,22 +68,30 @@ fn checks_hold_natively() {
 
 #[test]
 fn checks_hold_through_the_mirror() {
-    let t = TestDir::new("posix_mirror");
+    checks_hold_through_a_mirror("posix_mirror", "");
+}
+
+/// The same checks with kernel passthrough for read-only opens (`--passthrough`).
+#[test]
+fn checks_hold_through_the_mirror_with_passthrough() {
+    checks_hold_through_a_mirror("posix_mirror_pt", "--passthrough");
+}
+
+/// Runs the checks through a mirror started with `run_options`.
+fn checks_hold_through_a_mirror(name: &str, run_options: &str) {
+    let t = TestDir::new(name);
     let (native_root, native_user) = native_checks(&t);
 
-    let out = ns_script(
-        &t,
-        540,
-        r#"
+    let script = r#"
 set +e
-"$DEPSETFS" run --log "$T/root.log" --timeout 240 -- \
+"$DEPSETFS" run $RUN_OPTIONS --log "$T/root.log" --timeout 240 -- \
   bash "$T/posix_checks.sh" root "$T/mirror" >"$T/mirror-root.out" 2>&1
 echo "root=$?"
-"$DEPSETFS" run --log "$T/user.log" --timeout 240 -- \
+"$DEPSETFS" run $RUN_OPTIONS --log "$T/user.log" --timeout 240 -- \
   $AS_NOBODY bash "$T/posix_checks.sh" user "$T/mirror" >"$T/mirror-user.out" 2>&1
 echo "user=$?"
-"#,
-    );
+"#;
+    let out = ns_script(&t, 540, &format!("RUN_OPTIONS='{run_options}'\n{script}"));
     out.assert_ok("the checks through the mirror");
     let root = passed_checks(&read(&t, "mirror-root.out"), "through the mirror, as root");
     let user = passed_checks(

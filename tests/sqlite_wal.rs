@@ -39,13 +39,24 @@ echo "writer=$w reader=$r verify=$v"
 
 #[test]
 fn wal_writer_and_reader_through_the_mirror() {
-    let t = TestDir::new("sqlite_wal");
+    wal_writer_and_reader_through_a_mirror("sqlite_wal", "");
+}
+
+/// The same workload with kernel passthrough for read-only opens (`--passthrough`).
+#[test]
+fn wal_writer_and_reader_through_the_mirror_with_passthrough() {
+    wal_writer_and_reader_through_a_mirror("sqlite_wal_pt", "--passthrough");
+}
+
+/// Runs the workload through a mirror started with `run_options`.
+fn wal_writer_and_reader_through_a_mirror(name: &str, run_options: &str) {
+    let t = TestDir::new(name);
     t.install_script("sqlite_wal.py");
     let out = ns_script(
         &t,
         540,
         &format!(
-            "export ROWS={ROWS} BATCH={BATCH}\n\"$DEPSETFS\" run --log \"$T/log\" --timeout 420 -- /bin/sh -c '{}'",
+            "export ROWS={ROWS} BATCH={BATCH}\n\"$DEPSETFS\" run {run_options} --log \"$T/log\" --timeout 420 -- /bin/sh -c '{}'",
             WORKLOAD.replace('\'', "'\\''")
         ),
     );
