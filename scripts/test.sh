@@ -21,8 +21,9 @@ fail() {
 # What the tests run: sqlite3 (native checks of the WAL database), python3 (sqlite3 module,
 # unix sockets, renameat2 through ctypes), util-linux (unshare, setpriv, mount, findmnt),
 # procps and psmisc (pgrep, fuser), coreutils (timeout, stat, truncate, ...), attr
-# (getfattr/setfattr). libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself.
-packages=(sqlite3 python3 util-linux procps psmisc coreutils attr)
+# (getfattr/setfattr), tar (reading exports), umoci and skopeo (checking OCI exports).
+# libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself.
+packages=(sqlite3 python3 util-linux procps psmisc coreutils attr tar umoci skopeo)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 
 pub mod dump;
 pub mod event;
+pub mod export;
 pub mod fs;
 pub mod graph;
 pub mod inodes;
@@ -20,3 +21,4 @@ pub mod state;
 pub mod strategy;
 pub mod synth;
 pub mod sys;
+pub mod verify;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use depsetfs::event::TracedCommand;
+use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions};
@@ -20,6 +21,7 @@ use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select}
 use depsetfs::set::SetOptions;
 use depsetfs::state::{StateDir, StateError};
 use depsetfs::strategy::{Strategy, StrategyOptions, StrategySet, compute};
+use depsetfs::verify::{self, SetInputs, VerifyError, VerifyOptions};
 use depsetfs::{dump, query, run};
 
 #[derive(Parser)]
@@ -60,6 +62,12 @@ enum Command {
     Report(AnalysisArgs),
     /// Print the rules (`--default`: the built-in rules file).
     Rules(RulesArgs),
+    /// Write the deployment set out of the source tree: a directory, a tar stream or an OCI
+    /// image layout.
+    Export(ExportArgs),
+    /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
+    /// and the paths it missed.
+    Verify(VerifyArgs),
     #[command(name = "__serve", hide = true)]
     Serve(ServeArgs),
     /// Write a synthetic log for the analysis benchmark (bench/analysis.sh).
@@ -114,6 +122,54 @@ struct DumpArgs {
     /// A rules file (TOML); see `depsetfs rules --default`.
     #[arg(long)]
     rules: Option<PathBuf>,
+}
+
+/// The set options of `dump --set`, for export and verify.
+#[derive(Args)]
+struct SetArgs {
+    /// The log to read (default: the state directory's last.log).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// The strategy.
+    #[arg(long, value_enum, default_value = "all")]
+    strategy: Strategy,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// A rules file (TOML); see `depsetfs rules --default`.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[arg(long, value_enum)]
+    format: export::Format,
+    /// Where to write (`-` with --format tar: standard output).
+    #[arg(long)]
+    output: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    set: SetArgs,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    set: SetArgs,
+    /// Add the misses to the set and retry, at most N more rounds.
+    #[arg(long, default_value_t = 0)]
+    iterate: u32,
+    /// Seconds each round's command may run.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Keep the temporary roots and the rounds' logs.
+    #[arg(long)]
+    keep: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
 }
 
 #[derive(Args)]
@@ -252,6 +308,10 @@ enum CliError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Select(#[from] SelectError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("{0}")]
@@ -324,6 +384,8 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         Command::Stats(args) => stats_command(args, &state),
         Command::Report(args) => report_command(args, matches, &state),
         Command::Rules(args) => rules_command(args),
+        Command::Export(args) => export_command(args, matches, &state),
+        Command::Verify(args) => verify_command(args, matches, &state),
         Command::SynthLog(args) => synth_log_command(args),
         Command::Run(args) => run_command(args, &state),
         Command::Serve(args) => serve_command(args, &state),
@@ -571,6 +633,66 @@ fn rules_command(args: RulesArgs) -> Result<ExitCode, CliError> {
         ));
     }
     write_stdout(|out| out.write_all(DEFAULT_RULES.as_bytes()))
+}
+
+fn export_command(
+    args: ExportArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.set.log.as_deref(), state)?;
+    let rules = load_rules(args.set.rules.as_deref())?;
+    let selection = selection(&graph, &rules, matches)?;
+    let result = strategy_set(&graph, &selection, &rules, args.set.strategy, false);
+    let options = ExportOptions {
+        format: args.format,
+        output: args.output,
+        force: args.force,
+        progress: true,
+    };
+    let report = export::export(&graph.header, &result.set, &options)?;
+    eprintln!("depsetfs: {}", report.summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_command(
+    args: VerifyArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let graph = load_graph(args.set.log.as_deref(), state)?;
+    let rules = load_rules(args.set.rules.as_deref())?;
+    let selection = selection(&graph, &rules, matches)?;
+    let strategy = StrategyOptions {
+        strategy: args.set.strategy,
+        stubs: false,
+    };
+    let inputs = SetInputs {
+        graph: &graph,
+        selection: &selection,
+        rules: &rules,
+        strategy: &strategy,
+    };
+    let options = VerifyOptions {
+        argv: args.command,
+        iterate: args.iterate,
+        timeout: Duration::from_secs(args.timeout),
+        keep: args.keep,
+    };
+    let report = verify::verify(&inputs, &options, state, &mut |round| {
+        eprintln!("depsetfs: {}", verify::describe_round(round));
+        for miss in &round.misses {
+            eprintln!("depsetfs:   miss: {}", miss.describe());
+        }
+    })?;
+    if args.keep {
+        eprintln!("depsetfs: kept {}", report.workdir.display());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn synth_log_command(args: SynthLogArgs) -> Result<ExitCode, CliError> {

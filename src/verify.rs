@@ -1,0 +1,399 @@
+//! `depsetfs verify`: proves a set runs. Each round exports the set as a directory into a
+//! fresh temporary root (plus empty `/proc`, `/sys`, `/dev` for the real ones to be bound
+//! over), then runs the command there *through the recording mirror* with [`run::run`]
+//! (`--source` = that root), from the traced working directory. The round passes when the
+//! command exits with status 0. The round's log then tells what was missing: every lookup
+//! that failed with `ENOENT` in the clean root, for a path that exists in the original source
+//! tree, is a **miss**, reported with the process that wanted it. With `--iterate N` the
+//! misses are added to the set (closed over parents and symlinks like any used path) and the
+//! command is tried again, up to N more rounds or until nothing is missing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::event::{Op, Record};
+use crate::export::{self, ExportError};
+use crate::graph::Graph;
+use crate::log::{LogError, read_log};
+use crate::rules::Rules;
+use crate::run::{self, RunError, RunOptions};
+use crate::select::Selection;
+use crate::set::{
+    DeploymentSet, SetOptions, SourceLookup, SourceTree, normalize_mirror_path, set_of_used_paths,
+};
+use crate::state::StateDir;
+use crate::strategy::{GraphFacts, StrategyOptions, compute};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{command}: command not found in the exported root (is it in the set?): {source}")]
+    CommandNotFound {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("verify: {0}")]
+    Export(#[from] ExportError),
+    #[error("verify: {0}")]
+    Run(RunError),
+    #[error("verify: reading the round's log: {0}")]
+    Log(#[from] LogError),
+    #[error("verify: {}: cannot {action}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<RunError> for VerifyError {
+    fn from(error: RunError) -> VerifyError {
+        match error {
+            RunError::CommandNotFound { command, source } => {
+                VerifyError::CommandNotFound { command, source }
+            }
+            other => VerifyError::Run(other),
+        }
+    }
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> VerifyError + use<> {
+    let path = path.to_path_buf();
+    move |source| VerifyError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    pub argv: Vec<OsString>,
+    /// Extra rounds allowed to add misses.
+    pub iterate: u32,
+    pub timeout: Duration,
+    /// Keep the temporary roots and logs (their directory is printed).
+    pub keep: bool,
+}
+
+/// A path the command looked for in the clean root that the original tree has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Miss {
+    pub path: Vec<u8>,
+    pub pid: u32,
+    pub exe: String,
+}
+
+impl Miss {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (wanted by pid {} {})",
+            String::from_utf8_lossy(&self.path),
+            self.pid,
+            if self.exe.is_empty() { "?" } else { &self.exe }
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// From 1.
+    pub number: u32,
+    pub exit_code: i32,
+    /// Paths in the exported root.
+    pub paths: u64,
+    pub misses: Vec<Miss>,
+    pub log: PathBuf,
+}
+
+impl Round {
+    pub fn passed(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    pub rounds: Vec<Round>,
+    /// Where the roots and logs are (removed unless kept).
+    pub workdir: PathBuf,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.rounds.last().is_some_and(Round::passed)
+    }
+}
+
+/// "round 1: exit status 0, pass; 312 paths, 0 misses".
+pub fn describe_round(round: &Round) -> String {
+    format!(
+        "verify round {}: exit status {}, {}; {} paths in the root, {} misses",
+        round.number,
+        round.exit_code,
+        if round.passed() { "pass" } else { "fail" },
+        round.paths,
+        round.misses.len()
+    )
+}
+
+/// What the set is computed from: the same inputs as `dump --set`.
+pub struct SetInputs<'a> {
+    pub graph: &'a Graph,
+    pub selection: &'a Selection,
+    pub rules: &'a Rules,
+    pub strategy: &'a StrategyOptions,
+}
+
+impl SetInputs<'_> {
+    /// The set of `dump --set`, plus `extra` paths closed like used paths (excludes do not
+    /// apply to them: they are what the command proved it needs).
+    pub fn set_with(&self, extra: &BTreeSet<Vec<u8>>) -> DeploymentSet {
+        let options = SetOptions::from_header(&self.graph.header);
+        let result = compute(
+            self.graph,
+            self.selection,
+            self.rules,
+            &options,
+            self.strategy,
+        );
+        if extra.is_empty() {
+            return result.set;
+        }
+        let facts = GraphFacts::new(self.graph, &result.needed);
+        let added = set_of_used_paths(extra, &options, &facts);
+        merge_sets(result.set, added)
+    }
+}
+
+/// The union of two sets (the first one's entry wins for a path in both).
+pub fn merge_sets(base: DeploymentSet, added: DeploymentSet) -> DeploymentSet {
+    let mut entries: BTreeMap<Vec<u8>, _> = BTreeMap::new();
+    for entry in added.entries.into_iter().chain(base.entries) {
+        entries.insert(entry.path.clone(), entry);
+    }
+    let mut devices: BTreeSet<Vec<u8>> = base.required_devices.into_iter().collect();
+    devices.extend(added.required_devices);
+    DeploymentSet {
+        entries: entries.into_values().collect(),
+        required_devices: devices.into_iter().collect(),
+        dropped_missing: base.dropped_missing,
+    }
+}
+
+/// Runs the rounds; `each` sees every round as it ends.
+pub fn verify(
+    inputs: &SetInputs<'_>,
+    options: &VerifyOptions,
+    state: &StateDir,
+    each: &mut dyn FnMut(&Round),
+) -> Result<VerifyReport, VerifyError> {
+    let workdir = make_workdir()?;
+    let result = rounds(inputs, options, state, &workdir, each);
+    if !options.keep {
+        export::remove_any(&workdir);
+    }
+    result.map(|rounds| VerifyReport { rounds, workdir })
+}
+
+fn rounds(
+    inputs: &SetInputs<'_>,
+    options: &VerifyOptions,
+    state: &StateDir,
+    workdir: &Path,
+    each: &mut dyn FnMut(&Round),
+) -> Result<Vec<Round>, VerifyError> {
+    let header = &inputs.graph.header;
+    let source = PathBuf::from(&header.source);
+    let cwd = header.command.as_ref().map(|c| c.cwd.as_bytes().to_vec());
+    let mut extra = BTreeSet::new();
+    let mut rounds = Vec::new();
+    for number in 1..=options.iterate + 1 {
+        let set = inputs.set_with(&extra);
+        let root = workdir.join(format!("root-{number}"));
+        let totals = export::dir::write(&set, &source, &root, &mut |_, _, _| {})?;
+        make_kernel_dirs(&root)?;
+        let log = workdir.join(format!("round-{number}.log"));
+        let exit_code = run_in_root(&root, cwd.as_deref(), &log, options, state)?;
+        let misses = find_misses(&log, &SetOptions::from_header(header))?;
+        let round = Round {
+            number,
+            exit_code,
+            paths: totals.paths(),
+            misses,
+            log,
+        };
+        each(&round);
+        let done = round.misses.is_empty();
+        extra.extend(round.misses.iter().map(|miss| miss.path.clone()));
+        rounds.push(round);
+        if done {
+            break;
+        }
+    }
+    Ok(rounds)
+}
+
+fn make_workdir() -> Result<PathBuf, VerifyError> {
+    let mut template = std::env::temp_dir()
+        .join("depsetfs-verify.XXXXXX")
+        .into_os_string()
+        .into_encoded_bytes();
+    template.push(0);
+    // SAFETY: template is a writable NUL-terminated buffer ending in XXXXXX.
+    let made = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+    template.pop();
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(&template));
+    if made.is_null() {
+        return Err(io_error(&path, "create")(io::Error::last_os_error()));
+    }
+    Ok(path)
+}
+
+/// Empty /proc, /sys and /dev: `run` binds the real ones over them.
+fn make_kernel_dirs(root: &Path) -> Result<(), VerifyError> {
+    for name in run::CHROOT_BINDS {
+        let dir = root.join(name);
+        if !dir.exists() {
+            std::fs::create_dir(&dir).map_err(io_error(&dir, "create"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the command recorded on a mirror of `root`, from the traced working directory. The
+/// state directory's `last.log` is left pointing where it did.
+fn run_in_root(
+    root: &Path,
+    cwd: Option<&[u8]>,
+    log: &Path,
+    options: &VerifyOptions,
+    state: &StateDir,
+) -> Result<i32, VerifyError> {
+    let root = root.canonicalize().map_err(io_error(root, "resolve"))?;
+    let previous_cwd = std::env::current_dir().map_err(io_error(Path::new("."), "read"))?;
+    let inside = cwd
+        .map(|cwd| {
+            root.join(std::ffi::OsStr::from_bytes(
+                normalize_mirror_path(cwd).strip_prefix(b"/").unwrap_or(b""),
+            ))
+        })
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| root.clone());
+    std::env::set_current_dir(&inside).map_err(io_error(&inside, "change into"))?;
+    let previous_last = state.last_log().ok();
+    let run_options = RunOptions {
+        source: root,
+        log: Some(log.to_path_buf()),
+        timeout: options.timeout,
+        threads: 4,
+        passthrough: false,
+        argv: options.argv.clone(),
+    };
+    let outcome = run::run(&run_options, state);
+    let _ = std::env::set_current_dir(&previous_cwd);
+    if let Some(previous) = previous_last {
+        let _ = state.set_last_log(&previous);
+    }
+    Ok(outcome?.exit_code)
+}
+
+/// The misses of a round's log: failed (`ENOENT`) lookups of paths that exist in the
+/// original source tree, each with the first process that looked for it, sorted by path.
+pub fn find_misses(log: &Path, original: &SetOptions) -> Result<Vec<Miss>, VerifyError> {
+    let contents = read_log(log)?;
+    let mut exes: HashMap<(u32, u64), String> = HashMap::new();
+    for record in &contents.records {
+        if let Record::Process(info) = record {
+            exes.insert(
+                (info.pid, info.start),
+                String::from_utf8_lossy(&info.exe).into_owned(),
+            );
+        }
+    }
+    let never = original.never_shipped();
+    let mut tree = SourceTree::new(&original.source);
+    let mut misses: BTreeMap<Vec<u8>, Miss> = BTreeMap::new();
+    for record in &contents.records {
+        let Record::Access(access) = record else {
+            continue;
+        };
+        if access.op != Op::Lookup || access.errno != libc::ENOENT {
+            continue;
+        }
+        let path = normalize_mirror_path(&access.path);
+        if misses.contains_key(&path) || never.contains(&path) {
+            continue;
+        }
+        if matches!(tree.lookup(&path), SourceLookup::Present { .. }) {
+            let exe = exes
+                .get(&(access.pid, access.start))
+                .cloned()
+                .unwrap_or_default();
+            misses.insert(
+                path.clone(),
+                Miss {
+                    path,
+                    pid: access.pid,
+                    exe,
+                },
+            );
+        }
+    }
+    Ok(misses.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FileKind;
+    use crate::set::{Reason, SetEntry};
+
+    fn entry(path: &str) -> SetEntry {
+        SetEntry {
+            path: path.as_bytes().to_vec(),
+            kind: FileKind::File,
+            size: 1,
+            reason: Reason::Used,
+            users: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn merged_sets_are_sorted_and_unique() {
+        let base = DeploymentSet {
+            entries: vec![entry("/a"), entry("/c")],
+            required_devices: vec![b"/dev/null".to_vec()],
+            dropped_missing: 2,
+        };
+        let added = DeploymentSet {
+            entries: vec![entry("/b"), entry("/c")],
+            required_devices: vec![b"/dev/null".to_vec(), b"/dev/zero".to_vec()],
+            dropped_missing: 0,
+        };
+        let merged = merge_sets(base, added);
+        let paths: Vec<&[u8]> = merged.entries.iter().map(|e| e.path.as_slice()).collect();
+        assert_eq!(paths, [b"/a".as_slice(), b"/b", b"/c"]);
+        assert_eq!(merged.required_devices.len(), 2);
+        assert_eq!(merged.dropped_missing, 2);
+    }
+
+    #[test]
+    fn a_command_missing_from_the_root_is_named_as_such() {
+        let error = VerifyError::from(RunError::CommandNotFound {
+            command: "ls".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert!(
+            error
+                .to_string()
+                .starts_with("ls: command not found in the exported root"),
+            "{error}"
+        );
+    }
+}

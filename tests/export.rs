@@ -1,0 +1,378 @@
+//! Export and verify on real traces: `depsetfs run` records a command, `depsetfs export` writes
+//! its set as a directory, a tar file and an OCI layout (checked with tar, umoci and skopeo),
+//! and `depsetfs verify` runs the command again in a root made of nothing but the set.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::*;
+
+/// `depsetfs run --log $T/log -- sh -c SCRIPT` in a private namespace.
+fn trace(t: &TestDir, script: &str) -> Outcome {
+    let out = ns_script(
+        t,
+        300,
+        &format!(r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- sh -c '{script}'"#),
+    );
+    out.assert_ok(&format!("depsetfs run -- sh -c '{script}'"));
+    out
+}
+
+fn export(t: &TestDir, args: &[&str]) -> Outcome {
+    let log = t.log();
+    let mut all = vec!["export", "--log", log.to_str().unwrap()];
+    all.extend_from_slice(args);
+    depsetfs(t, &all)
+}
+
+/// One line on stderr, starting with `depsetfs: `, and a non-zero status.
+fn assert_one_line_error(out: &Outcome, contains: &str) {
+    assert!(!out.ok(), "should have failed: {}", out.describe());
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {}", out.describe());
+    assert!(
+        lines[0].starts_with("depsetfs: ") && lines[0].contains(contains),
+        "{contains:?} not in {:?}",
+        lines[0]
+    );
+}
+
+/// Nothing named like a temporary export is left in `dir`.
+fn assert_no_leftovers(dir: &Path) {
+    let left: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("depsetfs-tmp"))
+        .collect();
+    assert!(left.is_empty(), "half-written outputs left: {left:?}");
+}
+
+#[test]
+fn dir_tar_and_oci_exports_of_ls() {
+    let t = TestDir::new("export_formats");
+    trace(&t, "ls /");
+    let set = dump_set(&t, Some(&t.log()));
+    let out = t.join("root");
+    export(&t, &["--format", "dir", "--output", out.to_str().unwrap()]).assert_ok("export dir");
+    // The binary, with its mode, owner and mtime; every symlink of the set as a symlink.
+    let ls = canonical(&host_command("ls"));
+    assert_in_set(&set, &ls, "ls ran");
+    let (host, copy) = (
+        fs::metadata(&ls).unwrap(),
+        fs::symlink_metadata(out.join(&ls[1..])).unwrap(),
+    );
+    assert_eq!(copy.mode(), host.mode());
+    assert_eq!((copy.uid(), copy.gid()), (host.uid(), host.gid()));
+    assert_eq!(
+        (copy.mtime(), copy.mtime_nsec()),
+        (host.mtime(), host.mtime_nsec())
+    );
+    assert_eq!(copy.len(), host.len());
+    let mut links = 0;
+    for path in &set {
+        let host = fs::symlink_metadata(path).unwrap();
+        let copy = fs::symlink_metadata(out.join(path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{path} of the set is not in the export: {e}"));
+        assert_eq!(copy.file_type(), host.file_type(), "{path}");
+        if host.file_type().is_symlink() {
+            links += 1;
+            assert_eq!(
+                fs::read_link(path).unwrap(),
+                fs::read_link(out.join(&path[1..])).unwrap()
+            );
+        }
+    }
+    assert!(
+        links > 0,
+        "a usrmerged Debian has symlinks on the way to ls: {set:?}"
+    );
+
+    // tar: the same paths as dump --set (without the root itself).
+    let tar = t.join("set.tar");
+    export(&t, &["--format", "tar", "--output", tar.to_str().unwrap()]).assert_ok("export tar");
+    let listed = host_script(&t, 60, r#"tar -tf "$T/set.tar""#);
+    listed.assert_ok("tar -tf");
+    let in_tar: BTreeSet<String> = listed
+        .stdout
+        .lines()
+        .map(|l| format!("/{}", l.trim_end_matches('/')))
+        .collect();
+    let expected: BTreeSet<String> = set.iter().filter(|p| *p != "/").cloned().collect();
+    assert_eq!(in_tar, expected);
+
+    // oci: umoci unpacks it, the rootfs runs ls /, skopeo shows the entrypoint.
+    let image = t.join("image");
+    export(
+        &t,
+        &["--format", "oci", "--output", image.to_str().unwrap()],
+    )
+    .assert_ok("export oci");
+    let unpacked = ns_script(
+        &t,
+        120,
+        r#"umoci unpack --image "$T/image:latest" "$T/bundle" >/dev/null
+chroot "$T/bundle/rootfs" sh -c 'ls /'"#,
+    );
+    unpacked.assert_ok("umoci unpack + chroot ls");
+    let top: BTreeSet<String> = set
+        .iter()
+        .filter(|p| p.len() > 1 && p[1..].find('/').is_none())
+        .map(|p| p[1..].to_string())
+        .collect();
+    let shown: BTreeSet<String> = unpacked
+        .stdout_lines()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        shown, top,
+        "ls / in the unpacked image lists the set's top level"
+    );
+    let inspect = host_script(&t, 60, r#"skopeo inspect --config "oci:$T/image""#);
+    inspect.assert_ok("skopeo inspect");
+    let config: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["sh", "-c", "ls /"])
+    );
+    assert_eq!(config["config"]["WorkingDir"], t.str());
+
+    // No overwrite without --force; with it, replaced.
+    let again = export(&t, &["--format", "dir", "--output", out.to_str().unwrap()]);
+    assert_one_line_error(&again, "already exists");
+    export(
+        &t,
+        &[
+            "--format",
+            "dir",
+            "--output",
+            out.to_str().unwrap(),
+            "--force",
+        ],
+    )
+    .assert_ok("export --force");
+    assert_no_leftovers(&t.path);
+}
+
+#[test]
+fn hard_links_and_capabilities_survive_every_format() {
+    let t = TestDir::new("export_links");
+    // A root to run in: the set of sh, exported; then data with a hard link and a capability.
+    trace(&t, "true");
+    let src = t.join("src");
+    export(&t, &["--format", "dir", "--output", src.to_str().unwrap()]).assert_ok("export sh");
+    let setup = host_script(
+        &t,
+        60,
+        r#"mkdir "$T/src/data"
+echo one > "$T/src/data/a"
+ln "$T/src/data/a" "$T/src/data/b"
+echo cap > "$T/src/data/cap"
+setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 "$T/src/data/cap"
+setfattr -n user.depsetfs -v hello "$T/src/data/cap" 2>/dev/null || true
+mkdir "$T/src/proc" "$T/src/sys" "$T/src/dev""#,
+    );
+    setup.assert_ok("make the source tree");
+    let traced = ns_script(
+        &t,
+        120,
+        r#""$DEPSETFS" run --source "$T/src" --log "$T/log" -- sh -c 'read x < /data/a; read y < /data/b; read z < /data/cap; echo $x $y $z'"#,
+    );
+    traced.assert_ok("run on the source tree");
+    assert_eq!(traced.stdout.trim(), "one one cap");
+    let out = t.join("out");
+    export(&t, &["--format", "dir", "--output", out.to_str().unwrap()]).assert_ok("export dir");
+    let (a, b) = (
+        fs::metadata(out.join("data/a")).unwrap(),
+        fs::metadata(out.join("data/b")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "the hard link became two files");
+    let caps = host_script(
+        &t,
+        60,
+        r#"getfattr --absolute-names -e hex -n security.capability "$T/out/data/cap""#,
+    );
+    caps.assert_ok("getfattr of the exported file");
+    assert!(
+        caps.stdout
+            .contains("0x0100000200200000000000000000000000000000"),
+        "{}",
+        caps.stdout
+    );
+    let tar = t.join("set.tar");
+    export(&t, &["--format", "tar", "--output", tar.to_str().unwrap()]).assert_ok("export tar");
+    let bytes = fs::read(&tar).unwrap();
+    let needle = b"SCHILY.xattr.security.capability=";
+    assert!(
+        bytes.windows(needle.len()).any(|w| w == needle),
+        "no capability PAX record"
+    );
+    let listing = host_script(&t, 60, r#"tar -tvf "$T/set.tar" data/b data/a"#);
+    listing.assert_ok("tar -tvf");
+    assert!(
+        listing.stdout.contains("data/b link to data/a"),
+        "{}",
+        listing.stdout
+    );
+    // GNU tar restores the capability from the PAX record.
+    let restored = host_script(
+        &t,
+        60,
+        r#"mkdir "$T/x" && tar --xattrs --xattrs-include='*' -xf "$T/set.tar" -C "$T/x" data
+getfattr --absolute-names -e hex -n security.capability "$T/x/data/cap""#,
+    );
+    restored.assert_ok("tar -x --xattrs");
+    assert!(
+        restored.stdout.contains("0x01000002002"),
+        "{}",
+        restored.stdout
+    );
+}
+
+#[test]
+fn verify_passes_reports_misses_and_iterates() {
+    let t = TestDir::new("export_verify");
+    fs::write(t.join("data.txt"), "hello\n").unwrap();
+    let data = t.join("data.txt");
+    let data = data.to_str().unwrap();
+    trace(&t, &format!("cat {data}"));
+    let verify = |extra: &[&str]| {
+        let log = t.log();
+        let mut args = vec!["verify", "--log", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let args = args.join("' '");
+        ns_script(&t, 300, &format!(r#""$DEPSETFS" '{args}'"#))
+    };
+    let cmd = ["--", "sh", "-c", &format!("cat {data}")];
+    let passed = verify(&cmd);
+    passed.assert_ok("verify");
+    assert_eq!(passed.stdout, "hello\n");
+    assert!(
+        passed.stderr.contains("round 1: exit status 0, pass"),
+        "{}",
+        passed.stderr
+    );
+
+    fs::write(
+        t.join("rules.toml"),
+        format!("[paths]\nexclude = [\"{data}\"]\n"),
+    )
+    .unwrap();
+    let rules = t.join("rules.toml");
+    let rules = rules.to_str().unwrap();
+    let mut with_rules = vec!["--rules", rules];
+    with_rules.extend_from_slice(&cmd);
+    let failed = verify(&with_rules);
+    assert_eq!(failed.code, Some(1), "{}", failed.describe());
+    assert!(
+        failed
+            .stderr
+            .contains(&format!("miss: {data} (wanted by pid "))
+            && failed.stderr.contains("/cat)"),
+        "{}",
+        failed.stderr
+    );
+    let mut iterating = vec!["--rules", rules, "--iterate", "2"];
+    iterating.extend_from_slice(&cmd);
+    let fixed = verify(&iterating);
+    fixed.assert_ok("verify --iterate 2");
+    assert!(
+        fixed.stderr.contains("round 1: exit status 1, fail"),
+        "{}",
+        fixed.stderr
+    );
+    assert!(
+        fixed.stderr.contains("round 2: exit status 0, pass"),
+        "{}",
+        fixed.stderr
+    );
+    assert_eq!(fixed.stdout, "hello\n");
+
+    // A set without the shell: the command itself is missing.
+    fs::write(
+        t.join("no-sh.toml"),
+        "[paths]\nexclude = [\"/usr/bin/dash\"]\n",
+    )
+    .unwrap();
+    let no_sh = t.join("no-sh.toml");
+    let mut lacking = vec!["--rules", no_sh.to_str().unwrap()];
+    lacking.extend_from_slice(&cmd);
+    let missing = verify(&lacking);
+    assert_one_line_error(&missing, "command not found in the exported root");
+}
+
+#[test]
+fn bad_outputs_and_logs_are_one_line_errors_and_leave_nothing() {
+    let t = TestDir::new("export_bad");
+    trace(&t, "true");
+    let events = dump_events(&t, &t.log());
+    let mountpoint = header_mountpoint(&events);
+    let inside = mountpoint.join("out");
+    let refused = export(
+        &t,
+        &["--format", "dir", "--output", inside.to_str().unwrap()],
+    );
+    assert_one_line_error(&refused, "inside the mirror's mountpoint");
+    let proc_out = export(&t, &["--format", "tar", "--output", "/proc/out.tar"]);
+    assert_one_line_error(&proc_out, "inside /proc");
+    fs::write(t.join("empty.log"), b"").unwrap();
+    fs::write(t.join("corrupt.log"), b"\x93garbage that is no log").unwrap();
+    for log in ["empty.log", "corrupt.log"] {
+        let out = depsetfs(
+            &t,
+            &["export", "--log", log, "--format", "dir", "--output", "x"],
+        );
+        assert!(!out.ok(), "{}", out.describe());
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.describe());
+        assert!(out.stderr.starts_with("depsetfs: "), "{}", out.stderr);
+        assert!(!t.join("x").exists());
+    }
+    assert_no_leftovers(&t.path);
+}
+
+/// The seed's test sequence 1: a login shell runs `ls -l` in root's home; the strict set,
+/// exported to a directory, runs the same sequence with the same output.
+#[test]
+fn seed_sequence_login_ls_runs_the_same_from_the_strict_set() {
+    let t = TestDir::new("export_seed1");
+    let setup = host_script(
+        &t,
+        60,
+        r#"mkdir -p "$T/home/sub" && echo notes > "$T/home/notes.txt" && ln -s notes.txt "$T/home/link"
+printf '#!/bin/sh\necho hi\n' > "$T/home/run.sh" && chmod 755 "$T/home/run.sh""#,
+    );
+    setup.assert_ok("make the home directory");
+    let traced = ns_script(
+        &t,
+        300,
+        r#"cd "$T/home" && HOME="$T/home" "$DEPSETFS" run --log "$T/log" -- sh -l -c 'ls -l'"#,
+    );
+    traced.assert_ok("trace sh -l -c 'ls -l'");
+    assert!(traced.stdout.contains("notes.txt"), "{}", traced.stdout);
+    let out = t.join("strict");
+    export(
+        &t,
+        &[
+            "--format",
+            "dir",
+            "--strategy",
+            "strict",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    )
+    .assert_ok("export strict");
+    let replay = ns_script(
+        &t,
+        300,
+        r#"mkdir -p "$T/strict/proc" "$T/strict/sys" "$T/strict/dev"
+cd "$T/strict$T/home" && HOME="$T/home" "$DEPSETFS" run --source "$T/strict" --log "$T/replay.log" -- sh -l -c 'ls -l'"#,
+    );
+    replay.assert_ok("sh -l -c 'ls -l' in the exported root");
+    assert_eq!(replay.stdout, traced.stdout);
+}
