@@ -71,7 +71,9 @@ chmod 755 "$WORK"
 mkdir -p "$WORK/logs" "$WORK/state" "$WORK/out" "$WORK/bin"
 # Snapshot the binary: the work tree is shared and target/release/depsetfs may be rebuilt by
 # someone else mid-run; every repetition must measure the same build.
-binary="$BIN (built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'), work tree at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null))"
+binary="$BIN (built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'))"
+[[ $BIN == "$repo/target/release/depsetfs" ]] &&
+    binary+=" from the work tree, HEAD then $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)"
 cp "$BIN" "$WORK/bin/depsetfs" && BIN=$WORK/bin/depsetfs || die "cannot copy $BIN"
 export BENCH_WORK=$WORK BENCH_QUICK=$quick BENCH_RESULT=$WORK/result
 export DEPSETFS_STATE_DIR=$WORK/state
@@ -196,7 +198,7 @@ done
 export BENCH_PORT
 
 date_s=$(date -u +%Y-%m-%d)
-machine="$(nproc) cores, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(free -g | awk '/^Mem:/ {print $2}') GiB"
+machine="$(nproc) cores, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(free -g | awk '/^Mem:/ {print $2}') GiB, ulimit -n $(ulimit -Sn)"
 log "scratch $WORK; $reps rep(s); quick=$quick; workloads: ${workloads[*]}; variants: ${variants[*]}"
 for v in "${!unavailable[@]}"; do note "$v: n/a (${unavailable[$v]})"; done
 
@@ -250,8 +252,8 @@ if ((do_mem)); then
         ((quick)) && walk=$tree/0 nfiles=100000
         rm -f "$WORK/mem.walked" "$WORK/mem.release"
         "$BIN" run --log "$WORK/logs/mem.dlog" --timeout "$timeout_s" -- /bin/bash -c '
-            t0=$EPOCHREALTIME; find "$1" -printf "%s\n" > /dev/null; t1=$EPOCHREALTIME
-            echo "${t0/./} ${t1/./}" > "$2/mem.walked"
+            t0=$EPOCHREALTIME; find "$1" -printf "%s\n" > /dev/null; st=$?; t1=$EPOCHREALTIME
+            echo "${t0/./} ${t1/./} $st" > "$2/mem.walked"
             while [ ! -e "$2/mem.release" ]; do sleep 0.2; done' walk "$walk" "$WORK" \
             < /dev/null > "$WORK/out/mem.out" 2>&1 &
         rpid=$!
@@ -268,10 +270,11 @@ if ((do_mem)); then
         if [[ -s $WORK/mem.walked && -n $dpid ]]; then
             hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$dpid/status")
             rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$dpid/status")
-            read -r t0 t1 < "$WORK/mem.walked"
+            read -r t0 t1 fst < "$WORK/mem.walked"
             secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b - a) / 1e6}')
-            printf '%s\t%s\t%s\t%s\n' "$nfiles" "$hwm" "$rss" "$secs" > "$MEM"
-            log "daemon VmHWM ${hwm} kB, VmRSS ${rss} kB after walking $nfiles files in ${secs}s"
+            printf '%s\t%s\t%s\t%s\t%s\n' "$nfiles" "$hwm" "$rss" "$secs" "$fst" > "$MEM"
+            log "daemon VmHWM ${hwm} kB, VmRSS ${rss} kB after walking $nfiles files in ${secs}s (find exit $fst)"
+            ((fst == 0)) || note "memory: find exited $fst under depsetfs: $(grep -v '^depsetfs: log:' "$WORK/out/mem.out" | head -c 300 | tr '\n' ' ')"
         else
             note "memory: the walk did not finish or the daemon was not found: $(tail -c 300 "$WORK/out/mem.out" | tr '\n' ' ')"
         fi

@@ -1,7 +1,7 @@
 """Turns bench/run.sh's raw measurements into the Markdown report (stdout).
 
 raw.tsv: workload, variant, rep, value, status ("ok" or why it failed), one line per run.
-mem.tsv: files walked, VmHWM kB, VmRSS kB, walk seconds (one line, or empty).
+mem.tsv: files walked, VmHWM kB, VmRSS kB, walk seconds, find exit status (one line, or empty).
 """
 
 import argparse
@@ -84,11 +84,12 @@ def main():
     out.append("")
 
     mem = open(a.mem).read().split() if a.mem else []
-    if len(mem) == 4:
-        n, hwm, rss, secs = mem
+    if len(mem) == 5:
+        n, hwm, rss, secs, status = mem
         out.append(f"depsetfs daemon memory while `find -printf '%s\\n'` walks {int(n):,} files "
                    f"(a stat of every file, so every file is looked up): VmHWM {int(hwm) / 1024:.0f} MiB, "
-                   f"VmRSS at the end of the walk {int(rss) / 1024:.0f} MiB; the walk took {secs} s.")
+                   f"VmRSS at the end of the walk {int(rss) / 1024:.0f} MiB; the walk took {secs} s"
+                   + ("." if status == "0" else f" and FAILED (find exit {status}, see the notes)."))
         out.append("")
 
     notes = [line.rstrip() for line in open(a.notes)] if a.notes else []
