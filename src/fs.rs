@@ -225,6 +225,8 @@ impl MirrorFs {
         recorder: Recorder,
         tracker: Arc<ProcessTracker>,
     ) -> std::io::Result<MirrorFs> {
+        // Nodes hold descriptors up to half the limit (then file handles): use all we may.
+        sys::raise_open_file_limit();
         let root_stat = sys::fstat(root_fd.as_raw_fd())?;
         Ok(MirrorFs {
             inodes: InodeTable::new(root_fd, &root_stat),
@@ -262,6 +264,10 @@ impl MirrorFs {
         self.inodes.get(number.0).ok_or(Errno::ESTALE)
     }
 
+    fn generation_of(&self, number: u64) -> u64 {
+        self.inodes.get(number).map_or(0, |node| node.generation)
+    }
+
     fn handle(&self, fh: FileHandle) -> Result<Arc<OpenHandle>, Errno> {
         self.handles
             .get(&fh.0)
@@ -283,7 +289,8 @@ impl MirrorFs {
         flags: i32,
         make_backing: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<(OwnedFd, OpenMode), Errno> {
-        let fd = sys::reopen(node.raw_fd(), underlying_open_flags(flags)).map_err(errno)?;
+        let node_fd = node.fd().map_err(errno)?;
+        let fd = sys::reopen(node_fd.raw(), underlying_open_flags(flags)).map_err(errno)?;
         let stamp = FileStamp::of(&sys::fstat(fd.as_raw_fd()).map_err(errno)?);
         let mode = node.io.lock().expect("node io lock poisoned").open(
             self.passthrough_active,
@@ -315,7 +322,8 @@ impl MirrorFs {
     }
 
     fn node_attr(&self, node: &Node) -> Result<FileAttr, Errno> {
-        let stat = sys::fstat(node.raw_fd()).map_err(errno)?;
+        let node_fd = node.fd().map_err(errno)?;
+        let stat = sys::fstat(node_fd.raw()).map_err(errno)?;
         Ok(self.attr(&stat))
     }
 
@@ -328,12 +336,12 @@ impl MirrorFs {
     ) -> Result<(u64, FileAttr), Errno> {
         // Most lookups are the kernel revalidating a node it holds (entry timeout 0): a stat is
         // enough to find it, without opening and closing a descriptor.
-        let stat = sys::lstat_at(parent.raw_fd(), name).map_err(errno)?;
+        let dir = parent.fd().map_err(errno)?;
+        let stat = sys::lstat_at(dir.raw(), name).map_err(errno)?;
         if let Some(number) = self.inodes.remember_known(&stat, Arc::from(path)) {
             return Ok((number, self.attr(&stat)));
         }
-        let fd = sys::openat(parent.raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-            .map_err(errno)?;
+        let fd = sys::openat(dir.raw(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(errno)?;
         let stat = sys::fstat(fd.as_raw_fd()).map_err(errno)?;
         let number = self.inodes.remember(fd, &stat, Arc::from(path));
         Ok((number, self.attr(&stat)))
@@ -342,7 +350,8 @@ impl MirrorFs {
     /// Gives a just-created object to the caller. The daemon created it as root; in a setgid
     /// directory the filesystem already gave it the directory's group, which must stay.
     fn hand_to_caller(&self, req: &Request, parent: &Node, fd: i32) -> Result<(), Errno> {
-        let parent_stat = sys::fstat(parent.raw_fd()).map_err(errno)?;
+        let dir = parent.fd().map_err(errno)?;
+        let parent_stat = sys::fstat(dir.raw()).map_err(errno)?;
         let gid = if parent_stat.st_mode & libc::S_ISGID != 0 {
             u32::MAX
         } else {
@@ -369,26 +378,23 @@ impl MirrorFs {
         name: &OsStr,
         path: &[u8],
     ) -> Result<(u64, FileAttr), Errno> {
-        let fd = sys::openat(parent.raw_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-            .map_err(errno)?;
+        let dir = parent.fd().map_err(errno)?;
+        let fd = sys::openat(dir.raw(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(errno)?;
         self.hand_to_caller(req, parent, fd.as_raw_fd())?;
         let stat = sys::fstat(fd.as_raw_fd()).map_err(errno)?;
         let number = self.inodes.remember(fd, &stat, Arc::from(path));
         Ok((number, self.attr(&stat)))
     }
 
-    /// Entry replies carry the node number in `attr.ino` (fuser uses one field for both); the
-    /// real inode number reaches stat() through getattr, which the zero attribute timeout forces.
+    /// Entry replies carry the node number in `attr.ino` (fuser uses one field for both; see
+    /// [`InodeTable::number_of`]: it is also the inode number stat() shows).
     fn reply_entry(&self, reply: ReplyEntry, result: &Result<(u64, FileAttr), Errno>) {
         match result {
             Ok((number, attr)) => reply.entry_with_ttls(
                 &self.cache.entry_ttl,
                 &self.cache.attr_ttl,
-                &FileAttr {
-                    ino: INodeNo(*number),
-                    ..*attr
-                },
-                Generation(0),
+                attr,
+                Generation(self.generation_of(*number)),
             ),
             Err(e) => reply.error(*e),
         }
@@ -400,7 +406,8 @@ impl MirrorFs {
         change: &AttrChange,
         fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
-        let fd = node.raw_fd();
+        let node_fd = node.fd().map_err(errno)?;
+        let fd = node_fd.raw();
         if let Some(mode) = change.mode {
             sys::chmod_fd(fd, mode & 0o7777).map_err(errno)?;
         }
@@ -433,6 +440,14 @@ impl MirrorFs {
             Err(e) => reply.error(*e),
         }
     }
+}
+
+/// What mknod, mkdir and symlink create, for the record.
+struct NewEntry {
+    op: Op,
+    kind: FileKind,
+    /// The symlink's target text.
+    target: Option<Vec<u8>>,
 }
 
 /// The fields a setattr request may change.
@@ -556,7 +571,10 @@ impl Filesystem for MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
-        let result = sys::readlink_fd(node.raw_fd()).map_err(errno);
+        let result = node
+            .fd()
+            .and_then(|fd| sys::readlink_fd(fd.raw()))
+            .map_err(errno);
         match &result {
             Ok(target) => reply.data(target),
             Err(e) => reply.error(*e),
@@ -581,22 +599,14 @@ impl Filesystem for MirrorFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
+        let new = NewEntry {
+            op: Op::Mknod,
+            kind: FileKind::from_mode(mode),
+            target: None,
         };
-        let path = child_path(&parent.path(), name);
-        let result = sys::mknodat(parent.raw_fd(), name, mode, u64::from(rdev))
-            .map_err(errno)
-            .and_then(|()| self.finish_new_entry(req, &parent, name, &path));
-        self.reply_entry(reply, &result);
-        self.record(
-            req,
-            Event::new(Op::Mknod, &path)
-                .outcome(&result)
-                .kind(FileKind::from_mode(mode))
-                .intent(intent::CREATE),
-        );
+        self.make_entry(req, parent, name, new, reply, |dir| {
+            sys::mknodat(dir, name, mode, u64::from(rdev))
+        });
     }
 
     fn mkdir(
@@ -608,22 +618,14 @@ impl Filesystem for MirrorFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
+        let new = NewEntry {
+            op: Op::Mkdir,
+            kind: FileKind::Dir,
+            target: None,
         };
-        let path = child_path(&parent.path(), name);
-        let result = sys::mkdirat(parent.raw_fd(), name, mode)
-            .map_err(errno)
-            .and_then(|()| self.finish_new_entry(req, &parent, name, &path));
-        self.reply_entry(reply, &result);
-        self.record(
-            req,
-            Event::new(Op::Mkdir, &path)
-                .outcome(&result)
-                .kind(FileKind::Dir)
-                .intent(intent::CREATE),
-        );
+        self.make_entry(req, parent, name, new, reply, |dir| {
+            sys::mkdirat(dir, name, mode)
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -642,23 +644,14 @@ impl Filesystem for MirrorFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
+        let new = NewEntry {
+            op: Op::Symlink,
+            kind: FileKind::Symlink,
+            target: Some(target.as_os_str().as_bytes().to_vec()),
         };
-        let path = child_path(&parent.path(), link_name);
-        let result = sys::symlinkat(target, parent.raw_fd(), link_name)
-            .map_err(errno)
-            .and_then(|()| self.finish_new_entry(req, &parent, link_name, &path));
-        self.reply_entry(reply, &result);
-        self.record(
-            req,
-            Event::new(Op::Symlink, &path)
-                .outcome(&result)
-                .kind(FileKind::Symlink)
-                .intent(intent::CREATE)
-                .target(target.as_os_str().as_bytes().to_vec()),
-        );
+        self.make_entry(req, parent, link_name, new, reply, |dir| {
+            sys::symlinkat(target, dir, link_name)
+        });
     }
 
     fn rename(
@@ -677,14 +670,13 @@ impl Filesystem for MirrorFs {
         };
         let old_path = child_path(&old_dir.path(), name);
         let new_path = child_path(&new_dir.path(), newname);
-        let result = sys::renameat2(
-            old_dir.raw_fd(),
-            name,
-            new_dir.raw_fd(),
-            newname,
-            flags.bits(),
-        )
-        .map_err(errno);
+        let result = old_dir
+            .fd()
+            .and_then(|old| {
+                let new = new_dir.fd()?;
+                sys::renameat2(old.raw(), name, new.raw(), newname, flags.bits())
+            })
+            .map_err(errno);
         reply_empty(reply, &result);
         self.record(
             req,
@@ -707,7 +699,9 @@ impl Filesystem for MirrorFs {
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
         let new_path = child_path(&new_dir.path(), newname);
-        let result = sys::link_fd(node.raw_fd(), new_dir.raw_fd(), newname)
+        let result = node
+            .fd()
+            .and_then(|fd| sys::link_fd(fd.raw(), new_dir.fd()?.raw(), newname))
             .map_err(errno)
             .and_then(|()| self.lookup_child(&new_dir, newname, &new_path));
         self.reply_entry(reply, &result);
@@ -820,9 +814,7 @@ impl Filesystem for MirrorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(&fh.0);
-        reply.ok();
-        self.record_on_node(req, ino, Op::Release, &Ok(()), 0, 0);
+        self.close_handle(req, ino, fh, Op::Release, reply);
     }
 
     fn fsync(
@@ -833,11 +825,7 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self
-            .handle(fh)
-            .and_then(|handle| sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno));
-        reply_empty(reply, &result);
-        self.record_on_node(req, ino, Op::Fsync, &result, 0, 0);
+        self.sync_handle(req, ino, fh, datasync, Op::Fsync, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -845,7 +833,9 @@ impl Filesystem for MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
-        let result = sys::reopen(node.raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
+        let result = node
+            .fd()
+            .and_then(|fd| sys::reopen(fd.raw(), libc::O_RDONLY | libc::O_DIRECTORY))
             .map_err(errno)
             .map(|fd| self.add_handle(fd, Arc::clone(&node), OpenMode::Direct));
         match &result {
@@ -905,9 +895,7 @@ impl Filesystem for MirrorFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(&fh.0);
-        reply.ok();
-        self.record_on_node(req, ino, Op::Releasedir, &Ok(()), 0, 0);
+        self.close_handle(req, ino, fh, Op::Releasedir, reply);
     }
 
     fn fsyncdir(
@@ -918,11 +906,7 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self
-            .handle(fh)
-            .and_then(|handle| sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno));
-        reply_empty(reply, &result);
-        self.record_on_node(req, ino, Op::Fsyncdir, &result, 0, 0);
+        self.sync_handle(req, ino, fh, datasync, Op::Fsyncdir, reply);
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -930,7 +914,10 @@ impl Filesystem for MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
-        let result = sys::statvfs(node.raw_fd()).map_err(errno);
+        let result = node
+            .fd()
+            .and_then(|fd| sys::statvfs(fd.raw()))
+            .map_err(errno);
         match &result {
             Ok(st) => reply.statfs(
                 st.f_blocks,
@@ -1004,11 +991,8 @@ impl Filesystem for MirrorFs {
         match &result {
             Ok((number, attr, fh, reply_flags)) => reply.created(
                 &self.cache.entry_ttl,
-                &FileAttr {
-                    ino: INodeNo(*number),
-                    ..*attr
-                },
-                Generation(0),
+                attr,
+                Generation(self.generation_of(*number)),
                 *fh,
                 *reply_flags,
             ),
@@ -1104,6 +1088,62 @@ impl Filesystem for MirrorFs {
 }
 
 impl MirrorFs {
+    /// mknod, mkdir and symlink: create with `create(parent_fd)`, hand the new entry to the
+    /// caller, look it up, answer, record.
+    fn make_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        new: NewEntry,
+        reply: ReplyEntry,
+        create: impl FnOnce(i32) -> std::io::Result<()>,
+    ) {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return reply.error(e),
+        };
+        let path = child_path(&parent.path(), name);
+        let result = parent
+            .fd()
+            .and_then(|dir| create(dir.raw()))
+            .map_err(errno)
+            .and_then(|()| self.finish_new_entry(req, &parent, name, &path));
+        self.reply_entry(reply, &result);
+        let mut event = Event::new(new.op, &path)
+            .outcome(&result)
+            .kind(new.kind)
+            .intent(intent::CREATE);
+        if let Some(target) = new.target {
+            event = event.target(target);
+        }
+        self.record(req, event);
+    }
+
+    /// release and releasedir: the handle's descriptor closes when its last user drops it.
+    fn close_handle(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: Op, reply: ReplyEmpty) {
+        self.handles.remove(&fh.0);
+        reply.ok();
+        self.record_on_node(req, ino, op, &Ok(()), 0, 0);
+    }
+
+    /// fsync and fsyncdir.
+    fn sync_handle(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        op: Op,
+        reply: ReplyEmpty,
+    ) {
+        let result = self
+            .handle(fh)
+            .and_then(|handle| sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno));
+        reply_empty(reply, &result);
+        self.record_on_node(req, ino, op, &result, 0, 0);
+    }
+
     fn remove_entry(
         &self,
         req: &Request,
@@ -1117,7 +1157,10 @@ impl MirrorFs {
             Err(e) => return reply.error(e),
         };
         let path = child_path(&parent.path(), name);
-        let result = sys::unlinkat(parent.raw_fd(), name, flags).map_err(errno);
+        let result = parent
+            .fd()
+            .and_then(|dir| sys::unlinkat(dir.raw(), name, flags))
+            .map_err(errno);
         reply_empty(reply, &result);
         let op = if flags & libc::AT_REMOVEDIR != 0 {
             Op::Rmdir
@@ -1137,7 +1180,8 @@ impl MirrorFs {
         flags: i32,
     ) -> Result<(u64, FileAttr, FileHandle, FopenFlags), Errno> {
         let open_flags = underlying_open_flags(flags) | libc::O_CREAT | (flags & libc::O_EXCL);
-        let file = sys::openat(parent.raw_fd(), name, open_flags, mode).map_err(errno)?;
+        let dir = parent.fd().map_err(errno)?;
+        let file = sys::openat(dir.raw(), name, open_flags, mode).map_err(errno)?;
         self.hand_to_caller(req, parent, file.as_raw_fd())?;
         // A path descriptor of exactly the file just created, without resolving `name` again.
         let path_fd = sys::reopen(file.as_raw_fd(), libc::O_PATH).map_err(errno)?;
@@ -1167,7 +1211,8 @@ impl MirrorFs {
         if node.kind == FileKind::Symlink {
             return Err(Errno::from_i32(libc::EOPNOTSUPP));
         }
-        call(node.raw_fd()).map_err(errno)
+        let fd = node.fd().map_err(errno)?;
+        call(fd.raw()).map_err(errno)
     }
 
     fn record_on_node<T>(

@@ -107,6 +107,8 @@ impl ServeOptions {
 /// One line of /proc/self/mountinfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mount id (first field).
+    pub id: i32,
     pub mount_point: PathBuf,
     pub fs_type: String,
     /// `major:minor` of the filesystem.
@@ -143,6 +145,7 @@ fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
     let fields: Vec<&str> = before.split(' ').collect();
     let fs_type = after.split(' ').next()?;
     Some(MountInfo {
+        id: fields.first()?.parse().ok()?,
         mount_point: unescape_mountinfo(fields.get(4)?),
         fs_type: fs_type.to_owned(),
         device: (*fields.get(2)?).to_owned(),
@@ -598,6 +601,7 @@ mod tests {
         assert_eq!(info.mount_point, PathBuf::from("/srv/my mirror"));
         assert_eq!(info.fs_type, "fuse.depsetfs");
         assert_eq!(info.device, "0:52");
+        assert_eq!(info.id, 36);
     }
 
     #[test]

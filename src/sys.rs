@@ -454,3 +454,65 @@ pub fn unshare_mount_namespace() -> io::Result<()> {
 pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
+
+/// A kernel file handle (`struct file_handle`: 4-byte size, 4-byte type, then the bytes) and
+/// the id of the mount it belongs to.
+pub fn handle_of(fd: RawFd) -> io::Result<(Vec<u8>, i32)> {
+    const MAX_HANDLE_SZ: usize = 128;
+    let mut buf = vec![0u8; 8 + MAX_HANDLE_SZ];
+    buf[..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: buf starts with a file_handle header whose handle_bytes says how much room
+    // follows; the empty path with AT_EMPTY_PATH refers to fd itself.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd,
+            EMPTY.as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        ) as libc::c_int
+    })?;
+    let size = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    buf.truncate(8 + size);
+    Ok((buf, mount_id))
+}
+
+/// Opens the file a handle from [`handle_of`] names (needs CAP_DAC_READ_SEARCH).
+pub fn open_handle(mount_fd: RawFd, handle: &[u8], flags: i32) -> io::Result<OwnedFd> {
+    let mut handle = handle.to_vec();
+    // SAFETY: handle is a complete file_handle as name_to_handle_at wrote it.
+    owned(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd,
+            handle.as_mut_ptr(),
+            flags | libc::O_CLOEXEC,
+        ) as libc::c_int
+    })
+}
+
+/// The soft limit on open descriptors.
+pub fn open_file_limit() -> u64 {
+    // SAFETY: rlimit is plain data written by the kernel.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
+/// Raises the soft limit on open descriptors to the hard limit.
+pub fn raise_open_file_limit() {
+    // SAFETY: rlimit is plain data written by the kernel.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers; raising the soft limit up to the hard one needs no privilege.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -281,3 +281,36 @@ fn passthrough_records_opens_but_not_reads() {
         assert_in_set(&dump_set(&t, Some(&t.log())), data, "cat read it");
     }
 }
+
+/// A walk over more files than the daemon may hold descriptors for: past half its open-file
+/// limit, nodes are anchored by file handles, and the walk sees every file, as natively.
+#[test]
+fn walk_beyond_the_descriptor_limit() {
+    let t = TestDir::new("chroot_big_walk");
+    let out = ns_script(
+        &t,
+        300,
+        r#"
+native=$(find /usr/include -printf '%s %p\n' | sort | sha256sum)
+mirrored=$(prlimit --nofile=256:256 "$DEPSETFS" run --log "$T/log" --timeout 240 -- \
+  find /usr/include -printf '%s %p\n' 2>"$T/find.err" | sort | sha256sum)
+echo "count=$(find /usr/include | wc -l)"
+[ "$native" = "$mirrored" ] && echo same=yes || echo same=no
+echo "errors=$(grep -vc '^depsetfs: log:' "$T/find.err" || true)"
+"#,
+    );
+    out.assert_ok("find through a mirror with 256 descriptors");
+    let values = key_values(&out);
+    let count: usize = values["count"].parse().unwrap_or(0);
+    assert!(
+        count > 1000,
+        "too small a walk to exceed the limit: {count}"
+    );
+    assert_eq!(values["same"], "yes", "{}", out.describe());
+    assert_eq!(
+        values["errors"],
+        "0",
+        "{}",
+        fs::read_to_string(t.join("find.err")).unwrap_or_default()
+    );
+}
