@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 /// Identifies a log file; the first value of every log is a [`LogHeader`] with this magic.
 pub const LOG_MAGIC: &str = "depsetfs-log";
 /// Bumped when a change to these types would make an older reader misread a log.
-pub const LOG_FORMAT_VERSION: u32 = 1;
+pub const LOG_FORMAT_VERSION: u32 = 2;
+/// The oldest version this depsetfs still reads: a version 1 log is a version 2 log without
+/// [`Record::Net`] records.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Nanoseconds since the Unix epoch.
 pub type TimeNs = u64;
@@ -62,6 +65,8 @@ pub enum Record {
     Exec(ExecEvent),
     Exit(ExitEvent),
     Lost(LostEvents),
+    /// A TCP/UDP/unix socket call of a process whose network calls depsetfs watches.
+    Net(NetEvent),
 }
 
 /// The filesystem operation a FUSE request asked for.
@@ -348,6 +353,77 @@ pub struct LostEvents {
     pub ts_ns: TimeNs,
     pub source: String,
     pub count: u64,
+}
+
+/// Which socket call a [`NetEvent`] records.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum NetCall {
+    Connect,
+    Bind,
+    Listen,
+    Accept,
+    /// Not a call: from now on the network calls of this process and its descendants are
+    /// recorded (the seccomp filter was installed by it and handed to the daemon).
+    Traced,
+}
+
+impl NetCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetCall::Connect => "connect",
+            NetCall::Bind => "bind",
+            NetCall::Listen => "listen",
+            NetCall::Accept => "accept",
+            NetCall::Traced => "traced",
+        }
+    }
+}
+
+/// The address family of a [`NetEvent`]'s address.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum NetFamily {
+    Inet,
+    Inet6,
+    Unix,
+    /// Another family, or no address known.
+    Other,
+}
+
+impl NetFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetFamily::Inet => "inet",
+            NetFamily::Inet6 => "inet6",
+            NetFamily::Unix => "unix",
+            NetFamily::Other => "other",
+        }
+    }
+}
+
+/// One socket call (connect, bind, listen, accept/accept4), recorded when the kernel stopped
+/// the caller at the call's entry: the outcome is not known, so a refused connect counts as an
+/// attempt. `address` is what the call names (connect, bind) or the socket's local address
+/// (listen, accept), as `a.b.c.d:port`, `[v6]:port`, a unix path, `@name` for an abstract
+/// unix socket, or empty when unknown.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NetEvent {
+    pub ts_ns: TimeNs,
+    /// Thread group id of the caller.
+    pub pid: u32,
+    /// The calling thread.
+    pub tid: u32,
+    /// Start time of the process in clock ticks since boot (0: unknown).
+    pub start: u64,
+    pub call: NetCall,
+    pub family: NetFamily,
+    pub address: String,
+    /// The socket's file descriptor in the caller (-1 for `traced`).
+    pub fd: i32,
+    /// `stream`, `dgram`, `seqpacket`, `raw`, ... when the daemon could read it.
+    #[serde(default)]
+    pub socket_type: Option<String>,
 }
 
 /// Now, as nanoseconds since the Unix epoch.

@@ -1,6 +1,7 @@
 //! depsetfs: find the deployment set of a service by tracing it through a recording FUSE
 //! mirror of `/`. See docs/ARCHITECTURE.md for the map of the modules.
 
+pub mod chroot;
 pub mod dump;
 pub mod event;
 pub mod export;
@@ -9,12 +10,14 @@ pub mod graph;
 pub mod inodes;
 pub mod log;
 pub mod mount;
+pub mod netrec;
 pub mod passthrough;
 pub mod process;
 pub mod query;
 pub mod recorder;
 pub mod rules;
 pub mod run;
+pub mod seccomp;
 pub mod select;
 pub mod set;
 pub mod state;

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, Record};
+use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, OLDEST_READABLE_VERSION, Record};
 
 /// Buffered bytes past which [`LogWriter::append`] pushes them to the kernel without waiting
 /// for a [`LogWriter::flush`]: bounds the writer's memory during bursts.
@@ -35,7 +35,7 @@ pub enum LogError {
     #[error("{path}: not a depsetfs log")]
     NotALog { path: PathBuf },
     #[error(
-        "{path}: log format version {found} is not supported (this depsetfs reads version {supported})"
+        "{path}: log format version {found} is not supported (this depsetfs reads versions 1 to {supported})"
     )]
     UnsupportedVersion {
         path: PathBuf,
@@ -392,7 +392,7 @@ fn check_identity(path: &Path, magic: &str, version: u32) -> Result<(), LogError
     if magic != LOG_MAGIC {
         return Err(LogError::not_a_log(path));
     }
-    if version != LOG_FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=LOG_FORMAT_VERSION).contains(&version) {
         return Err(LogError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use depsetfs::chroot::ChrootError;
 use depsetfs::event::TracedCommand;
 use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
@@ -45,6 +46,9 @@ enum Command {
     Dump(DumpArgs),
     /// Mount in a private namespace, run CMD chrooted on the mirror, unmount, keep the log.
     Run(RunArgs),
+    /// Run CMD chrooted on a mirror made by `depsetfs mount`, with its network calls recorded
+    /// (instead of a plain `chroot`, which records files only).
+    Chroot(ChrootArgs),
     /// List the process images of a log (pid, exec, parent, exit status, selected).
     Ps(AnalysisArgs),
     /// Show the process images as a tree of forks and execs.
@@ -278,6 +282,15 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct ChrootArgs {
+    /// A mountpoint of `depsetfs mount` (prepared with mount-helpers/chroot-prepare).
+    mountpoint: PathBuf,
+    /// The command and its arguments (`--` before them is optional).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<OsString>,
+}
+
+#[derive(Args)]
 struct ServeArgs {
     #[arg(long)]
     source: PathBuf,
@@ -289,6 +302,8 @@ struct ServeArgs {
     passthrough: bool,
     #[arg(long)]
     command_json: Option<String>,
+    #[arg(long)]
+    network: bool,
     mountpoint: PathBuf,
 }
 
@@ -298,6 +313,8 @@ enum CliError {
     Mount(#[from] MountError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Chroot(#[from] ChrootError),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -388,6 +405,10 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         Command::Verify(args) => verify_command(args, matches, &state),
         Command::SynthLog(args) => synth_log_command(args),
         Command::Run(args) => run_command(args, &state),
+        Command::Chroot(args) => {
+            let code = depsetfs::chroot::chroot(&args.mountpoint, &args.command, &state)?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
         Command::Serve(args) => serve_command(args, &state),
     }
 }
@@ -405,6 +426,7 @@ fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError
         threads: args.speed.threads,
         passthrough: args.speed.passthrough,
         command: None,
+        network: false,
     };
     // The daemon runs on after we return; dropping the handle does not stop it.
     let _daemon = mount::start_daemon(&options, state)?;
@@ -426,6 +448,7 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
         threads: args.threads,
         passthrough: args.passthrough,
         command,
+        network: args.network,
     };
     mount::serve(&options, state)?;
     Ok(ExitCode::SUCCESS)
@@ -489,6 +512,7 @@ fn dump_set_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let graph = load_graph(args.log.as_deref(), state)?;
+    warn_if_network_not_recorded(&graph);
     let rules = load_rules(args.rules.as_deref())?;
     let selection = selection(&graph, &rules, matches)?;
     let result = strategy_set(&graph, &selection, &rules, args.strategy, args.stubs);
@@ -541,6 +565,7 @@ fn why_command(
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
     let graph = load_graph(analysis.log.log.as_deref(), state)?;
+    warn_if_network_not_recorded(&graph);
     let rules = load_rules(analysis.rules.as_deref())?;
     let selection = selection(&graph, &rules, matches)?;
     let result = strategy_set(&graph, &selection, &rules, args.strategy, analysis.stubs);
@@ -606,6 +631,7 @@ fn report_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let graph = load_graph(args.log.log.as_deref(), state)?;
+    warn_if_network_not_recorded(&graph);
     let rules = load_rules(args.rules.as_deref())?;
     let selection = selection(&graph, &rules, matches)?;
     let sets: Vec<StrategySet> = Strategy::ALL
@@ -704,6 +730,15 @@ fn synth_log_command(args: SynthLogArgs) -> Result<ExitCode, CliError> {
     };
     depsetfs::synth::write_synthetic_log(&args.out, spec)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets, `why` and `report` of a log without network records miss TCP/UDP connect edges.
+fn warn_if_network_not_recorded(graph: &Graph) {
+    if !graph.network_recorded() {
+        eprintln!(
+            "depsetfs: warning: network edges were not recorded (the service was not started by depsetfs run/chroot)"
+        );
+    }
 }
 
 fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {

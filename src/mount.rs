@@ -25,6 +25,7 @@ use fuser::{Config, Session, SessionACL};
 use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, TracedCommand, now_ns};
 use crate::fs::{CachePolicy, MirrorFs};
 use crate::log::{LogError, LogWriter};
+use crate::netrec;
 use crate::process::ProcessTracker;
 use crate::recorder::Recorder;
 use crate::state::{MountRecord, StateDir, StateError};
@@ -78,6 +79,9 @@ pub struct ServeOptions {
     /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
     pub passthrough: bool,
     pub command: Option<TracedCommand>,
+    /// The command will be started with the network filter (`run`): the header says the
+    /// network was recorded.
+    pub network: bool,
 }
 
 impl ServeOptions {
@@ -94,6 +98,9 @@ impl ServeOptions {
         ];
         if self.passthrough {
             args.push("--passthrough".into());
+        }
+        if self.network {
+            args.push("--network".into());
         }
         if let Some(command) = &self.command {
             args.push("--command-json".into());
@@ -352,11 +359,21 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     config.clone_fd = true;
     let session = Session::from_fd(fs, fuse, SessionACL::All, config)
         .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
+    let control = state.control_socket(&options.mountpoint);
+    let control = match netrec::start_control_socket(&control, recorder.clone(), tracker.clone()) {
+        Ok(()) => Some(control),
+        Err(e) if options.network => return Err(MountError::Daemon(e.to_string())),
+        Err(e) => {
+            eprintln!("depsetfs daemon: the network will not be recorded: {e}");
+            None
+        }
+    };
     state.register_mount(&MountRecord {
         mountpoint: options.mountpoint.clone(),
         source: options.source.clone(),
         pid: std::process::id(),
         log: options.log.clone(),
+        control,
     })?;
     spawn_signal_handler(
         recorder.clone(),
@@ -401,7 +418,7 @@ fn log_header(options: &ServeOptions) -> LogHeader {
         // SAFETY: sysconf has no preconditions.
         clock_ticks: unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64,
         fidelity: "full".to_owned(),
-        network_recorded: false,
+        network_recorded: options.network,
         command: options.command.clone(),
     }
 }
@@ -539,7 +556,8 @@ pub fn unmount(mountpoint: &Path, state: &StateDir) -> Result<UnmountReport, Mou
     })
 }
 
-fn daemon_alive(pid: u32) -> bool {
+/// Whether `pid` is a running depsetfs daemon (`__serve`).
+pub fn daemon_alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"__serve"))
         .unwrap_or(false)
@@ -613,6 +631,7 @@ mod tests {
             threads: 4,
             passthrough: false,
             command: None,
+            network: false,
         };
         let args = options.to_args();
         assert_eq!(

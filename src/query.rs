@@ -300,7 +300,7 @@ pub fn stats(graph: &Graph) -> Stats {
         endpoints: graph.endpoints.len(),
         file_edges: graph.file_edges.len(),
         process_edges: graph.process_edges.len(),
-        network_recorded: graph.header.network_recorded,
+        network_recorded: graph.network_recorded(),
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::TracedCommand;
 use crate::mount::{self, MountError, ServeOptions};
+use crate::netrec::{self, HandOver, HandOverStep};
 use crate::state::{StateDir, StateError};
 use crate::sys;
 
@@ -35,6 +36,12 @@ pub enum RunError {
     #[error("{action}: {source}")]
     Io {
         action: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot record the network: {step}: {source} (set {env}=1 to run without it)", step = .step.describe(), env = netrec::DISABLE_ENV)]
+    NetworkSetup {
+        step: HandOverStep,
         #[source]
         source: io::Error,
     },
@@ -90,7 +97,26 @@ fn run_in(options: &RunOptions, state: &StateDir, workdir: &Path) -> Result<RunR
     become_subreaper()?;
     let cwd = std::env::current_dir().map_err(io_err("read the working directory"))?;
     let cwd_in_mirror = path_in_mirror(&source, &cwd);
-    let held = HeldCommand::fork(&options.argv, &mountpoint, &cwd_in_mirror)?;
+    let hand_over = if netrec::enabled_by_env() {
+        let control = state.control_socket(&mountpoint);
+        if let Some(dir) = control.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        }
+        Some(
+            HandOver::prepare(&control)
+                .map_err(io_err(format!("prepare {}", control.display())))?,
+        )
+    } else {
+        None
+    };
+    let held = HeldCommand::fork(
+        &options.argv,
+        &mountpoint,
+        &cwd_in_mirror,
+        hand_over.as_ref(),
+    )?;
+    let network = hand_over.is_some();
+    drop(hand_over);
     let log = match &options.log {
         Some(log) => log.clone(),
         None => state.new_log_path()?,
@@ -110,6 +136,7 @@ fn run_in(options: &RunOptions, state: &StateDir, workdir: &Path) -> Result<RunR
             cwd: cwd_in_mirror.to_string_lossy().into_owned(),
             pid: held.pid as u32,
         }),
+        network,
     };
     let mut daemon = match mount::start_daemon(&serve, state) {
         Ok(daemon) => daemon,
@@ -210,8 +237,8 @@ fn unmount_and_wait(mountpoint: &Path, daemon: &mut Child) {
 }
 
 /// The command's process, forked before the mirror exists and waiting for the go-ahead.
-struct HeldCommand {
-    pid: libc::pid_t,
+pub(crate) struct HeldCommand {
+    pub(crate) pid: libc::pid_t,
     go: OwnedFd,
     exec_error: OwnedFd,
     name: String,
@@ -234,8 +261,20 @@ fn cstring(bytes: &[u8]) -> Result<CString, RunError> {
     })
 }
 
+/// What the child reports on its error pipe: the step (0: chroot or exec, else a
+/// [`HandOverStep`]) and the errno, 8 bytes.
+const STEP_EXEC: u32 = 0;
+
 impl HeldCommand {
-    fn fork(argv: &[OsString], mountpoint: &Path, cwd: &Path) -> Result<HeldCommand, RunError> {
+    /// Forks the process that will run `argv` chrooted at `mountpoint` in `cwd` once
+    /// released; with `hand_over`, it first installs the network filter and hands it to the
+    /// daemon.
+    pub(crate) fn fork(
+        argv: &[OsString],
+        mountpoint: &Path,
+        cwd: &Path,
+        hand_over: Option<&HandOver>,
+    ) -> Result<HeldCommand, RunError> {
         let args: Vec<CString> = argv
             .iter()
             .map(|a| cstring(a.as_bytes()))
@@ -255,7 +294,7 @@ impl HeldCommand {
         if pid == 0 {
             drop(go_write);
             drop(error_read);
-            exec_when_released(&go_read, &error_write, &root, &dir, &arg_ptrs);
+            exec_when_released(&go_read, &error_write, &root, &dir, &arg_ptrs, hand_over);
         }
         Ok(HeldCommand {
             pid,
@@ -266,26 +305,26 @@ impl HeldCommand {
     }
 
     /// Lets the command run; returns its pid once exec succeeded.
-    fn release(self) -> Result<libc::pid_t, RunError> {
+    pub(crate) fn release(self) -> Result<libc::pid_t, RunError> {
         // SAFETY: one byte from a valid buffer to a valid descriptor.
         unsafe { libc::write(self.go.as_raw_fd(), b"g".as_ptr().cast(), 1) };
         drop(self.go);
-        let mut errno_bytes = [0u8; 4];
-        // SAFETY: reads at most 4 bytes into a 4-byte buffer.
-        let n = unsafe {
-            libc::read(
-                self.exec_error.as_raw_fd(),
-                errno_bytes.as_mut_ptr().cast(),
-                4,
-            )
-        };
-        if n == 4 {
+        let mut report = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into an 8-byte buffer.
+        let n = unsafe { libc::read(self.exec_error.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
+        if n == 8 {
             let mut status = 0;
             // SAFETY: the child is ours and has exited or is exiting.
             unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            return Err(RunError::CommandNotFound {
-                command: self.name,
-                source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno_bytes)),
+            let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            let source = io::Error::from_raw_os_error(errno);
+            return Err(match HandOverStep::from_code(step) {
+                Some(step) => RunError::NetworkSetup { step, source },
+                None => RunError::CommandNotFound {
+                    command: self.name,
+                    source,
+                },
             });
         }
         Ok(self.pid)
@@ -308,6 +347,7 @@ fn exec_when_released(
     root: &CString,
     dir: &CString,
     argv: &[*const libc::c_char],
+    hand_over: Option<&HandOver>,
 ) -> ! {
     let mut byte = 0u8;
     // SAFETY: only system calls on valid buffers and descriptors; no allocation after fork.
@@ -315,23 +355,29 @@ fn exec_when_released(
         if libc::read(go.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 1 {
             libc::_exit(127);
         }
+        if let Some(hand_over) = hand_over
+            && let Err((step, errno)) = hand_over.perform()
+        {
+            report_and_exit(error_pipe, step as u32, errno);
+        }
         if libc::chroot(root.as_ptr()) != 0 {
-            report_and_exit(error_pipe);
+            report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location());
         }
         if libc::chdir(dir.as_ptr()) != 0 {
             libc::chdir(c"/".as_ptr());
         }
         libc::execvp(argv[0], argv.as_ptr());
-        report_and_exit(error_pipe)
+        report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location())
     }
 }
 
-fn report_and_exit(error_pipe: &OwnedFd) -> ! {
-    // SAFETY: errno location is thread-local and valid; the write is from a 4-byte local.
+fn report_and_exit(error_pipe: &OwnedFd, step: u32, errno: i32) -> ! {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&step.to_ne_bytes());
+    bytes[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: the write is from an 8-byte local to a valid descriptor.
     unsafe {
-        let errno = *libc::__errno_location();
-        let bytes = errno.to_ne_bytes();
-        libc::write(error_pipe.as_raw_fd(), bytes.as_ptr().cast(), 4);
+        libc::write(error_pipe.as_raw_fd(), bytes.as_ptr().cast(), 8);
         libc::_exit(127)
     }
 }
@@ -353,7 +399,7 @@ fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn exit_code(status: i32) -> i32 {
+pub(crate) fn exit_code(status: i32) -> i32 {
     if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else if libc::WIFSIGNALED(status) {

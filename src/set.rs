@@ -84,7 +84,11 @@ impl UsageIndex {
             match record {
                 Record::Access(access) => index.add_access(access),
                 Record::Process(info) => index.add_process(info),
-                Record::Fork(_) | Record::Exec(_) | Record::Exit(_) | Record::Lost(_) => {}
+                Record::Fork(_)
+                | Record::Exec(_)
+                | Record::Exit(_)
+                | Record::Lost(_)
+                | Record::Net(_) => {}
             }
         }
         index

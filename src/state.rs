@@ -44,6 +44,10 @@ pub struct MountRecord {
     pub source: PathBuf,
     pub pid: u32,
     pub log: PathBuf,
+    /// The daemon's control socket, to which `depsetfs chroot` hands its seccomp listener
+    /// (absent in records of older daemons, which did not record the network).
+    #[serde(default)]
+    pub control: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +156,15 @@ impl StateDir {
 
     pub fn forget_mount(&self, mountpoint: &Path) {
         let _ = fs::remove_file(self.registry_path(mountpoint));
+        let _ = fs::remove_file(self.control_socket(mountpoint));
+    }
+
+    /// Where the daemon of `mountpoint` listens for seccomp listeners
+    /// (`mounts/ctl-<hash>.sock`, see [`crate::netrec`]).
+    pub fn control_socket(&self, mountpoint: &Path) -> PathBuf {
+        self.root
+            .join("mounts")
+            .join(crate::netrec::control_socket_name(mountpoint))
     }
 }
 
@@ -202,6 +215,7 @@ mod tests {
             source: PathBuf::from("/"),
             pid: 42,
             log: PathBuf::from("/tmp/x.dlog"),
+            control: Some(PathBuf::from("/tmp/ctl.sock")),
         };
         state.register_mount(&record).expect("register");
         assert!(root.join("mounts/%2Fsrv%2Fmirror.json").exists());
@@ -215,5 +229,12 @@ mod tests {
             None
         );
         let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn registry_records_of_older_daemons_have_no_control_socket() {
+        let old = r#"{"mountpoint":"/srv/m","source":"/","pid":7,"log":"/tmp/l.dlog"}"#;
+        let record: MountRecord = serde_json::from_str(old).expect("old record reads");
+        assert_eq!(record.control, None);
     }
 }

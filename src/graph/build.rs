@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::event::{
-    Access, FileKind, ForkEvent, LogHeader, Op, ProcessInfo, Record, TimeNs, intent,
+    Access, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo, Record, TimeNs, intent,
 };
+use crate::graph::network::{ImageNetUse, NetUses, add_network_endpoints};
 use crate::graph::{
     EndpointKey, EndpointNode, FileEdge, FileIx, FileNode, Graph, ImageKey, LogStats, ProcessEdge,
     ProcessIx, ProcessLink, ProcessNode,
@@ -88,6 +89,7 @@ pub struct GraphBuilder {
     exits: Vec<(u32, TimeNs, i32)>,
     forks: Vec<ForkEvent>,
     stats: LogStats,
+    net: NetUses,
 }
 
 impl GraphBuilder {
@@ -99,6 +101,7 @@ impl GraphBuilder {
             exits: Vec::new(),
             forks: Vec::new(),
             stats: LogStats::default(),
+            net: NetUses::default(),
         }
     }
 
@@ -142,6 +145,21 @@ impl GraphBuilder {
             Record::Lost(lost) => {
                 *self.stats.lost.entry(lost.source.clone()).or_default() += lost.count;
             }
+            Record::Net(event) => {
+                if event.call == NetCall::Traced {
+                    self.stats.network_traced = true;
+                } else {
+                    self.stats.net_calls += 1;
+                }
+                if event.start != 0 {
+                    let id = ProcessId {
+                        pid: event.pid,
+                        start: event.start,
+                    };
+                    self.processes.entry(id).or_default();
+                }
+                self.net.add(event);
+            }
         }
     }
 
@@ -172,7 +190,8 @@ impl GraphBuilder {
         timeline.link_forks(&self.forks, &starts);
         timeline.link_parents(&self.processes, &starts);
         timeline.inherit_descriptions();
-        AccessPass::new(self.header, timeline, self.stats)
+        let net = timeline.attribute_net_uses(self.net);
+        AccessPass::new(self.header, timeline, self.stats, net)
     }
 
     /// Per pid, its processes by start time.
@@ -289,6 +308,31 @@ impl Timeline {
             .find(|(begin, _)| *begin <= ts)
             .or_else(|| images.first())
             .map(|(_, ix)| *ix)
+    }
+
+    /// Each network use goes to the images running at its first and last time.
+    fn attribute_net_uses(&self, net: NetUses) -> Vec<ImageNetUse> {
+        let mut attributed = Vec::new();
+        for (key, totals) in net.uses {
+            let first = self.image_at(key.process, totals.first_ns);
+            let last = self.image_at(key.process, totals.last_ns);
+            let (Some(first), Some(last)) = (first, last) else {
+                continue;
+            };
+            let images = if first == last {
+                vec![first]
+            } else {
+                vec![first, last]
+            };
+            for image in images {
+                attributed.push(ImageNetUse {
+                    image,
+                    key: key.clone(),
+                    totals,
+                });
+            }
+        }
+        attributed
     }
 
     fn first_image(&self, id: ProcessId) -> Option<ProcessIx> {
@@ -433,11 +477,18 @@ pub struct AccessPass {
     file_index: HashMap<Vec<u8>, FileIx>,
     edges: Vec<FileEdge>,
     edge_index: HashMap<(ProcessIx, FileIx, UseKind), usize>,
+    net: Vec<ImageNetUse>,
 }
 
 impl AccessPass {
-    fn new(header: LogHeader, timeline: Timeline, stats: LogStats) -> AccessPass {
+    fn new(
+        header: LogHeader,
+        timeline: Timeline,
+        stats: LogStats,
+        net: Vec<ImageNetUse>,
+    ) -> AccessPass {
         AccessPass {
+            net,
             header,
             timeline,
             stats,
@@ -568,6 +619,7 @@ impl AccessPass {
             file_index,
             edges,
             edge_index: _,
+            net,
         } = self;
         let mut graph = Graph {
             header,
@@ -589,6 +641,7 @@ impl AccessPass {
         };
         graph.index_file_edges();
         add_unix_socket_endpoints(&mut graph);
+        add_network_endpoints(&mut graph, net);
         graph.index_process_edges();
         graph
     }

@@ -3,7 +3,7 @@
 
 use crate::event::{
     Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader,
-    Op, ProcessInfo, Record, TimeNs, TracedCommand,
+    NetCall, NetEvent, NetFamily, Op, ProcessInfo, Record, TimeNs, TracedCommand,
 };
 
 /// Milliseconds as log time.
@@ -40,6 +40,28 @@ impl Trace {
             },
             records: Vec::new(),
         }
+    }
+
+    /// A socket call of `p` at `at_ms` (`call`: connect, bind, listen, accept).
+    pub fn net(&mut self, p: Proc, call: NetCall, address: &str, socket_type: &str, at_ms: u64) {
+        let family = if address.starts_with('@') {
+            NetFamily::Unix
+        } else if address.starts_with('[') {
+            NetFamily::Inet6
+        } else {
+            NetFamily::Inet
+        };
+        self.records.push(Record::Net(NetEvent {
+            ts_ns: at_ms * MS,
+            pid: p.pid,
+            tid: p.pid,
+            start: p.start,
+            call,
+            family,
+            address: address.to_string(),
+            fd: 3,
+            socket_type: Some(socket_type.to_string()),
+        }));
     }
 
     pub fn command(&mut self, pid: u32) {

@@ -1,7 +1,7 @@
 //! The dependency graph of a log: the seed's "dependency framework". Nodes are process images
 //! (one per exec image of a pid: a pid's life is split at its `Exec` records), files (every
-//! path the log names) and endpoints (unix socket paths today; TCP/UDP addresses once they are
-//! recorded). Edges keep their operation, count and first/last time: process -> file for uses
+//! path the log names) and endpoints (unix socket paths; TCP/UDP addresses and abstract unix
+//! names from `Net` records, see [`network`]). Edges keep their operation, count and first/last time: process -> file for uses
 //! (read, exec, stat, readlink, readdir, and failed accesses kept as "missing"), file -> process
 //! for what produced a file (write, create, truncate, rename into, unlink), and process ->
 //! process for fork, exec chain and connect. The graph only describes what happened; which
@@ -10,6 +10,7 @@
 //! files and (process, file, use) triples, never with the number of events.
 
 pub mod build;
+pub mod network;
 mod uses;
 
 use std::collections::HashMap;
@@ -176,12 +177,17 @@ pub struct ProcessEdge {
     pub endpoint: Option<EndpointIx>,
 }
 
-/// What a process can connect to. Only unix socket paths are known today; TCP/UDP addresses
-/// will come from connect/bind records (`network_recorded` in the header).
+/// What a process can connect to: unix socket paths (seen through FUSE), and TCP/UDP
+/// addresses and abstract unix names (from `Net` records, when the network was recorded).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EndpointKey {
     /// A unix socket bound to a path of the mirror.
     UnixSocket(Vec<u8>),
+    /// An IP address and port, as `tcp:127.0.0.1:8080`, `udp:[::1]:53` (`inet:`/`inet6:` when
+    /// the socket type is unknown).
+    Inet(String),
+    /// An abstract unix socket, `@name`.
+    AbstractUnix(String),
 }
 
 impl EndpointKey {
@@ -190,6 +196,8 @@ impl EndpointKey {
             EndpointKey::UnixSocket(path) => {
                 format!("unix:{}", String::from_utf8_lossy(path))
             }
+            EndpointKey::Inet(address) => address.clone(),
+            EndpointKey::AbstractUnix(name) => format!("unix:{name}"),
         }
     }
 }
@@ -227,6 +235,11 @@ pub struct LogStats {
     pub lost: std::collections::BTreeMap<String, u64>,
     /// Byte offset of an incomplete last value.
     pub truncated_at: Option<u64>,
+    /// Recorded socket calls (connect, bind, listen, accept).
+    pub net_calls: u64,
+    /// Some `traced` record shows that a process's network calls were watched (e.g. a
+    /// service started by `depsetfs chroot` on a mount whose header could not know it).
+    pub network_traced: bool,
 }
 
 /// The whole graph of one log.
@@ -272,6 +285,12 @@ impl Graph {
         self.links_of_process[process]
             .iter()
             .map(|&edge| &self.process_edges[edge])
+    }
+
+    /// Whether the network calls were recorded: the header says so (`depsetfs run`) or a
+    /// filter was handed to the daemon (`depsetfs chroot`).
+    pub fn network_recorded(&self) -> bool {
+        self.header.network_recorded || self.stats.network_traced
     }
 
     /// The images of a process, in exec order.

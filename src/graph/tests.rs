@@ -1,6 +1,6 @@
 use super::fixture::{MS, Proc, Trace, exec_intent};
 use super::*;
-use crate::event::{FileKind, Op, Record};
+use crate::event::{FileKind, NetCall, Op, Record};
 
 const SHELL: Proc = Proc { pid: 10, start: 1 };
 const CHILD: Proc = Proc { pid: 11, start: 2 };
@@ -191,6 +191,76 @@ fn a_lookup_before_the_bind_is_no_connect() {
         1,
         "still a client of the path"
     );
+}
+
+fn tcp_trace(bind: &str, connect: &str, connect_at_ms: u64) -> Trace {
+    let mut trace = Trace::new("/");
+    trace.info(SERVER, 1, "/usr/bin/server", "server", 35);
+    trace.info(CLIENT, 1, "/usr/bin/client", "client", 45);
+    trace.net(SERVER, NetCall::Bind, bind, "stream", 100);
+    trace.net(SERVER, NetCall::Listen, bind, "stream", 101);
+    trace.net(CLIENT, NetCall::Connect, connect, "stream", connect_at_ms);
+    trace
+}
+
+fn connects_of(graph: &Graph, client: ProcessIx) -> Vec<(ProcessIx, ProcessLink)> {
+    graph
+        .process_dependencies(client)
+        .map(|(process, edge)| (process, edge.link))
+        .collect()
+}
+
+#[test]
+fn a_tcp_connect_to_a_bound_address_is_a_connect_to_its_binder() {
+    let graph = tcp_trace("0.0.0.0:8080", "127.0.0.1:8080", 200).graph();
+    let client = image(&graph, CLIENT, 0);
+    let server = image(&graph, SERVER, 0);
+    assert_eq!(
+        connects_of(&graph, client),
+        vec![(server, ProcessLink::Connect)]
+    );
+    assert_eq!(
+        graph.endpoints[0].key,
+        EndpointKey::Inet("tcp:0.0.0.0:8080".to_string())
+    );
+    assert_eq!(graph.stats.net_calls, 3);
+    // Another port, or a connect before the bind: no edge; the address stays an endpoint
+    // with clients only.
+    for graph in [
+        tcp_trace("127.0.0.1:8080", "127.0.0.1:8081", 200).graph(),
+        tcp_trace("127.0.0.1:8080", "127.0.0.1:8080", 50).graph(),
+    ] {
+        let client = image(&graph, CLIENT, 0);
+        assert!(connects_of(&graph, client).is_empty());
+        assert!(
+            graph
+                .endpoints
+                .iter()
+                .any(|e| e.binders.is_empty() && !e.clients.is_empty())
+        );
+    }
+}
+
+#[test]
+fn abstract_unix_sockets_are_endpoints_and_udp_does_not_serve_tcp() {
+    let graph = tcp_trace("@app-bus", "@app-bus", 200).graph();
+    let client = image(&graph, CLIENT, 0);
+    let server = image(&graph, SERVER, 0);
+    assert_eq!(
+        connects_of(&graph, client),
+        vec![(server, ProcessLink::Connect)]
+    );
+    assert_eq!(
+        graph.endpoints[0].key.describe(),
+        "unix:@app-bus".to_string()
+    );
+    let mut trace = Trace::new("/");
+    trace.info(SERVER, 1, "/usr/bin/server", "server", 35);
+    trace.info(CLIENT, 1, "/usr/bin/client", "client", 45);
+    trace.net(SERVER, NetCall::Bind, "127.0.0.1:53", "dgram", 100);
+    trace.net(CLIENT, NetCall::Connect, "127.0.0.1:53", "stream", 200);
+    let graph = trace.graph();
+    assert!(connects_of(&graph, image(&graph, CLIENT, 0)).is_empty());
 }
 
 #[test]
