@@ -22,17 +22,35 @@ fail() {
 # unix sockets, renameat2 through ctypes), util-linux (unshare, setpriv, mount, findmnt),
 # procps and psmisc (pgrep, fuser), coreutils (timeout, stat, truncate, ...), attr
 # (getfattr/setfattr), tar (reading exports), umoci and skopeo (checking OCI exports).
-# libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself.
-packages=(sqlite3 python3 util-linux procps psmisc coreutils attr tar umoci skopeo)
+# libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself. The seed's sequence 2
+# (tests/seed_php_mysql.rs): mariadb-server, php-fpm, php-mysql, nginx, curl, iproute2 (ip netns,
+# veth), and postgresql, which must stay out of its set.
+packages=(sqlite3 python3 util-linux procps psmisc coreutils attr tar umoci skopeo
+  mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
+# Debian starts mariadb, nginx, php-fpm and postgresql when they are installed on a machine with
+# an init system: a policy-rc.d answering 101 ("action forbidden") during the install keeps the
+# tests from leaving services running (the tests start their own, and stop them by pid). Ours is
+# removed afterwards; one that was already there is left alone.
+policy=/usr/sbin/policy-rc.d
+remove_policy() { rm -f "$policy"; }
 if [ ${#missing[@]} -gt 0 ]; then
   step "apt-get install ${missing[*]}"
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap remove_policy EXIT
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+  if trap -p EXIT | grep -q remove_policy; then
+    remove_policy
+    trap - EXIT
+  fi
 fi
 
 step "rust toolchain"
