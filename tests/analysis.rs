@@ -2,6 +2,9 @@
 //! mirror, then `dump --set`, `why` and the selection options are asked about it. Each test
 //! checks the membership that the feature decides, and a control that shows the scenario
 //! really exercised it (so a test cannot pass because nothing happened).
+//!
+//! Short-lived programs such as `cat` are selected with `--exe` (known from the exec open the
+//! mirror saw), not `--cmd`: their argv can be gone from /proc before the tracker reads it.
 
 mod common;
 
@@ -69,7 +72,10 @@ fn strict_pulls_in_the_child_that_wrote_a_config_file_the_selection_reads() {
             t = t.str()
         ),
     );
-    let strict = entries(&set_json(&t, &["--strategy", "strict", "--cmd", "^cat "]));
+    let strict = entries(&set_json(
+        &t,
+        &["--strategy", "strict", "--exe", "/usr/bin/cat"],
+    ));
     assert_in_set(&strict, &python, "python3 wrote the config cat read");
     assert_in_set(&strict, &format!("{}/app.conf", t.str()), "read by cat");
     assert_not_in_set(&strict, "/usr/bin/date");
@@ -142,7 +148,10 @@ fn a_noise_file_does_not_pull_in_its_unselected_writer() {
         &format!("/usr/bin/date > {t}/shared\ncat {t}/shared\n", t = t.str()),
     );
     // The control: without the rule, date wrote what cat read, so strict needs it.
-    let plain = entries(&set_json(&t, &["--strategy", "strict", "--cmd", "^cat "]));
+    let plain = entries(&set_json(
+        &t,
+        &["--strategy", "strict", "--exe", "/usr/bin/cat"],
+    ));
     assert_in_set(&plain, "/usr/bin/date", "date wrote the file cat read");
     let rules = t.join("rules.toml");
     fs::write(
@@ -155,8 +164,8 @@ fn a_noise_file_does_not_pull_in_its_unselected_writer() {
         &[
             "--strategy",
             "strict",
-            "--cmd",
-            "^cat ",
+            "--exe",
+            "/usr/bin/cat",
             "--rules",
             rules.to_str().unwrap(),
         ],
@@ -204,8 +213,8 @@ fn why_names_the_exec_chain_that_loaded_libc() {
             "why",
             "--log",
             log.to_str().unwrap(),
-            "--cmd",
-            "^cat ",
+            "--exe",
+            "/usr/bin/cat",
             &libc,
         ],
     );
@@ -243,13 +252,16 @@ fn a_helper_the_parent_runs_but_does_not_need_is_listed_as_a_stub() {
         &format!("/usr/bin/whoami >/dev/null || true\ncat {}/in\n", t.str()),
     );
     let whoami = canonical("/usr/bin/whoami");
-    let stubbed = set_json(&t, &["--strategy", "strict", "--stubs", "--cmd", "^cat "]);
+    let stubbed = set_json(
+        &t,
+        &["--strategy", "strict", "--stubs", "--exe", "/usr/bin/cat"],
+    );
     assert_eq!(
         strings(&stubbed, "stubs", Some("path")),
         vec![whoami.clone()]
     );
     assert_not_in_set(&entries(&stubbed), &whoami);
-    let plain = set_json(&t, &["--strategy", "strict", "--cmd", "^cat "]);
+    let plain = set_json(&t, &["--strategy", "strict", "--exe", "/usr/bin/cat"]);
     assert!(strings(&plain, "stubs", Some("path")).is_empty());
     // Selecting the whole command needs whoami: no stub then.
     let whole = set_json(&t, &["--strategy", "strict", "--stubs"]);
