@@ -14,7 +14,8 @@ repo=$(cd "$here/.." && pwd)
 
 BIN= reps=5 reps_set=0 quick=0 timeout_s=900 do_mem=1
 all_workloads=(python cc find tar churn nginx)
-all_variants=(native depsetfs bindfs loggedfs strace strace-seccomp reprozip)
+# depsetfs-pt: depsetfs with --passthrough; depsetfs-t1: one request thread.
+all_variants=(native depsetfs depsetfs-pt depsetfs-t1 bindfs loggedfs strace strace-seccomp reprozip)
 sel_workloads=() sel_variants=()
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -108,6 +109,8 @@ variant_cmd() {
     case $v in
     native) VCMD=() ;;
     depsetfs) VCMD=("$BIN" run --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
+    depsetfs-pt) VCMD=("$BIN" run --passthrough --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
+    depsetfs-t1) VCMD=("$BIN" run --threads 1 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
     bindfs|loggedfs) VCMD=(unshare -m --propagation private "$here/lib/fusemirror.sh" "$v" "$WORK/logs/$tag.loggedfs" --) ;;
     strace) VCMD=(strace -f -qq -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
     strace-seccomp) VCMD=(strace -f -qq --seccomp-bpf -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
