@@ -1,6 +1,7 @@
 //! depsetfs: find the deployment set of a service by tracing it through a recording FUSE
 //! mirror of `/`. See docs/ARCHITECTURE.md for the map of the modules.
 
+pub mod capture;
 pub mod chroot;
 pub mod dump;
 pub mod event;

@@ -62,8 +62,8 @@ enum Command {
     /// Counts: records, accesses, processes, files, bytes, lost events.
     Stats(LogArgs),
     /// The summary table: one row per strategy with files, bytes and the difference to the
-    /// row before.
-    Report(AnalysisArgs),
+    /// row before (`--verify -- CMD`: and whether each set runs CMD).
+    Report(ReportArgs),
     /// Print the rules (`--default`: the built-in rules file).
     Rules(RulesArgs),
     /// Write the deployment set out of the source tree: a directory, a tar stream or an OCI
@@ -154,6 +154,9 @@ struct ExportArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
+    /// Ship the binaries listed as stubs as a program that exits 0.
+    #[arg(long)]
+    stubs: bool,
     #[command(flatten)]
     set: SetArgs,
 }
@@ -171,8 +174,35 @@ struct VerifyArgs {
     /// Keep the temporary roots and the rounds' logs.
     #[arg(long)]
     keep: bool,
+    /// Ship the binaries listed as stubs as a program that exits 0.
+    #[arg(long)]
+    stubs: bool,
+    /// Run FILE's commands with sh -c in the root instead of CMD.
+    #[arg(long, conflicts_with = "command")]
+    script: Option<PathBuf>,
+    /// Also require the command's stdout to equal the file given with --expect.
+    #[arg(long, requires = "expect")]
+    compare_stdout: bool,
+    /// The expected stdout, for --compare-stdout.
+    #[arg(long, requires = "compare_stdout")]
+    expect: Option<PathBuf>,
     /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "script")]
+    command: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+    /// Add a "works" column: does each strategy's set run CMD (one verify round each)?
+    #[arg(long, requires = "command")]
+    verify: bool,
+    /// With --verify: seconds each run may take.
+    #[arg(long, default_value_t = 600, requires = "verify")]
+    timeout: u64,
+    /// With --verify: the command and its arguments.
+    #[arg(last = true, requires = "verify")]
     command: Vec<OsString>,
 }
 
@@ -626,21 +656,37 @@ fn stats_command(args: LogArgs, state: &StateDir) -> Result<ExitCode, CliError> 
 }
 
 fn report_command(
-    args: AnalysisArgs,
+    args: ReportArgs,
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let graph = load_graph(args.log.log.as_deref(), state)?;
-    warn_if_network_not_recorded(&graph);
-    let rules = load_rules(args.rules.as_deref())?;
+    let analysis = &args.analysis;
+    let graph = load_graph(analysis.log.log.as_deref(), state)?;
+    let rules = load_rules(analysis.rules.as_deref())?;
     let selection = selection(&graph, &rules, matches)?;
     let sets: Vec<StrategySet> = Strategy::ALL
         .iter()
-        .map(|&strategy| strategy_set(&graph, &selection, &rules, strategy, args.stubs))
+        .map(|&strategy| strategy_set(&graph, &selection, &rules, strategy, analysis.stubs))
         .collect();
-    let rows = query::report(&sets);
+    let mut rows = query::report(&sets);
+    if args.verify {
+        let options = verify_options(args.command, Duration::from_secs(args.timeout));
+        for row in &mut rows {
+            let strategy = StrategyOptions {
+                strategy: row.strategy,
+                stubs: analysis.stubs,
+            };
+            let inputs = SetInputs {
+                graph: &graph,
+                selection: &selection,
+                rules: &rules,
+                strategy: &strategy,
+            };
+            row.works = Some(verify::works(&inputs, &options, state)?);
+        }
+    }
     write_stdout(|out| {
-        if args.log.json {
+        if analysis.log.json {
             write_json(&rows, out)
         } else {
             query::write_report_human(&rows, out)
@@ -669,16 +715,44 @@ fn export_command(
     let graph = load_graph(args.set.log.as_deref(), state)?;
     let rules = load_rules(args.set.rules.as_deref())?;
     let selection = selection(&graph, &rules, matches)?;
-    let result = strategy_set(&graph, &selection, &rules, args.set.strategy, false);
+    let strategy = StrategyOptions {
+        strategy: args.set.strategy,
+        stubs: args.stubs,
+    };
+    let inputs = SetInputs {
+        graph: &graph,
+        selection: &selection,
+        rules: &rules,
+        strategy: &strategy,
+    };
+    let (set, stubs) = inputs.shipment(&Default::default());
     let options = ExportOptions {
         format: args.format,
         output: args.output,
         force: args.force,
         progress: true,
+        stubs,
     };
-    let report = export::export(&graph.header, &result.set, &options)?;
+    let report = export::export(&graph.header, &set, &options)?;
     eprintln!("depsetfs: {}", report.summary());
+    if !options.stubs.is_empty() {
+        eprintln!(
+            "depsetfs: {} binaries shipped as stubs",
+            options.stubs.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Verify options for one command, without --iterate, --keep or an expected stdout.
+fn verify_options(argv: Vec<OsString>, timeout: Duration) -> VerifyOptions {
+    VerifyOptions {
+        argv,
+        iterate: 0,
+        timeout,
+        keep: false,
+        expect_stdout: None,
+    }
 }
 
 fn verify_command(
@@ -691,7 +765,7 @@ fn verify_command(
     let selection = selection(&graph, &rules, matches)?;
     let strategy = StrategyOptions {
         strategy: args.set.strategy,
-        stubs: false,
+        stubs: args.stubs,
     };
     let inputs = SetInputs {
         graph: &graph,
@@ -699,11 +773,22 @@ fn verify_command(
         rules: &rules,
         strategy: &strategy,
     };
+    let argv = match &args.script {
+        Some(script) => verify::script_argv(script)?,
+        None => args.command,
+    };
+    let expect_stdout = match (&args.expect, args.compare_stdout) {
+        (Some(path), true) => Some(
+            std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("--expect {}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
     let options = VerifyOptions {
-        argv: args.command,
         iterate: args.iterate,
-        timeout: Duration::from_secs(args.timeout),
         keep: args.keep,
+        expect_stdout,
+        ..verify_options(argv, Duration::from_secs(args.timeout))
     };
     let report = verify::verify(&inputs, &options, state, &mut |round| {
         eprintln!("depsetfs: {}", verify::describe_round(round));

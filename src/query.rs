@@ -360,6 +360,9 @@ pub struct ReportRow {
     pub added: usize,
     /// Paths the previous row has and this one does not.
     pub removed: usize,
+    /// `report --verify`: whether this set ran the command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub works: Option<bool>,
 }
 
 pub fn report(sets: &[StrategySet]) -> Vec<ReportRow> {
@@ -382,6 +385,7 @@ pub fn report(sets: &[StrategySet]) -> Vec<ReportRow> {
             stubs: set.stubs.len(),
             added,
             removed,
+            works: None,
         });
         previous = Some(paths);
     }
@@ -389,10 +393,21 @@ pub fn report(sets: &[StrategySet]) -> Vec<ReportRow> {
 }
 
 pub fn write_report_human(rows: &[ReportRow], out: &mut dyn Write) -> io::Result<()> {
+    let verified = rows.iter().any(|row| row.works.is_some());
+    let works = |row: &ReportRow| match row.works {
+        Some(true) => "yes    ",
+        Some(false) => "no     ",
+        None => "",
+    };
     writeln!(
         out,
-        "{:<8} {:>7} {:>12} {:>9} {:>5}  vs previous row",
-        "STRATEGY", "FILES", "BYTES", "PROCESSES", "STUBS"
+        "{:<8} {:>7} {:>12} {:>9} {:>5}  {}vs previous row",
+        "STRATEGY",
+        "FILES",
+        "BYTES",
+        "PROCESSES",
+        "STUBS",
+        if verified { "WORKS  " } else { "" }
     )?;
     for (position, row) in rows.iter().enumerate() {
         let diff = if position == 0 {
@@ -402,12 +417,13 @@ pub fn write_report_human(rows: &[ReportRow], out: &mut dyn Write) -> io::Result
         };
         writeln!(
             out,
-            "{:<8} {:>7} {:>12} {:>9} {:>5}  {}",
+            "{:<8} {:>7} {:>12} {:>9} {:>5}  {}{}",
             row.strategy.name(),
             row.files,
             row.bytes,
             row.processes,
             row.stubs,
+            works(row),
             diff
         )?;
     }

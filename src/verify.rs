@@ -6,17 +6,24 @@
 //! that failed with `ENOENT` in the clean root, for a path that exists in the original source
 //! tree, is a **miss**, reported with the process that wanted it. With `--iterate N` the
 //! misses are added to the set (closed over parents and symlinks like any used path) and the
-//! command is tried again, up to N more rounds or until nothing is missing.
+//! command is tried again, up to N more rounds or until nothing is missing. `--script FILE`
+//! runs a sequence of commands with `sh -c` in the root (sh found on the PATH, so a set that
+//! reached it as `/usr/bin/sh` or `/bin/sh` both work); `--compare-stdout --expect FILE`
+//! also requires the command's standard output (captured, then passed on) to equal FILE; with
+//! stubs, the binaries the strategy lists as stubs are shipped as a program that exits 0.
+//! [`works`] answers the yes/no of `report --verify`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::capture::StdoutToFile;
 use crate::event::{Op, Record};
-use crate::export::{self, ExportError};
+use crate::export::{self, ExportError, Stubs};
 use crate::graph::Graph;
 use crate::log::{LogError, read_log};
 use crate::rules::Rules;
@@ -42,6 +49,12 @@ pub enum VerifyError {
     Run(RunError),
     #[error("verify: reading the round's log: {0}")]
     Log(#[from] LogError),
+    #[error("verify: {}: the script is too long for sh -c ({len} bytes, at most {max})", path.display())]
+    ScriptTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("verify: {}: cannot {action}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -79,6 +92,8 @@ pub struct VerifyOptions {
     pub timeout: Duration,
     /// Keep the temporary roots and logs (their directory is printed).
     pub keep: bool,
+    /// The standard output the command must print (`--compare-stdout --expect FILE`).
+    pub expect_stdout: Option<Vec<u8>>,
 }
 
 /// A path the command looked for in the clean root that the original tree has.
@@ -109,11 +124,13 @@ pub struct Round {
     pub paths: u64,
     pub misses: Vec<Miss>,
     pub log: PathBuf,
+    /// With an expected stdout: whether the command printed exactly that.
+    pub stdout_matches: Option<bool>,
 }
 
 impl Round {
     pub fn passed(&self) -> bool {
-        self.exit_code == 0
+        self.exit_code == 0 && self.stdout_matches != Some(false)
     }
 }
 
@@ -132,14 +149,66 @@ impl VerifyReport {
 
 /// "round 1: exit status 0, pass; 312 paths, 0 misses".
 pub fn describe_round(round: &Round) -> String {
+    let stdout = match round.stdout_matches {
+        Some(true) => ", stdout as expected",
+        Some(false) => ", stdout differs from the expected",
+        None => "",
+    };
     format!(
-        "verify round {}: exit status {}, {}; {} paths in the root, {} misses",
+        "verify round {}: exit status {}{stdout}, {}; {} paths in the root, {} misses",
         round.number,
         round.exit_code,
         if round.passed() { "pass" } else { "fail" },
         round.paths,
         round.misses.len()
     )
+}
+
+/// The longest script `sh -c` takes as one argument (Linux's MAX_ARG_STRLEN).
+const MAX_SCRIPT: usize = 128 * 1024 - 1;
+
+/// `--script FILE`: the command line that runs FILE's commands with `sh -c` in the root (sh
+/// from the PATH; FILE itself need not be in the set, its name becomes `$0`).
+pub fn script_argv(path: &Path) -> Result<Vec<OsString>, VerifyError> {
+    let text = std::fs::read(path).map_err(io_error(path, "read the script"))?;
+    if text.len() > MAX_SCRIPT || text.contains(&0) {
+        return Err(VerifyError::ScriptTooLong {
+            path: path.to_path_buf(),
+            len: text.len(),
+            max: MAX_SCRIPT,
+        });
+    }
+    Ok(vec![
+        "sh".into(),
+        "-c".into(),
+        OsString::from(std::ffi::OsStr::from_bytes(&text)),
+        path.as_os_str().to_owned(),
+    ])
+}
+
+/// One round without `--iterate`: does the set run the command? A set that lacks the command
+/// itself does not. The command's stdout goes to our stderr: stdout is for the answer.
+pub fn works(
+    inputs: &SetInputs<'_>,
+    options: &VerifyOptions,
+    state: &StateDir,
+) -> Result<bool, VerifyError> {
+    let once = VerifyOptions {
+        iterate: 0,
+        ..options.clone()
+    };
+    let stderr = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(io_error(Path::new("standard error"), "duplicate"))?;
+    let _to_stderr =
+        StdoutToFile::new(&stderr).map_err(io_error(Path::new("standard output"), "redirect"))?;
+    match verify(inputs, &once, state, &mut |_| {}) {
+        Ok(report) => Ok(report.passed()),
+        Err(VerifyError::CommandNotFound { .. }) => Ok(false),
+        Err(other) => Err(other),
+    }
 }
 
 /// What the set is computed from: the same inputs as `dump --set`.
@@ -154,6 +223,13 @@ impl SetInputs<'_> {
     /// The set of `dump --set`, plus `extra` paths closed like used paths (excludes do not
     /// apply to them: they are what the command proved it needs).
     pub fn set_with(&self, extra: &BTreeSet<Vec<u8>>) -> DeploymentSet {
+        self.shipment(extra).0
+    }
+
+    /// [`Self::set_with`], and the stubs: with `strategy.stubs`, the binaries the strategy
+    /// lists as stubs are added to the set (with their directories and symlinks) and returned,
+    /// to be shipped as the stub program.
+    pub fn shipment(&self, extra: &BTreeSet<Vec<u8>>) -> (DeploymentSet, Stubs) {
         let options = SetOptions::from_header(&self.graph.header);
         let result = compute(
             self.graph,
@@ -162,12 +238,15 @@ impl SetInputs<'_> {
             &options,
             self.strategy,
         );
-        if extra.is_empty() {
-            return result.set;
+        let stubs: Stubs = result.stubs.iter().map(|stub| stub.path.clone()).collect();
+        let mut added_paths = extra.clone();
+        added_paths.extend(stubs.iter().cloned());
+        if added_paths.is_empty() {
+            return (result.set, stubs);
         }
         let facts = GraphFacts::new(self.graph, &result.needed);
-        let added = set_of_used_paths(extra, &options, &facts);
-        merge_sets(result.set, added)
+        let added = set_of_used_paths(&added_paths, &options, &facts);
+        (merge_sets(result.set, added), stubs)
     }
 }
 
@@ -214,12 +293,22 @@ fn rounds(
     let mut extra = BTreeSet::new();
     let mut rounds = Vec::new();
     for number in 1..=options.iterate + 1 {
-        let set = inputs.set_with(&extra);
+        let (set, stubs) = inputs.shipment(&extra);
         let root = workdir.join(format!("root-{number}"));
-        let totals = export::dir::write(&set, &source, &root, &mut |_, _, _| {})?;
+        let totals = export::dir::write(&set, &stubs, &source, &root, &mut |_, _, _| {})?;
         make_kernel_dirs(&root)?;
         let log = workdir.join(format!("round-{number}.log"));
-        let exit_code = run_in_root(&root, cwd.as_deref(), &log, options, state)?;
+        let (exit_code, stdout_matches) = match &options.expect_stdout {
+            None => (
+                run_in_root(&root, cwd.as_deref(), &log, options, state)?,
+                None,
+            ),
+            Some(expected) => {
+                let stdout = workdir.join(format!("round-{number}.stdout"));
+                let code = run_capturing(&root, cwd.as_deref(), &log, &stdout, options, state)?;
+                (code, Some(same_stdout(&stdout, expected)?))
+            }
+        };
         let misses = find_misses(&log, &SetOptions::from_header(header))?;
         let round = Round {
             number,
@@ -227,6 +316,7 @@ fn rounds(
             paths: totals.paths(),
             misses,
             log,
+            stdout_matches,
         };
         each(&round);
         let done = round.misses.is_empty();
@@ -264,6 +354,35 @@ fn make_kernel_dirs(root: &Path) -> Result<(), VerifyError> {
         }
     }
     Ok(())
+}
+
+/// [`run_in_root`] with the command's stdout in the file `stdout`, then passed on to ours.
+fn run_capturing(
+    root: &Path,
+    cwd: Option<&[u8]>,
+    log: &Path,
+    stdout: &Path,
+    options: &VerifyOptions,
+    state: &StateDir,
+) -> Result<i32, VerifyError> {
+    let file = std::fs::File::create(stdout).map_err(io_error(stdout, "create"))?;
+    let code = {
+        let _redirected =
+            StdoutToFile::new(&file).map_err(io_error(stdout, "redirect stdout to"))?;
+        run_in_root(root, cwd, log, options, state)?
+    };
+    let printed = std::fs::read(stdout).map_err(io_error(stdout, "read"))?;
+    let mut out = io::stdout().lock();
+    io::Write::write_all(&mut out, &printed)
+        .and_then(|()| io::Write::flush(&mut out))
+        .map_err(io_error(Path::new("standard output"), "write to"))?;
+    Ok(code)
+}
+
+/// Whether the captured stdout equals the expected bytes.
+fn same_stdout(captured: &Path, expected: &[u8]) -> Result<bool, VerifyError> {
+    let printed = std::fs::read(captured).map_err(io_error(captured, "read"))?;
+    Ok(printed == expected)
 }
 
 /// Runs the command recorded on a mirror of `root`, from the traced working directory. The

@@ -376,3 +376,171 @@ cd "$T/strict$T/home" && HOME="$T/home" "$DEPSETFS" run --source "$T/strict" --l
     replay.assert_ok("sh -l -c 'ls -l' in the exported root");
     assert_eq!(replay.stdout, traced.stdout);
 }
+
+/// `depsetfs ARGS...` in a private namespace (verify and report --verify mount).
+fn depsetfs_ns(t: &TestDir, args: &[&str]) -> Outcome {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect();
+    ns_script(t, 300, &format!(r#""$DEPSETFS" {}"#, quoted.join(" ")))
+}
+
+#[test]
+fn verify_a_script_and_compare_its_stdout() {
+    let t = TestDir::new("export_verify_script");
+    fs::write(t.join("data.txt"), "hello\n").unwrap();
+    let data = t.join("data.txt");
+    let data = data.to_str().unwrap();
+    trace(&t, &format!("ls / >/dev/null; cat {data}"));
+    let log = t.log();
+    let log = log.to_str().unwrap();
+    // Two commands, one per line, run by /bin/sh in the root.
+    fs::write(t.join("seq.sh"), format!("ls / >/dev/null\ncat {data}\n")).unwrap();
+    fs::write(t.join("expected"), "hello\n").unwrap();
+    fs::write(t.join("wrong"), "goodbye\n").unwrap();
+    let script = |extra: &[&str]| {
+        let mut args = vec!["verify", "--log", log, "--script", "seq.sh"];
+        args.extend_from_slice(extra);
+        depsetfs_ns(&t, &args)
+    };
+    let plain = script(&[]);
+    plain.assert_ok("verify --script");
+    assert_eq!(plain.stdout, "hello\n");
+    let same = script(&["--compare-stdout", "--expect", "expected"]);
+    same.assert_ok("verify --compare-stdout with the right output");
+    assert_eq!(same.stdout, "hello\n", "the output is still shown");
+    assert!(
+        same.stderr.contains("stdout as expected, pass"),
+        "{}",
+        same.stderr
+    );
+    let differs = script(&["--compare-stdout", "--expect", "wrong"]);
+    assert_eq!(differs.code, Some(1), "{}", differs.describe());
+    assert!(
+        differs
+            .stderr
+            .contains("stdout differs from the expected, fail"),
+        "{}",
+        differs.stderr
+    );
+    // A script that runs what the set lacks fails.
+    fs::write(t.join("more.sh"), "ls / >/dev/null\n/usr/bin/date\n").unwrap();
+    let more = depsetfs_ns(&t, &["verify", "--log", log, "--script", "more.sh"]);
+    assert_eq!(more.code, Some(1), "{}", more.describe());
+    let usage = depsetfs(
+        &t,
+        &["verify", "--log", log, "--compare-stdout", "--", "true"],
+    );
+    assert_eq!(usage.code, Some(2), "--compare-stdout needs --expect");
+}
+
+#[test]
+fn report_verify_says_which_strategies_work() {
+    let t = TestDir::new("export_report_verify");
+    let command = "ls / >/dev/null && cat /etc/hostname";
+    trace(&t, command);
+    let log = t.log();
+    let log = log.to_str().unwrap();
+    // Selecting cat: strict and system ship sh and cat but not ls; exec adds sh's children.
+    let args = [
+        "report", "--log", log, "--cmd", "^cat ", "--verify", "--", "sh", "-c", command,
+    ];
+    let human = depsetfs_ns(&t, &args);
+    human.assert_ok("report --verify");
+    let works: Vec<(String, String)> = human
+        .stdout_lines()
+        .iter()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[0].to_string(), fields[5].to_string())
+        })
+        .collect();
+    let expected = [
+        ("all", "yes"),
+        ("strict", "no"),
+        ("system", "no"),
+        ("exec", "yes"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(works, expected, "{}", human.describe());
+    assert!(human.stdout.lines().next().unwrap().contains("WORKS"));
+    let mut json_args = vec!["report", "--json"];
+    json_args.extend_from_slice(&args[1..]);
+    let json = depsetfs_ns(&t, &json_args);
+    json.assert_ok("report --json --verify");
+    let rows: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(rows[0]["works"], true, "{rows}");
+    assert_eq!(rows[1]["works"], false, "{rows}");
+    // Without --verify, no column.
+    let plain = depsetfs(&t, &["report", "--log", log]);
+    plain.assert_ok("report");
+    assert!(!plain.stdout.contains("WORKS"), "{}", plain.stdout);
+}
+
+/// The stubs scenario of tests/analysis.rs: the script runs whoami, which cat (selected) does
+/// not need. Exported with --stubs, whoami is a tiny program that exits 0 and prints nothing.
+#[test]
+fn a_helper_listed_as_a_stub_is_exported_as_a_program_that_exits_0() {
+    let t = TestDir::new("export_stubs");
+    fs::write(t.join("in"), "input\n").unwrap();
+    let script = format!("/usr/bin/whoami >/dev/null || true\ncat {}/in\n", t.str());
+    fs::write(t.join("stubs.sh"), &script).unwrap();
+    trace(&t, &format!("sh {}/stubs.sh", t.str()));
+    let whoami = canonical("/usr/bin/whoami");
+    let out = t.join("root");
+    let selection = ["--strategy", "strict", "--cmd", "^cat "];
+    let mut args = vec![
+        "--format",
+        "dir",
+        "--output",
+        out.to_str().unwrap(),
+        "--stubs",
+    ];
+    args.extend_from_slice(&selection);
+    let exported = export(&t, &args);
+    exported.assert_ok("export --stubs");
+    assert!(
+        exported.stderr.contains("1 binaries shipped as stubs"),
+        "{}",
+        exported.stderr
+    );
+    let stub = out.join(&whoami[1..]);
+    let (stub_meta, host_meta) = (fs::metadata(&stub).unwrap(), fs::metadata(&whoami).unwrap());
+    assert!(
+        stub_meta.len() < 200,
+        "the stub has {} bytes",
+        stub_meta.len()
+    );
+    assert_eq!(stub_meta.mode(), host_meta.mode());
+    let replay = ns_script(
+        &t,
+        120,
+        &format!(
+            r#"mkdir -p "$T/root/proc" "$T/root/sys" "$T/root/dev"
+"$DEPSETFS" run --source "$T/root" --log "$T/replay.log" -- sh -c '{whoami} && echo stub-ran; sh {t}/stubs.sh'"#,
+            t = t.str()
+        ),
+    );
+    replay.assert_ok("the stubbed root");
+    assert_eq!(replay.stdout, "stub-ran\ninput\n", "{}", replay.describe());
+    // Without --stubs the helper is simply absent.
+    let bare = t.join("bare");
+    let mut args = vec!["--format", "dir", "--output", bare.to_str().unwrap()];
+    args.extend_from_slice(&selection);
+    export(&t, &args).assert_ok("export without --stubs");
+    assert!(!bare.join(&whoami[1..]).exists());
+    // verify --stubs runs the script in such a root.
+    let log = t.log();
+    let mut verify = vec!["verify", "--log", log.to_str().unwrap(), "--stubs"];
+    verify.extend_from_slice(&selection);
+    let command = format!("{}/stubs.sh", t.str());
+    verify.extend_from_slice(&["--", "sh", &command]);
+    let verified = depsetfs_ns(&t, &verify);
+    verified.assert_ok("verify --stubs");
+    assert_eq!(verified.stdout, "input\n");
+}

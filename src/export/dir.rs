@@ -13,12 +13,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ExportError;
-use super::walk::{Body, Item, Meta, Progress, Sink, Totals, host_path, walk};
+use super::walk::{Body, Item, Meta, Progress, Sink, Stubs, Totals, host_path, walk};
 use crate::set::DeploymentSet;
 
 /// Writes the set as a tree rooted at `root` (created here).
 pub fn write(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     root: &Path,
     progress: Progress<'_>,
@@ -30,7 +31,7 @@ pub fn write(
     if !set.entries.iter().any(|entry| entry.path == b"/") {
         make_dir(root)?;
     }
-    let totals = walk(set, source, &mut sink, progress)?;
+    let totals = walk(set, stubs, source, &mut sink, progress)?;
     sink.finish_dirs()?;
     Ok(totals)
 }

@@ -9,6 +9,7 @@
 
 pub mod dir;
 pub mod oci;
+pub mod stub;
 pub mod tar;
 pub mod walk;
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::event::LogHeader;
 use crate::set::{DeploymentSet, is_within, normalize_mirror_path};
 
-pub use walk::Totals;
+pub use walk::{Stubs, Totals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -70,6 +71,8 @@ pub struct ExportOptions {
     pub force: bool,
     /// Show a progress line (only when stderr is a terminal).
     pub progress: bool,
+    /// Binaries shipped as the stub program instead of their contents (`--stubs`).
+    pub stubs: Stubs,
 }
 
 /// What was written, for the summary.
@@ -124,7 +127,7 @@ pub fn export(
     let mut on_progress = |done, total, bytes| progress.update(done, total, bytes);
     if options.format == Format::Tar && options.output == Path::new("-") {
         check_source(&source)?;
-        let totals = tar_to_stdout(set, &source, &mut on_progress)?;
+        let totals = tar_to_stdout(set, &options.stubs, &source, &mut on_progress)?;
         progress.clear();
         return Ok(ExportReport {
             output: PathBuf::from("-"),
@@ -136,10 +139,23 @@ pub fn export(
     check_source(&source)?;
     let staged = Staged::new(&output)?;
     let totals = match options.format {
-        Format::Dir => dir::write(set, &source, staged.path(), &mut on_progress)?,
-        Format::Tar => tar::write_file(set, &source, staged.path(), &mut on_progress)?,
+        Format::Dir => dir::write(
+            set,
+            &options.stubs,
+            &source,
+            staged.path(),
+            &mut on_progress,
+        )?,
+        Format::Tar => tar::write_file(
+            set,
+            &options.stubs,
+            &source,
+            staged.path(),
+            &mut on_progress,
+        )?,
         Format::Oci => oci::write(
             set,
+            &options.stubs,
             &source,
             header.command.as_ref(),
             staged.path(),
@@ -157,12 +173,13 @@ pub fn export(
 
 fn tar_to_stdout(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     progress: walk::Progress<'_>,
 ) -> Result<Totals, ExportError> {
     let name = Path::new("standard output");
     let out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-    let (totals, mut out) = tar::write_stream(set, source, out, name, progress)?;
+    let (totals, mut out) = tar::write_stream(set, stubs, source, out, name, progress)?;
     out.flush().map_err(|source| ExportError::Write {
         path: name.to_path_buf(),
         action: "write the tar stream",

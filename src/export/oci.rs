@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::ExportError;
-use super::walk::{Progress, Totals};
+use super::walk::{Progress, Stubs, Totals};
 use crate::event::TracedCommand;
 use crate::set::DeploymentSet;
 
@@ -49,6 +49,7 @@ fn write_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> E
 /// Writes the image layout at `root` (created here).
 pub fn write(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     command: Option<&TracedCommand>,
     root: &Path,
@@ -56,7 +57,7 @@ pub fn write(
 ) -> Result<Totals, ExportError> {
     let blobs = root.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(write_error(&blobs, "create the directory"))?;
-    let (totals, layer, diff_id) = write_layer(set, source, &blobs, progress)?;
+    let (totals, layer, diff_id) = write_layer(set, stubs, source, &blobs, progress)?;
     let config = config_json(command, &diff_id);
     let config = write_blob(&blobs, &config)?;
     let manifest = json!({
@@ -169,6 +170,7 @@ impl<W: Write> Write for Hashing<W> {
 /// The layer blob, and the digest of its uncompressed tar (the diff_id).
 fn write_layer(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     blobs: &Path,
     progress: Progress<'_>,
@@ -178,7 +180,7 @@ fn write_layer(
     let compressed = Hashing::new(BufWriter::with_capacity(1 << 20, file));
     let gzip = GzEncoder::new(compressed, Compression::default());
     let tar = Hashing::new(gzip);
-    let (totals, tar) = super::tar::write_stream(set, source, tar, &temporary, progress)?;
+    let (totals, tar) = super::tar::write_stream(set, stubs, source, tar, &temporary, progress)?;
     let (gzip, diff_id, _) = tar.finish();
     let compressed = gzip
         .finish()

@@ -13,12 +13,13 @@ use std::path::Path;
 use ::tar::{Builder, EntryType, Header};
 
 use super::ExportError;
-use super::walk::{Body, Item, Meta, Progress, Sink, Totals, walk};
+use super::walk::{Body, Item, Meta, Progress, Sink, Stubs, Totals, walk};
 use crate::set::DeploymentSet;
 
 /// Writes the set as a tar file at `path` (created here).
 pub fn write_file(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     path: &Path,
     progress: Progress<'_>,
@@ -29,7 +30,7 @@ pub fn write_file(
         source,
     })?;
     let out = io::BufWriter::with_capacity(1 << 20, file);
-    let (totals, out) = write_stream(set, source, out, path, progress)?;
+    let (totals, out) = write_stream(set, stubs, source, out, path, progress)?;
     let file = out.into_inner().map_err(|e| ExportError::Write {
         path: path.to_path_buf(),
         action: "write the tar file",
@@ -46,6 +47,7 @@ pub fn write_file(
 /// Writes the set as a tar stream to `out`; `name` is what errors call the output.
 pub fn write_stream<W: Write>(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     out: W,
     name: &Path,
@@ -55,7 +57,7 @@ pub fn write_stream<W: Write>(
         builder: Builder::new(out),
         name: name.to_path_buf(),
     };
-    let totals = walk(set, source, &mut sink, progress)?;
+    let totals = walk(set, stubs, source, &mut sink, progress)?;
     let out = sink.builder.into_inner().map_err(sink_error(name))?;
     Ok((totals, out))
 }

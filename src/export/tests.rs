@@ -97,6 +97,7 @@ fn options(format: Format, output: &Path) -> ExportOptions {
         output: output.to_path_buf(),
         force: false,
         progress: false,
+        stubs: Default::default(),
     }
 }
 

@@ -4,9 +4,10 @@
 //! only when its parent was itself exported as a real directory, and files are opened with
 //! `O_NOFOLLOW`, so nothing outside the set is ever reached through a symlink. The second and
 //! later names of a non-directory inode (same `st_dev`/`st_ino`) become hard links to the
-//! first one exported.
+//! first one exported. A path listed as a stub gets the stub program ([`super::stub`]) as its
+//! contents, with the source file's owner, mode and times.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -104,9 +105,14 @@ impl Totals {
 /// Called after each path with (paths done, paths in the set, bytes so far).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
 
-/// Walks `set` over the tree at `source`, handing every path to `sink` in path order.
+/// Binaries to ship as stubs (mirror paths).
+pub type Stubs = BTreeSet<Vec<u8>>;
+
+/// Walks `set` over the tree at `source`, handing every path to `sink` in path order; the
+/// paths of `stubs` are shipped as the stub program.
 pub fn walk(
     set: &DeploymentSet,
+    stubs: &Stubs,
     source: &Path,
     sink: &mut dyn Sink,
     progress: Progress<'_>,
@@ -117,7 +123,9 @@ pub fn walk(
     let total = set.entries.len() as u64;
     for (done, entry) in set.entries.iter().enumerate() {
         let parent_ok = parent_of(&entry.path).is_none_or(|parent| dirs.contains(parent));
-        let item = if parent_ok {
+        let item = if parent_ok && stubs.contains(&entry.path) {
+            stub_item(&entry.path, source)?
+        } else if parent_ok {
             read_item(&entry.path, source, &mut inodes)?
         } else {
             None
@@ -232,6 +240,36 @@ fn read_item(
         path: path.to_vec(),
         meta,
         body,
+    }))
+}
+
+/// The stub program under `path`, with the owner, mode and times of the source's file (its
+/// extended attributes, a capability say, are not the stub's); None when the file is gone.
+fn stub_item(path: &[u8], source: &Path) -> Result<Option<Item>, ExportError> {
+    let host = host_path(source, path);
+    let stat = match std::fs::symlink_metadata(&host) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(&host, "lstat")(e)),
+    };
+    let program = super::stub::exit0_elf().ok_or_else(|| ExportError::Read {
+        path: host.clone(),
+        action: "replace by a stub (no stub program for this architecture)",
+        source: io::Error::from_raw_os_error(libc::ENOEXEC),
+    })?;
+    let file = super::stub::memory_file(&program).map_err(|source| ExportError::Write {
+        path: PathBuf::from("memfd:depsetfs-stub"),
+        action: "write the stub program",
+        source,
+    })?;
+    let meta = plain_meta(&stat);
+    Ok(Some(Item {
+        path: path.to_vec(),
+        meta,
+        body: Body::File {
+            file,
+            size: program.len() as u64,
+        },
     }))
 }
 
