@@ -314,3 +314,25 @@ echo "errors=$(grep -vc '^depsetfs: log:' "$T/find.err" || true)"
         fs::read_to_string(t.join("find.err")).unwrap_or_default()
     );
 }
+
+/// Started inside a network namespace of its own, depsetfs still gets fork/exec/exit events
+/// (the kernel sends them only to sockets of the initial network namespace).
+#[test]
+fn process_events_inside_a_network_namespace() {
+    let t = TestDir::new("chroot_netns");
+    let out = ns_script(
+        &t,
+        300,
+        r#"unshare -n "$DEPSETFS" run --log "$T/log" --timeout 240 -- sh -c 'ls / >/dev/null'"#,
+    );
+    out.assert_ok("depsetfs run in a new network namespace");
+    let events = dump_events(&t, &t.log());
+    assert!(
+        of_type(&events, "exec").count() >= 2,
+        "no exec records (sh, ls): the proc connector was not reached"
+    );
+    assert!(
+        of_type(&events, "process").any(|p| p["argv"][0] == "ls"),
+        "no process record for ls"
+    );
+}

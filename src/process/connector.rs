@@ -411,7 +411,44 @@ impl ConnectorSocket {
     }
 }
 
+/// The kernel sends proc events only to sockets of the initial network namespace, so when the
+/// daemon runs in another one (`ip netns exec ... depsetfs run`), the socket is made there: the
+/// calling thread enters init's network namespace, creates it and comes back. A socket stays in
+/// the namespace it was created in.
 fn new_netlink_socket() -> io::Result<OwnedFd> {
+    let Some(initial) = other_initial_net_namespace() else {
+        return netlink_socket_here();
+    };
+    let current = std::fs::File::open("/proc/thread-self/ns/net")?;
+    set_net_namespace(initial.as_raw_fd())?;
+    let socket = netlink_socket_here();
+    // Coming back cannot fail for a namespace we just left; if it did, this thread would serve
+    // the connector from the initial namespace, which is all it does anyway.
+    let _ = set_net_namespace(current.as_raw_fd());
+    socket
+}
+
+/// The initial network namespace, if it is not the one this thread is in: init's, or, where
+/// init is out of reach (some sandboxes deny it), kthreadd's (kernel threads live there).
+fn other_initial_net_namespace() -> Option<std::fs::File> {
+    let here = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    let initial = ["/proc/1/ns/net", "/proc/2/ns/net"]
+        .iter()
+        .find_map(|path| std::fs::File::open(path).ok())?;
+    let there = initial.metadata().ok()?;
+    use std::os::unix::fs::MetadataExt;
+    (here.ino() != there.ino() || here.dev() != there.dev()).then_some(initial)
+}
+
+fn set_net_namespace(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: fd is an open namespace file; setns changes only this thread's namespace.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn netlink_socket_here() -> io::Result<OwnedFd> {
     // SAFETY: a plain system call with constant arguments; the result is checked.
     let raw = unsafe {
         libc::socket(
