@@ -541,10 +541,12 @@ fn dump_set_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let graph = load_graph(args.log.as_deref(), state)?;
+    let SetSources {
+        graph,
+        rules,
+        selection,
+    } = SetSources::load(args.log.as_deref(), args.rules.as_deref(), matches, state)?;
     warn_if_network_not_recorded(&graph);
-    let rules = load_rules(args.rules.as_deref())?;
-    let selection = selection(&graph, &rules, matches)?;
     let result = strategy_set(&graph, &selection, &rules, args.strategy, args.stubs);
     if !args.json && !result.stubs.is_empty() {
         let stubs: Vec<String> = result
@@ -573,9 +575,14 @@ fn ps_command(
     state: &StateDir,
     as_tree: bool,
 ) -> Result<ExitCode, CliError> {
-    let graph = load_graph(args.log.log.as_deref(), state)?;
-    let rules = load_rules(args.rules.as_deref())?;
-    let selection = selection(&graph, &rules, matches)?;
+    let SetSources {
+        graph, selection, ..
+    } = SetSources::load(
+        args.log.log.as_deref(),
+        args.rules.as_deref(),
+        matches,
+        state,
+    )?;
     let rows = if as_tree {
         query::tree(&graph, &selection)
     } else {
@@ -594,10 +601,17 @@ fn why_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
-    let graph = load_graph(analysis.log.log.as_deref(), state)?;
+    let SetSources {
+        graph,
+        rules,
+        selection,
+    } = SetSources::load(
+        analysis.log.log.as_deref(),
+        analysis.rules.as_deref(),
+        matches,
+        state,
+    )?;
     warn_if_network_not_recorded(&graph);
-    let rules = load_rules(analysis.rules.as_deref())?;
-    let selection = selection(&graph, &rules, matches)?;
     let result = strategy_set(&graph, &selection, &rules, args.strategy, analysis.stubs);
     let path = mirror_path(&args.path);
     let answer = query::why(
@@ -661,12 +675,23 @@ fn report_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
-    let graph = load_graph(analysis.log.log.as_deref(), state)?;
-    let rules = load_rules(analysis.rules.as_deref())?;
-    let selection = selection(&graph, &rules, matches)?;
+    let sources = SetSources::load(
+        analysis.log.log.as_deref(),
+        analysis.rules.as_deref(),
+        matches,
+        state,
+    )?;
     let sets: Vec<StrategySet> = Strategy::ALL
         .iter()
-        .map(|&strategy| strategy_set(&graph, &selection, &rules, strategy, analysis.stubs))
+        .map(|&strategy| {
+            strategy_set(
+                &sources.graph,
+                &sources.selection,
+                &sources.rules,
+                strategy,
+                analysis.stubs,
+            )
+        })
         .collect();
     let mut rows = query::report(&sets);
     if args.verify {
@@ -676,13 +701,7 @@ fn report_command(
                 strategy: row.strategy,
                 stubs: analysis.stubs,
             };
-            let inputs = SetInputs {
-                graph: &graph,
-                selection: &selection,
-                rules: &rules,
-                strategy: &strategy,
-            };
-            row.works = Some(verify::works(&inputs, &options, state)?);
+            row.works = Some(verify::works(&sources.inputs(&strategy), &options, state)?);
         }
     }
     write_stdout(|out| {
@@ -712,19 +731,17 @@ fn export_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let graph = load_graph(args.set.log.as_deref(), state)?;
-    let rules = load_rules(args.set.rules.as_deref())?;
-    let selection = selection(&graph, &rules, matches)?;
+    let sources = SetSources::load(
+        args.set.log.as_deref(),
+        args.set.rules.as_deref(),
+        matches,
+        state,
+    )?;
     let strategy = StrategyOptions {
         strategy: args.set.strategy,
         stubs: args.stubs,
     };
-    let inputs = SetInputs {
-        graph: &graph,
-        selection: &selection,
-        rules: &rules,
-        strategy: &strategy,
-    };
+    let inputs = sources.inputs(&strategy);
     let (set, stubs) = inputs.shipment(&Default::default());
     let options = ExportOptions {
         format: args.format,
@@ -733,7 +750,7 @@ fn export_command(
         progress: true,
         stubs,
     };
-    let report = export::export(&graph.header, &set, &options)?;
+    let report = export::export(&sources.graph.header, &set, &options)?;
     eprintln!("depsetfs: {}", report.summary());
     if !options.stubs.is_empty() {
         eprintln!(
@@ -760,19 +777,17 @@ fn verify_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let graph = load_graph(args.set.log.as_deref(), state)?;
-    let rules = load_rules(args.set.rules.as_deref())?;
-    let selection = selection(&graph, &rules, matches)?;
+    let sources = SetSources::load(
+        args.set.log.as_deref(),
+        args.set.rules.as_deref(),
+        matches,
+        state,
+    )?;
     let strategy = StrategyOptions {
         strategy: args.set.strategy,
         stubs: args.stubs,
     };
-    let inputs = SetInputs {
-        graph: &graph,
-        selection: &selection,
-        rules: &rules,
-        strategy: &strategy,
-    };
+    let inputs = sources.inputs(&strategy);
     let argv = match &args.script {
         Some(script) => verify::script_argv(script)?,
         None => args.command,
@@ -853,6 +868,40 @@ fn load_rules(path: Option<&Path>) -> Result<Rules, CliError> {
         Some(path) => Rules::load(path)?,
         None => Rules::built_in(),
     })
+}
+
+/// What a set is computed from: the log's graph, the rules and the selection.
+struct SetSources {
+    graph: Graph,
+    rules: Rules,
+    selection: Selection,
+}
+
+impl SetSources {
+    fn load(
+        log: Option<&Path>,
+        rules: Option<&Path>,
+        matches: Option<&ArgMatches>,
+        state: &StateDir,
+    ) -> Result<SetSources, CliError> {
+        let graph = load_graph(log, state)?;
+        let rules = load_rules(rules)?;
+        let selection = selection(&graph, &rules, matches)?;
+        Ok(SetSources {
+            graph,
+            rules,
+            selection,
+        })
+    }
+
+    fn inputs<'a>(&'a self, strategy: &'a StrategyOptions) -> SetInputs<'a> {
+        SetInputs {
+            graph: &self.graph,
+            selection: &self.selection,
+            rules: &self.rules,
+            strategy,
+        }
+    }
 }
 
 /// The selectors of the command line in order (a --children applies to the selector just
