@@ -37,7 +37,8 @@ pub struct LogHeader {
     pub boot_time_ns: TimeNs,
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
     pub clock_ticks: u64,
-    /// `full`: every lookup and getattr reached the daemon (no kernel caching).
+    /// `full`: every lookup and getattr reached the daemon (no kernel caching);
+    /// `attr-timeout-Nms`: the kernel cached attributes for N ms (lookups still reached it).
     pub fidelity: String,
     /// Whether TCP/UDP connect/bind/listen/accept were recorded (only when depsetfs started
     /// the service itself).

@@ -391,8 +391,8 @@ impl MirrorFs {
     fn reply_entry(&self, reply: ReplyEntry, result: &Result<(u64, FileAttr), Errno>) {
         match result {
             Ok((number, attr)) => reply.entry_with_ttls(
-                &self.cache.entry_ttl,
                 &self.cache.attr_ttl,
+                &self.cache.entry_ttl,
                 attr,
                 Generation(self.generation_of(*number)),
             ),

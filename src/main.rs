@@ -102,6 +102,11 @@ struct SpeedArgs {
     /// recorded, read byte counts are not).
     #[arg(long)]
     passthrough: bool,
+    /// Let the kernel cache attributes this long (milliseconds; 0, the default, keeps full
+    /// fidelity). Lookups still reach the daemon for every process; getattr requests within
+    /// the timeout do not (the permission check of each path component is one).
+    #[arg(long, default_value_t = 0)]
+    attr_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -330,6 +335,8 @@ struct ServeArgs {
     threads: usize,
     #[arg(long)]
     passthrough: bool,
+    #[arg(long, default_value_t = 0)]
+    attr_timeout_ms: u64,
     #[arg(long)]
     command_json: Option<String>,
     #[arg(long)]
@@ -455,6 +462,7 @@ fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError
         log,
         threads: args.speed.threads,
         passthrough: args.speed.passthrough,
+        attr_timeout_ms: args.speed.attr_timeout_ms,
         command: None,
         network: false,
     };
@@ -477,6 +485,7 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
         log: args.log,
         threads: args.threads,
         passthrough: args.passthrough,
+        attr_timeout_ms: args.attr_timeout_ms,
         command,
         network: args.network,
     };
@@ -496,6 +505,7 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
         timeout: Duration::from_secs(args.timeout),
         threads: args.speed.threads,
         passthrough: args.speed.passthrough,
+        attr_timeout_ms: args.speed.attr_timeout_ms,
         argv: args.command,
     };
     let report = run::run(&options, state)?;

@@ -78,6 +78,8 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
     pub passthrough: bool,
+    /// How long the kernel may cache attributes, in milliseconds (0: full fidelity).
+    pub attr_timeout_ms: u64,
     pub command: Option<TracedCommand>,
     /// The command will be started with the network filter (`run`): the header says the
     /// network was recorded.
@@ -98,6 +100,10 @@ impl ServeOptions {
         ];
         if self.passthrough {
             args.push("--passthrough".into());
+        }
+        if self.attr_timeout_ms > 0 {
+            args.push("--attr-timeout-ms".into());
+            args.push(self.attr_timeout_ms.to_string().into());
         }
         if self.network {
             args.push("--network".into());
@@ -350,6 +356,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     }
     let cache = CachePolicy {
         passthrough: options.passthrough,
+        attr_ttl: Duration::from_millis(options.attr_timeout_ms),
         ..CachePolicy::default()
     };
     let fs = MirrorFs::new(root, cache, recorder.clone(), Arc::clone(&tracker))
@@ -417,7 +424,10 @@ fn log_header(options: &ServeOptions) -> LogHeader {
         boot_time_ns: boot_time_ns(),
         // SAFETY: sysconf has no preconditions.
         clock_ticks: unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64,
-        fidelity: "full".to_owned(),
+        fidelity: match options.attr_timeout_ms {
+            0 => "full".to_owned(),
+            ms => format!("attr-timeout-{ms}ms"),
+        },
         network_recorded: options.network,
         command: options.command.clone(),
     }
@@ -630,6 +640,7 @@ mod tests {
             log: PathBuf::from("/tmp/l.dlog"),
             threads: 4,
             passthrough: false,
+            attr_timeout_ms: 0,
             command: None,
             network: false,
         };

@@ -63,6 +63,7 @@ pub struct RunOptions {
     pub timeout: Duration,
     pub threads: usize,
     pub passthrough: bool,
+    pub attr_timeout_ms: u64,
     pub argv: Vec<OsString>,
 }
 
@@ -127,6 +128,7 @@ fn run_in(options: &RunOptions, state: &StateDir, workdir: &Path) -> Result<RunR
         log: log.clone(),
         threads: options.threads,
         passthrough: options.passthrough,
+        attr_timeout_ms: options.attr_timeout_ms,
         command: Some(TracedCommand {
             argv: options
                 .argv

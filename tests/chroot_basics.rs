@@ -336,3 +336,36 @@ fn process_events_inside_a_network_namespace() {
         "no process record for ls"
     );
 }
+
+/// With `--attr-timeout-ms`, the kernel answers getattr from its cache, but every process's
+/// lookups still reach the daemon: two `stat`s of one file are two processes' lookups.
+#[test]
+fn attr_timeout_keeps_every_process_lookup() {
+    let t = TestDir::new("chroot_attr_timeout");
+    fs::write(t.join("f"), "x").unwrap();
+    let out = ns_script(
+        &t,
+        300,
+        r#""$DEPSETFS" run --attr-timeout-ms 5000 --log "$T/log" --timeout 240 -- \
+  sh -c 'stat -c %s "$0"; stat -c %s "$0"' "$T/f""#,
+    );
+    out.assert_ok("two stats with an attribute timeout");
+    let events = dump_events(&t, &t.log());
+    let header = &events[0];
+    assert_eq!(header["fidelity"], "attr-timeout-5000ms", "{header}");
+    let f = t.join("f");
+    let stat_pids: BTreeSet<u64> = of_type(&events, "process")
+        .filter(|p| p["argv"][0] == "stat")
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert_eq!(stat_pids.len(), 2, "two stat processes");
+    for pid in stat_pids {
+        assert!(
+            of_type(&events, "access").any(|a| a["pid"] == pid
+                && a["op"] == "lookup"
+                && a["path"] == f.to_str().unwrap()),
+            "no lookup of {} by stat pid {pid}",
+            f.display()
+        );
+    }
+}
