@@ -154,15 +154,7 @@ pub fn write_set_paths(set: &DeploymentSet, out: &mut dyn Write) -> io::Result<(
 /// The whole set as one JSON document, followed by a newline.
 pub fn write_set_json(set: &DeploymentSet, out: &mut dyn Write) -> io::Result<()> {
     let mut out = BufWriter::new(out);
-    let document = SetDocument {
-        entries: set.entries.iter().map(EntryJson::new).collect(),
-        required_devices: set
-            .required_devices
-            .iter()
-            .map(|path| String::from_utf8_lossy(path))
-            .collect(),
-        dropped_missing: set.dropped_missing,
-    };
+    let document = SetDocument::of(set);
     serde_json::to_writer_pretty(&mut out, &document).map_err(io::Error::from)?;
     out.write_all(b"\n")?;
     out.flush()
@@ -178,15 +170,7 @@ pub fn write_strategy_set_json(
     let mut out = BufWriter::new(out);
     let set = &result.set;
     let document = StrategyDocument {
-        set: SetDocument {
-            entries: set.entries.iter().map(EntryJson::new).collect(),
-            required_devices: set
-                .required_devices
-                .iter()
-                .map(|path| String::from_utf8_lossy(path))
-                .collect(),
-            dropped_missing: set.dropped_missing,
-        },
+        set: SetDocument::of(set),
         strategy: result.strategy.name(),
         needed: result
             .needed
@@ -269,6 +253,20 @@ struct SetDocument<'a> {
     entries: Vec<EntryJson<'a>>,
     required_devices: Vec<Cow<'a, str>>,
     dropped_missing: usize,
+}
+
+impl<'a> SetDocument<'a> {
+    fn of(set: &'a DeploymentSet) -> SetDocument<'a> {
+        SetDocument {
+            entries: set.entries.iter().map(EntryJson::new).collect(),
+            required_devices: set
+                .required_devices
+                .iter()
+                .map(|path| String::from_utf8_lossy(path))
+                .collect(),
+            dropped_missing: set.dropped_missing,
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -33,6 +33,11 @@ use crate::process::ProcessTracker;
 use crate::recorder::Recorder;
 use crate::sys::{self, XattrAnswer};
 
+thread_local! {
+    /// The read buffer of each request thread (see [`MirrorFs::read`]).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How long the kernel may cache entries and attributes. Zero (the default) keeps full
 /// fidelity: every lookup and stat of every process reaches the daemon.
 #[derive(Clone, Copy, Debug, Default)]
@@ -755,17 +760,24 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let result = self.handle(fh).and_then(|handle| {
-            let mut buf = vec![0u8; size as usize];
-            let len = sys::pread(handle.fd.as_raw_fd(), &mut buf, offset).map_err(errno)?;
-            buf.truncate(len);
-            Ok(buf)
+        // One buffer per request thread, grown once: a fresh zeroed allocation per read costs
+        // as much as the copy itself at 128 KiB.
+        let result = READ_BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            let size = size as usize;
+            if buffer.len() < size {
+                buffer.resize(size, 0);
+            }
+            let read = self.handle(fh).and_then(|handle| {
+                sys::pread(handle.fd.as_raw_fd(), &mut buffer[..size], offset).map_err(errno)
+            });
+            match &read {
+                Ok(len) => reply.data(&buffer[..*len]),
+                Err(e) => reply.error(*e),
+            }
+            read
         });
-        let bytes = result.as_ref().map_or(0, |data| data.len() as u64);
-        match &result {
-            Ok(data) => reply.data(data),
-            Err(e) => reply.error(*e),
-        }
+        let bytes = result.as_ref().map_or(0, |len| *len as u64);
         self.record_on_node(req, ino, Op::Read, &result, intent::READ, bytes);
     }
 

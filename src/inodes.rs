@@ -350,15 +350,6 @@ impl InodeTable {
             }
         }
     }
-
-    /// Nodes currently held (the root included).
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
 }
 
 #[cfg(test)]

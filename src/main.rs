@@ -149,6 +149,24 @@ struct SetArgs {
     rules: Option<PathBuf>,
 }
 
+impl SetArgs {
+    /// The graph, rules and selection these options name.
+    fn sources(
+        &self,
+        matches: Option<&ArgMatches>,
+        state: &StateDir,
+    ) -> Result<SetSources, CliError> {
+        SetSources::load(self.log.as_deref(), self.rules.as_deref(), matches, state)
+    }
+
+    fn strategy_options(&self, stubs: bool) -> StrategyOptions {
+        StrategyOptions {
+            strategy: self.strategy,
+            stubs,
+        }
+    }
+}
+
 #[derive(Args)]
 struct ExportArgs {
     #[arg(long, value_enum)]
@@ -741,16 +759,8 @@ fn export_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let sources = SetSources::load(
-        args.set.log.as_deref(),
-        args.set.rules.as_deref(),
-        matches,
-        state,
-    )?;
-    let strategy = StrategyOptions {
-        strategy: args.set.strategy,
-        stubs: args.stubs,
-    };
+    let sources = args.set.sources(matches, state)?;
+    let strategy = args.set.strategy_options(args.stubs);
     let inputs = sources.inputs(&strategy);
     let (set, stubs) = inputs.shipment(&Default::default());
     let options = ExportOptions {
@@ -787,16 +797,8 @@ fn verify_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let sources = SetSources::load(
-        args.set.log.as_deref(),
-        args.set.rules.as_deref(),
-        matches,
-        state,
-    )?;
-    let strategy = StrategyOptions {
-        strategy: args.set.strategy,
-        stubs: args.stubs,
-    };
+    let sources = args.set.sources(matches, state)?;
+    let strategy = args.set.strategy_options(args.stubs);
     let inputs = sources.inputs(&strategy);
     let argv = match &args.script {
         Some(script) => verify::script_argv(script)?,

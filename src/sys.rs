@@ -6,7 +6,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -449,10 +449,6 @@ pub fn umount(target: &Path, flags: i32) -> io::Result<()> {
 pub fn unshare_mount_namespace() -> io::Result<()> {
     // SAFETY: plain flag; the caller is single-threaded (CLONE_NEWNS needs an unshared fs).
     check(unsafe { libc::unshare(libc::CLONE_NEWNS) }).map(drop)
-}
-
-pub fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
 }
 
 /// A kernel file handle (`struct file_handle`: 4-byte size, 4-byte type, then the bytes) and

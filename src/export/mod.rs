@@ -15,6 +15,7 @@ pub mod walk;
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -336,9 +337,9 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
     let from_dir = crate::sys::open_path(from_dir, libc::O_PATH | libc::O_DIRECTORY)?;
     let to_dir = crate::sys::open_path(to_dir, libc::O_PATH | libc::O_DIRECTORY)?;
     crate::sys::renameat2(
-        crate::sys::raw(&from_dir),
+        from_dir.as_raw_fd(),
         from_name,
-        crate::sys::raw(&to_dir),
+        to_dir.as_raw_fd(),
         to_name,
         flags,
     )
@@ -369,7 +370,7 @@ pub fn remove_any(path: &Path) {
 /// of the whole tree: other filesystems mounted below the source are not counted.
 fn used_bytes(source: &Path) -> Option<u64> {
     let dir = crate::sys::open_path(source, libc::O_PATH).ok()?;
-    let stat = crate::sys::statvfs(crate::sys::raw(&dir)).ok()?;
+    let stat = crate::sys::statvfs(dir.as_raw_fd()).ok()?;
     Some(stat.f_blocks.saturating_sub(stat.f_bfree) * stat.f_frsize)
 }
 
