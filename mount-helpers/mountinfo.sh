@@ -36,9 +36,11 @@ canonical_mountpoint() {
 
 # True if the daemon behind the mirror at $1 is gone: the kernel answers ENOTCONN for anything
 # under it, and only detaching the mirror itself (`depsetfs umount`) can take what is below.
+# The probe is the lookup of a name that does not exist: lookups always reach the daemon, while
+# a stat of the mountpoint may be answered from the kernel's attribute cache (--attr-timeout-ms).
 daemon_gone() {
   local err
-  err=$(LC_ALL=C stat -- "$1" 2>&1 >/dev/null) && return 1
+  err=$(LC_ALL=C stat -- "$1/.depsetfs-liveness-probe" 2>&1 >/dev/null) && return 1
   case $err in
   *"not connected"*) return 0 ;;
   *) return 1 ;;

@@ -69,6 +69,10 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// The default `--attr-timeout-ms`: the kernel reuses a lookup's attributes for the permission
+/// checks and stats that follow it; every path lookup of every process still reaches the daemon.
+pub const DEFAULT_ATTR_TIMEOUT_MS: u64 = 1000;
+
 /// What the daemon is asked to serve.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -78,7 +82,7 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
     pub passthrough: bool,
-    /// How long the kernel may cache attributes, in milliseconds (0: full fidelity).
+    /// How long the kernel may reuse attributes, in milliseconds (0: fidelity "full").
     pub attr_timeout_ms: u64,
     pub command: Option<TracedCommand>,
     /// The command will be started with the network filter (`run`): the header says the
@@ -101,10 +105,8 @@ impl ServeOptions {
         if self.passthrough {
             args.push("--passthrough".into());
         }
-        if self.attr_timeout_ms > 0 {
-            args.push("--attr-timeout-ms".into());
-            args.push(self.attr_timeout_ms.to_string().into());
-        }
+        args.push("--attr-timeout-ms".into());
+        args.push(self.attr_timeout_ms.to_string().into());
         if self.network {
             args.push("--network".into());
         }

@@ -63,14 +63,18 @@ impl OpenMode {
         }
     }
 
-    /// Flags of the open reply (besides FOPEN_PASSTHROUGH, which fuser adds itself).
+    /// Flags of the open reply (besides FOPEN_PASSTHROUGH, which fuser adds itself). Every
+    /// open says FOPEN_NOFLUSH: the daemon has nothing to do on close(2) (no writeback cache,
+    /// POSIX locks stay in the kernel), so the FLUSH round trip that would block every close
+    /// is skipped; RELEASE still comes, asynchronously.
     pub fn reply_flags(&self) -> FopenFlags {
-        match self {
-            OpenMode::Cached { keep_cache: true } => FopenFlags::FOPEN_KEEP_CACHE,
-            OpenMode::Cached { keep_cache: false } => FopenFlags::empty(),
-            OpenMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
-            OpenMode::Passthrough(_) => FopenFlags::empty(),
-        }
+        FopenFlags::FOPEN_NOFLUSH
+            | match self {
+                OpenMode::Cached { keep_cache: true } => FopenFlags::FOPEN_KEEP_CACHE,
+                OpenMode::Cached { keep_cache: false } => FopenFlags::empty(),
+                OpenMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
+                OpenMode::Passthrough(_) => FopenFlags::empty(),
+            }
     }
 }
 

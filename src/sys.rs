@@ -512,3 +512,18 @@ pub fn raise_open_file_limit() {
         }
     }
 }
+
+/// The highest CPU number a CPU set can name, plus one.
+pub const MAX_CPUS: usize = libc::CPU_SETSIZE as usize;
+
+/// Confines this process (and the children it starts afterwards) to `cpus`.
+pub fn set_cpu_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&cpu| cpu < MAX_CPUS) {
+        // SAFETY: cpu is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: valid set of the size given.
+    check(unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) }).map(drop)
+}

@@ -412,7 +412,7 @@ fn run_in_root(
         timeout: options.timeout,
         threads: 4,
         passthrough: false,
-        attr_timeout_ms: 0,
+        attr_timeout_ms: crate::mount::DEFAULT_ATTR_TIMEOUT_MS,
         argv: options.argv.clone(),
     };
     let outcome = run::run(&run_options, state);

@@ -337,35 +337,67 @@ fn process_events_inside_a_network_namespace() {
     );
 }
 
-/// With `--attr-timeout-ms`, the kernel answers getattr from its cache, but every process's
-/// lookups still reach the daemon: two `stat`s of one file are two processes' lookups.
+/// By default (`--attr-timeout-ms 1000`) the kernel answers getattr from its cache, but every
+/// process's lookups still reach the daemon: two `stat`s of a file and of a directory are two
+/// processes' lookups of each.
 #[test]
 fn attr_timeout_keeps_every_process_lookup() {
     let t = TestDir::new("chroot_attr_timeout");
-    fs::write(t.join("f"), "x").unwrap();
+    fs::create_dir(t.join("d")).unwrap();
+    fs::write(t.join("d/f"), "x").unwrap();
     let out = ns_script(
         &t,
         300,
-        r#""$DEPSETFS" run --attr-timeout-ms 5000 --log "$T/log" --timeout 240 -- \
-  sh -c 'stat -c %s "$0"; stat -c %s "$0"' "$T/f""#,
+        r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- \
+  sh -c 'stat -c %s "$0/f" "$0"; stat -c %s "$0/f" "$0"' "$T/d""#,
     );
-    out.assert_ok("two stats with an attribute timeout");
+    out.assert_ok("two stats with the default attribute timeout");
     let events = dump_events(&t, &t.log());
     let header = &events[0];
-    assert_eq!(header["fidelity"], "attr-timeout-5000ms", "{header}");
-    let f = t.join("f");
+    assert_eq!(header["fidelity"], "attr-timeout-1000ms", "{header}");
     let stat_pids: BTreeSet<u64> = of_type(&events, "process")
         .filter(|p| p["argv"][0] == "stat")
         .filter_map(|p| p["pid"].as_u64())
         .collect();
     assert_eq!(stat_pids.len(), 2, "two stat processes");
-    for pid in stat_pids {
-        assert!(
-            of_type(&events, "access").any(|a| a["pid"] == pid
-                && a["op"] == "lookup"
-                && a["path"] == f.to_str().unwrap()),
-            "no lookup of {} by stat pid {pid}",
-            f.display()
-        );
+    for path in [t.join("d/f"), t.join("d")] {
+        for &pid in &stat_pids {
+            assert!(
+                of_type(&events, "access").any(|a| a["pid"] == pid
+                    && a["op"] == "lookup"
+                    && a["path"] == path.to_str().unwrap()),
+                "no lookup of {} by stat pid {pid}",
+                path.display()
+            );
+        }
     }
+}
+
+/// `--attr-timeout-ms 0` sends every getattr to the daemon (fidelity "full"); `--cpus 0`
+/// confines the daemon and the command to CPU 0.
+#[test]
+fn full_fidelity_on_one_cpu() {
+    let t = TestDir::new("chroot_full_one_cpu");
+    fs::write(t.join("f"), "x").unwrap();
+    let out = ns_script(
+        &t,
+        300,
+        r#""$DEPSETFS" run --attr-timeout-ms 0 --cpus 0 --log "$T/log" --timeout 240 -- \
+  sh -c 'grep Cpus_allowed_list /proc/self/status; stat -c %s "$0"' "$T/f""#,
+    );
+    out.assert_ok("a stat with full fidelity on CPU 0");
+    assert!(
+        out.stdout.contains("Cpus_allowed_list:\t0\n"),
+        "{}",
+        out.describe()
+    );
+    let events = dump_events(&t, &t.log());
+    assert_eq!(events[0]["fidelity"], "full", "{}", events[0]);
+    let f = t.join("f");
+    assert!(
+        of_type(&events, "access")
+            .any(|a| a["op"] == "getattr" && a["path"] == f.to_str().unwrap()),
+        "the stat of {} did not reach the daemon as a getattr",
+        f.display()
+    );
 }

@@ -77,6 +77,15 @@ fn checks_hold_through_the_mirror_with_passthrough() {
     checks_hold_through_a_mirror("posix_mirror_pt", "--passthrough");
 }
 
+/// The same checks with every getattr sent to the daemon, daemon and checks on one CPU.
+#[test]
+fn checks_hold_through_the_mirror_with_full_fidelity_on_one_cpu() {
+    checks_hold_through_a_mirror(
+        "posix_mirror_full",
+        "--attr-timeout-ms 0 --cpus 0 --threads 1",
+    );
+}
+
 /// Runs the checks through a mirror started with `run_options`.
 fn checks_hold_through_a_mirror(name: &str, run_options: &str) {
     let t = TestDir::new(name);
