@@ -5,7 +5,7 @@
 # '%s\n'` N times (default 5) in one traced shell, and while the walks run:
 #   - `perf stat` of the daemon: CPU time, context switches and migrations per request;
 #   - `perf record -g` of the daemon, then the top of `perf report` (self time, by symbol);
-#   - `perf stat` of the whole machine (-a): how much CPU the walk used everywhere.
+#   - `perf stat -a`: context switches on the whole machine (caller and daemon together).
 # Requests are counted from the log (`depsetfs stats`). Run by hand, as root, on a quiet
 # machine; needs perf (Debian: linux-perf). Output: stdout; scratch in /var/tmp, removed.
 set -euo pipefail
@@ -55,7 +55,10 @@ requests=$("$BIN" stats --log "$work/log" 2>/dev/null | awk '/^accesses/ { print
 cat "$work/walltime"
 echo "options: ${opts[*]:-(defaults)}; requests recorded (accesses in the log): ${requests:-?}"
 echo "--- daemon ---"; grep -E "task-clock|context-switches|cpu-migrations|elapsed" "$work/daemon.stat"
-echo "--- whole machine ---"; grep -E "task-clock|context-switches|elapsed" "$work/all.stat"
+echo "--- whole machine ---"; grep -E "context-switches" "$work/all.stat"
+echo "--- daemon profile by object (self time) ---"
+perf report -i "$work/perf.data" --stdio --no-children --sort dso 2>/dev/null |
+  grep -E "^ +[0-9]+\.[0-9]+%" | head -n 6
 echo "--- daemon profile (self time) ---"
 perf report -i "$work/perf.data" --stdio --no-children --sort symbol 2>/dev/null |
   grep -E "^ +[0-9]+\.[0-9]+%" | head -n 25

@@ -1,7 +1,8 @@
 """Turns bench/run.sh's raw measurements into the Markdown report (stdout).
 
 raw.tsv: workload, variant, rep, value, status ("ok" or why it failed), one line per run.
-mem.tsv: files walked, VmHWM kB, VmRSS kB, walk seconds, find exit status (one line, or empty).
+mem.tsv: files walked, VmHWM kB, VmRSS kB, walk seconds, find exit status, then VmRSS kB after
+the kernel forgot the inodes, VmHWM kB and VmRSS kB after a second walk (one line, or empty).
 """
 
 import argparse
@@ -84,12 +85,17 @@ def main():
     out.append("")
 
     mem = open(a.mem).read().split() if a.mem else []
-    if len(mem) == 5:
-        n, hwm, rss, secs, status = mem
+    if len(mem) >= 5:
+        n, hwm, rss, secs, status = mem[:5]
         out.append(f"depsetfs daemon memory while `find -printf '%s\\n'` walks {int(n):,} files "
                    f"(a stat of every file, so every file is looked up): VmHWM {int(hwm) / 1024:.0f} MiB, "
                    f"VmRSS at the end of the walk {int(rss) / 1024:.0f} MiB; the walk took {secs} s"
                    + ("." if status == "0" else f" and FAILED (find exit {status}, see the notes)."))
+        if len(mem) == 8:
+            forgot, hwm2, rss2 = (int(x) / 1024 for x in mem[5:])
+            out.append(f"After the kernel forgot the walked inodes (drop_caches=2, FORGETs to the "
+                       f"daemon): VmRSS {forgot:.0f} MiB. After a second walk of the same tree: "
+                       f"VmHWM {hwm2:.0f} MiB, VmRSS {rss2:.0f} MiB.")
         out.append("")
 
     notes = [line.rstrip() for line in open(a.notes)] if a.notes else []
