@@ -16,8 +16,9 @@ BIN= reps=5 reps_set=0 quick=0 timeout_s=900 do_mem=1
 all_workloads=(python cc find tar churn nginx)
 # depsetfs: the defaults (--attr-timeout-ms 1000); depsetfs-full: --attr-timeout-ms 0 (every
 # getattr reaches the daemon); depsetfs-cpu0: --cpus 0 (daemon and workload on CPU 0);
-# depsetfs-pt: --passthrough; depsetfs-t1: one request thread.
-all_variants=(native depsetfs depsetfs-full depsetfs-cpu0 depsetfs-pt depsetfs-t1 bindfs loggedfs strace strace-seccomp reprozip)
+# depsetfs-ec: --entry-cache; depsetfs-ec-cpu0: --entry-cache --cpus 0; depsetfs-pt: --passthrough;
+# depsetfs-t1: one request thread.
+all_variants=(native depsetfs depsetfs-full depsetfs-cpu0 depsetfs-ec depsetfs-ec-cpu0 depsetfs-pt depsetfs-t1 bindfs loggedfs strace strace-seccomp reprozip)
 sel_workloads=() sel_variants=()
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -115,6 +116,8 @@ variant_cmd() {
     depsetfs-t1) VCMD=("$BIN" run --threads 1 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
     depsetfs-full) VCMD=("$BIN" run --attr-timeout-ms 0 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
     depsetfs-cpu0) VCMD=("$BIN" run --cpus 0 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
+    depsetfs-ec) VCMD=("$BIN" run --entry-cache --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
+    depsetfs-ec-cpu0) VCMD=("$BIN" run --entry-cache --cpus 0 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
     bindfs|loggedfs) VCMD=(unshare -m --propagation private "$here/lib/fusemirror.sh" "$v" "$WORK/logs/$tag.loggedfs" --) ;;
     strace) VCMD=(strace -f -qq -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
     strace-seccomp) VCMD=(strace -f -qq --seccomp-bpf -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;

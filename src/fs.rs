@@ -26,6 +26,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::entry_cache::EntryCache;
 use crate::event::{Access, FileKind, Op, intent, now_ns};
 use crate::inodes::{FileKey, InodeTable, Node};
 use crate::passthrough::{FileStamp, OpenMode};
@@ -80,6 +81,8 @@ pub struct MirrorFs {
     passthrough_active: bool,
     recorder: Recorder,
     tracker: Arc<ProcessTracker>,
+    /// Entries cached per process (`--entry-cache`), when the kernel supports it.
+    entry_cache: Option<EntryCache>,
 }
 
 /// What a handler reports to the recorder about one request.
@@ -243,7 +246,22 @@ impl MirrorFs {
             passthrough_active: false,
             recorder,
             tracker,
+            entry_cache: None,
         })
+    }
+
+    /// Lets the kernel cache entries while one process keeps asking (see [`EntryCache`]).
+    pub fn cache_entries_per_process(&mut self, cache: EntryCache, ttl: Duration) {
+        self.entry_cache = Some(cache);
+        self.cache.entry_ttl = ttl;
+    }
+
+    /// Every handler starts here: a request from another process than the last one drops
+    /// the kernel's cached entries before anything is answered.
+    fn caller_turn(&self, req: &Request) {
+        if let Some(cache) = &self.entry_cache {
+            cache.turn(self.tracker.identify(req.pid()).pid);
+        }
     }
 
     fn record(&self, req: &Request, event: Event<'_>) {
@@ -484,6 +502,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.caller_turn(req);
         let parent = match self.node(parent) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -510,6 +529,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.caller_turn(req);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -545,6 +565,7 @@ impl Filesystem for MirrorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.caller_turn(req);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -573,6 +594,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.caller_turn(req);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -605,6 +627,7 @@ impl Filesystem for MirrorFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.caller_turn(req);
         let new = NewEntry {
             op: Op::Mknod,
             kind: FileKind::from_mode(mode),
@@ -624,6 +647,7 @@ impl Filesystem for MirrorFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.caller_turn(req);
         let new = NewEntry {
             op: Op::Mkdir,
             kind: FileKind::Dir,
@@ -635,10 +659,12 @@ impl Filesystem for MirrorFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.caller_turn(req);
         self.remove_entry(req, parent, name, 0, reply);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.caller_turn(req);
         self.remove_entry(req, parent, name, libc::AT_REMOVEDIR, reply);
     }
 
@@ -650,6 +676,7 @@ impl Filesystem for MirrorFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.caller_turn(req);
         let new = NewEntry {
             op: Op::Symlink,
             kind: FileKind::Symlink,
@@ -670,6 +697,7 @@ impl Filesystem for MirrorFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         let (old_dir, new_dir) = match (self.node(parent), self.node(newparent)) {
             (Ok(old_dir), Ok(new_dir)) => (old_dir, new_dir),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -700,6 +728,7 @@ impl Filesystem for MirrorFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.caller_turn(req);
         let (node, new_dir) = match (self.node(ino), self.node(newparent)) {
             (Ok(node), Ok(new_dir)) => (node, new_dir),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -721,6 +750,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.caller_turn(req);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -761,6 +791,7 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.caller_turn(req);
         // One buffer per request thread, grown once: a fresh zeroed allocation per read costs
         // as much as the copy itself at 128 KiB.
         let result = READ_BUFFER.with(|buffer| {
@@ -794,6 +825,7 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.caller_turn(req);
         let result = self
             .handle(fh)
             .and_then(|handle| write_all_at(handle.fd.as_raw_fd(), data, offset).map_err(errno));
@@ -813,6 +845,7 @@ impl Filesystem for MirrorFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         reply.ok();
         self.record_on_node(req, ino, Op::Flush, &Ok(()), 0, 0);
     }
@@ -827,6 +860,7 @@ impl Filesystem for MirrorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         self.close_handle(req, ino, fh, Op::Release, reply);
     }
 
@@ -838,10 +872,12 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         self.sync_handle(req, ino, fh, datasync, Op::Fsync, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.caller_turn(req);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -872,6 +908,7 @@ impl Filesystem for MirrorFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.caller_turn(req);
         let handle = match self.handle(fh) {
             Ok(handle) => handle,
             Err(e) => return reply.error(e),
@@ -908,6 +945,7 @@ impl Filesystem for MirrorFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         self.close_handle(req, ino, fh, Op::Releasedir, reply);
     }
 
@@ -919,10 +957,12 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         self.sync_handle(req, ino, fh, datasync, Op::Fsyncdir, reply);
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.caller_turn(req);
         let node = match self.node(ino) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -957,18 +997,21 @@ impl Filesystem for MirrorFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         let result = self.on_xattr_node(ino, |fd| sys::setxattr(fd, name, value, flags));
         reply_empty(reply, &result);
         self.record_on_node(req, ino, Op::Setxattr, &result, 0, 0);
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.caller_turn(req);
         let result = self.on_xattr_node(ino, |fd| sys::getxattr(fd, name, size as usize));
         Self::xattr_reply(reply, &result);
         self.record_on_node(req, ino, Op::Getxattr, &result, 0, 0);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.caller_turn(req);
         let result = match self.node(ino) {
             // Symlinks cannot be reached by path without following them; they carry no
             // user xattrs anyway.
@@ -980,6 +1023,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.caller_turn(req);
         let result = self.on_xattr_node(ino, |fd| sys::removexattr(fd, name));
         reply_empty(reply, &result);
         self.record_on_node(req, ino, Op::Removexattr, &result, 0, 0);
@@ -995,6 +1039,7 @@ impl Filesystem for MirrorFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.caller_turn(req);
         let parent = match self.node(parent) {
             Ok(node) => node,
             Err(e) => return reply.error(e),
@@ -1030,6 +1075,7 @@ impl Filesystem for MirrorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.caller_turn(req);
         let result = self.handle(fh).and_then(|handle| {
             sys::fallocate(handle.fd.as_raw_fd(), mode, offset, length).map_err(errno)
         });
@@ -1046,6 +1092,7 @@ impl Filesystem for MirrorFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.caller_turn(req);
         let result = self
             .handle(fh)
             .and_then(|handle| sys::lseek(handle.fd.as_raw_fd(), offset, whence).map_err(errno));
@@ -1069,6 +1116,7 @@ impl Filesystem for MirrorFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.caller_turn(req);
         let result = self.handle(fh_in).and_then(|input| {
             let output = self.handle(fh_out)?;
             sys::copy_file_range(

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod chroot;
 pub mod dump;
+pub mod entry_cache;
 pub mod event;
 pub mod export;
 pub mod fs;

@@ -102,6 +102,12 @@ struct SpeedArgs {
     /// recorded, read byte counts are not).
     #[arg(long)]
     passthrough: bool,
+    /// Let the kernel cache lookups while one process runs alone: the first request of any
+    /// other process drops them all (Linux >= 6.16). Lookup-heavy work needs far fewer
+    /// requests; a process can still use, unseen, entries another process looked up since its
+    /// own last request (see docs/ARCHITECTURE.md, caching and fidelity).
+    #[arg(long)]
+    entry_cache: bool,
     /// How long the kernel may reuse the attributes a lookup returned (milliseconds). Every
     /// path lookup of every process still reaches the daemon; only the permission check of
     /// each path component and stat/fstat within the timeout are answered by the kernel.
@@ -392,6 +398,8 @@ struct ServeArgs {
     threads: usize,
     #[arg(long)]
     passthrough: bool,
+    #[arg(long)]
+    entry_cache: bool,
     #[arg(long, default_value_t = 0)]
     attr_timeout_ms: u64,
     #[arg(long)]
@@ -520,6 +528,7 @@ fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError
         log,
         threads: args.speed.threads,
         passthrough: args.speed.passthrough,
+        entry_cache: args.speed.entry_cache,
         attr_timeout_ms: args.speed.attr_timeout_ms,
         command: None,
         network: false,
@@ -543,6 +552,7 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
         log: args.log,
         threads: args.threads,
         passthrough: args.passthrough,
+        entry_cache: args.entry_cache,
         attr_timeout_ms: args.attr_timeout_ms,
         command,
         network: args.network,
@@ -564,6 +574,7 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
         timeout: Duration::from_secs(args.timeout),
         threads: args.speed.threads,
         passthrough: args.speed.passthrough,
+        entry_cache: args.speed.entry_cache,
         attr_timeout_ms: args.speed.attr_timeout_ms,
         argv: args.command,
     };

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{Config, Session, SessionACL};
 
+use crate::entry_cache::EntryCache;
 use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, TracedCommand, now_ns};
 use crate::fs::{CachePolicy, MirrorFs};
 use crate::log::{LogError, LogWriter};
@@ -82,6 +83,8 @@ pub struct ServeOptions {
     pub threads: usize,
     /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
     pub passthrough: bool,
+    /// Entries cached per process (see [`crate::entry_cache`]).
+    pub entry_cache: bool,
     /// How long the kernel may reuse attributes, in milliseconds (0: fidelity "full").
     pub attr_timeout_ms: u64,
     pub command: Option<TracedCommand>,
@@ -104,6 +107,9 @@ impl ServeOptions {
         ];
         if self.passthrough {
             args.push("--passthrough".into());
+        }
+        if self.entry_cache {
+            args.push("--entry-cache".into());
         }
         args.push("--attr-timeout-ms".into());
         args.push(self.attr_timeout_ms.to_string().into());
@@ -346,7 +352,11 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     unsafe { libc::umask(0) };
     let root = sys::open_path(&options.source, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(io_err("open", &options.source))?;
-    let header = log_header(options);
+    let entry_cache = options
+        .entry_cache
+        .then(|| start_entry_cache(&fuse))
+        .flatten();
+    let header = log_header(options, entry_cache.is_some());
     let writer = LogWriter::create(&options.log, &header)?;
     state.set_last_log(&options.log)?;
     block_termination_signals();
@@ -361,8 +371,11 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
         attr_ttl: Duration::from_millis(options.attr_timeout_ms),
         ..CachePolicy::default()
     };
-    let fs = MirrorFs::new(root, cache, recorder.clone(), Arc::clone(&tracker))
+    let mut fs = MirrorFs::new(root, cache, recorder.clone(), Arc::clone(&tracker))
         .map_err(io_err("stat", &options.source))?;
+    if let Some(cache) = entry_cache {
+        fs.cache_entries_per_process(cache, ENTRY_CACHE_TTL);
+    }
     let mut config = Config::default();
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
@@ -414,7 +427,26 @@ fn isolate_from_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     sys::umount(mountpoint, libc::MNT_DETACH).map_err(io_err("detach", mountpoint))
 }
 
-fn log_header(options: &ServeOptions) -> LogHeader {
+/// How long a cached entry lives at most with `--entry-cache` (changes made outside the mirror
+/// are seen after this, or at the next change of calling process).
+const ENTRY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// The per-process entry cache, if the kernel takes its notification (else a warning).
+fn start_entry_cache(fuse: &OwnedFd) -> Option<EntryCache> {
+    let started = fuse.try_clone().and_then(EntryCache::new);
+    match started {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            eprintln!(
+                "depsetfs daemon: --entry-cache needs Linux >= 6.16 (FUSE_NOTIFY_INC_EPOCH): {e}; \
+                 entries are not cached"
+            );
+            None
+        }
+    }
+}
+
+fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
     LogHeader {
         magic: LOG_MAGIC.to_owned(),
         version: LOG_FORMAT_VERSION,
@@ -426,9 +458,10 @@ fn log_header(options: &ServeOptions) -> LogHeader {
         boot_time_ns: boot_time_ns(),
         // SAFETY: sysconf has no preconditions.
         clock_ticks: unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64,
-        fidelity: match options.attr_timeout_ms {
-            0 => "full".to_owned(),
-            ms => format!("attr-timeout-{ms}ms"),
+        fidelity: match (entry_cache, options.attr_timeout_ms) {
+            (false, 0) => "full".to_owned(),
+            (false, ms) => format!("attr-timeout-{ms}ms"),
+            (true, ms) => format!("entry-cache-per-process+attr-timeout-{ms}ms"),
         },
         network_recorded: options.network,
         command: options.command.clone(),
@@ -642,6 +675,7 @@ mod tests {
             log: PathBuf::from("/tmp/l.dlog"),
             threads: 4,
             passthrough: false,
+            entry_cache: false,
             attr_timeout_ms: 0,
             command: None,
             network: false,

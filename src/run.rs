@@ -63,6 +63,7 @@ pub struct RunOptions {
     pub timeout: Duration,
     pub threads: usize,
     pub passthrough: bool,
+    pub entry_cache: bool,
     pub attr_timeout_ms: u64,
     pub argv: Vec<OsString>,
 }
@@ -128,6 +129,7 @@ fn run_in(options: &RunOptions, state: &StateDir, workdir: &Path) -> Result<RunR
         log: log.clone(),
         threads: options.threads,
         passthrough: options.passthrough,
+        entry_cache: options.entry_cache,
         attr_timeout_ms: options.attr_timeout_ms,
         command: Some(TracedCommand {
             argv: options

@@ -412,6 +412,7 @@ fn run_in_root(
         timeout: options.timeout,
         threads: 4,
         passthrough: false,
+        entry_cache: false,
         attr_timeout_ms: crate::mount::DEFAULT_ATTR_TIMEOUT_MS,
         argv: options.argv.clone(),
     };

@@ -86,6 +86,12 @@ fn checks_hold_through_the_mirror_with_full_fidelity_on_one_cpu() {
     );
 }
 
+/// The same checks with entries cached per process (`--entry-cache`).
+#[test]
+fn checks_hold_through_the_mirror_with_entry_cache() {
+    checks_hold_through_a_mirror("posix_mirror_ec", "--entry-cache");
+}
+
 /// Runs the checks through a mirror started with `run_options`.
 fn checks_hold_through_a_mirror(name: &str, run_options: &str) {
     let t = TestDir::new(name);

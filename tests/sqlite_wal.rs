@@ -48,6 +48,12 @@ fn wal_writer_and_reader_through_the_mirror_with_passthrough() {
     wal_writer_and_reader_through_a_mirror("sqlite_wal_pt", "--passthrough");
 }
 
+/// The same workload with entries cached per process and daemon and workload on one CPU.
+#[test]
+fn wal_writer_and_reader_through_the_mirror_with_entry_cache_on_one_cpu() {
+    wal_writer_and_reader_through_a_mirror("sqlite_wal_ec", "--entry-cache --cpus 0");
+}
+
 /// Runs the workload through a mirror started with `run_options`.
 fn wal_writer_and_reader_through_a_mirror(name: &str, run_options: &str) {
     let t = TestDir::new(name);
