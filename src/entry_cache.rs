@@ -32,8 +32,13 @@ impl EntryCache {
         Ok(cache)
     }
 
-    /// Called before a request of process `caller` is answered.
+    /// Called before a request of process `caller` is answered. Requests the kernel makes on
+    /// its own (pid 0: RELEASE after the last close, FORGET, writeback) walk no path for any
+    /// process, so they do not count as a change of caller.
     pub fn turn(&self, caller: u32) {
+        if caller == 0 {
+            return;
+        }
         if self.last_caller.swap(caller, Ordering::AcqRel) != caller {
             // Failing here (the connection is going away) leaves nothing cached to hide.
             let _ = self.invalidate_all();
@@ -58,5 +63,58 @@ impl EntryCache {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// A pipe stands in for /dev/fuse: every notification is 16 bytes in it.
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: valid out array; O_NONBLOCK so that an empty read does not hang.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
+            0
+        );
+        // SAFETY: both descriptors were just created and are owned here only.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    fn notifications(reader: &OwnedFd) -> usize {
+        let mut buf = [0u8; 4096];
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::read(reader.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        n.max(0) as usize / 16
+    }
+
+    #[test]
+    fn only_a_change_of_process_drops_the_entries() {
+        let (reader, writer) = pipe();
+        let cache = EntryCache::new(writer).expect("the start-up check writes one notification");
+        assert_eq!(notifications(&reader), 1);
+        cache.turn(100);
+        cache.turn(100);
+        assert_eq!(
+            notifications(&reader),
+            1,
+            "first caller: one drop, then none"
+        );
+        cache.turn(0);
+        cache.turn(100);
+        assert_eq!(
+            notifications(&reader),
+            0,
+            "the kernel's own requests change nothing"
+        );
+        cache.turn(200);
+        cache.turn(100);
+        assert_eq!(
+            notifications(&reader),
+            2,
+            "every change of process drops them"
+        );
     }
 }

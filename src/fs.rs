@@ -39,9 +39,10 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How long the kernel may cache entries and attributes. Entries are never cached, so every
-/// path lookup of every process reaches the daemon; zero attribute time-outs also send every
-/// permission check and stat (fidelity "full"). See docs/ARCHITECTURE.md, caching and fidelity.
+/// How long the kernel may cache entries and attributes. Entries are cached only with
+/// `--entry-cache` (and then only while one process keeps asking), so every path lookup of
+/// every process reaches the daemon; zero attribute time-outs also send every permission check
+/// and stat (fidelity "full"). See docs/ARCHITECTURE.md, caching and fidelity.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CachePolicy {
     pub entry_ttl: Duration,

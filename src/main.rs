@@ -111,12 +111,12 @@ struct SpeedArgs {
     /// How long the kernel may reuse the attributes a lookup returned (milliseconds). Every
     /// path lookup of every process still reaches the daemon; only the permission check of
     /// each path component and stat/fstat within the timeout are answered by the kernel.
-    /// 0 sends those to the daemon too (fidelity "full", about 1.3-1.9x slower).
+    /// 0 sends those to the daemon too (fidelity "full", 1.2-2.1x slower in bench/README.md).
     #[arg(long, default_value_t = mount::DEFAULT_ATTR_TIMEOUT_MS)]
     attr_timeout_ms: u64,
     /// Confine the daemon (and, for run, the traced command) to these CPUs, e.g. `0` or
     /// `0-1,4`. One shared CPU avoids a cross-CPU wake-up per request: serial workloads
-    /// trace up to 2.5x faster, parallel ones lose their parallelism.
+    /// traced 1.2-2.8x faster in bench/README.md, parallel ones lose their parallelism.
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
     cpus: Option<CpuList>,
 }
@@ -1068,4 +1068,18 @@ fn write_stdout(
         .and_then(|()| out.flush())
         .map_err(CliError::Output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_like_taskset() {
+        assert_eq!(parse_cpu_list("0").map(|l| l.0), Ok(vec![0]));
+        assert_eq!(parse_cpu_list("0-2,5").map(|l| l.0), Ok(vec![0, 1, 2, 5]));
+        for bad in ["", "x", "2-1", "0,,1", "-1", "99999"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
