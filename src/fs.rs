@@ -838,19 +838,6 @@ impl Filesystem for MirrorFs {
         self.record_on_node(req, ino, Op::Write, &result, intent::WRITE, bytes);
     }
 
-    fn flush(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        self.caller_turn(req);
-        reply.ok();
-        self.record_on_node(req, ino, Op::Flush, &Ok(()), 0, 0);
-    }
-
     fn release(
         &self,
         req: &Request,
