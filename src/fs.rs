@@ -52,6 +52,27 @@ pub struct CachePolicy {
     pub passthrough: bool,
 }
 
+/// A lookup answer that says "no such entry" and may be cached (node 0, FUSE's negative entry).
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// An open file or directory handle.
 struct OpenHandle {
     fd: OwnedFd,
@@ -518,7 +539,12 @@ impl Filesystem for MirrorFs {
                     .map_or(FileKind::Unknown, |n| n.kind)
             })
             .unwrap_or_default();
-        self.reply_entry(reply, &result);
+        match &result {
+            Err(Errno::ENOENT) if self.entry_cache.is_some() => {
+                reply.entry(&self.cache.entry_ttl, &negative_entry(), Generation(0))
+            }
+            _ => self.reply_entry(reply, &result),
+        }
         self.record(
             req,
             Event::new(Op::Lookup, &path).outcome(&result).kind(kind),

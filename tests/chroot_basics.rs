@@ -338,15 +338,16 @@ fn process_events_inside_a_network_namespace() {
 }
 
 /// By default (`--attr-timeout-ms 1000`) the kernel answers getattr from its cache, but every
-/// process's lookups still reach the daemon: two `stat`s of a file and of a directory are two
-/// processes' lookups of each.
+/// process's lookups still reach the daemon: two `stat`s of a file, a directory and a missing
+/// name are two processes' lookups of each.
 #[test]
 fn attr_timeout_keeps_every_process_lookup() {
     every_process_looks_up("chroot_attr_timeout", "", "attr-timeout-1000ms");
 }
 
-/// With `--entry-cache` the kernel caches entries, but the first request of the second `stat`
-/// (the exec of its binary) drops them, so its own lookups reach the daemon again.
+/// With `--entry-cache` the kernel caches entries, also negative ones, but the first request of
+/// the second `stat` (the exec of its binary) drops them, so its own lookups reach the daemon
+/// again, the failing one included.
 #[test]
 fn entry_cache_keeps_every_process_lookup() {
     every_process_looks_up(
@@ -365,7 +366,7 @@ fn every_process_looks_up(name: &str, options: &str, fidelity: &str) {
         300,
         &format!(
             r#""$DEPSETFS" run {options} --log "$T/log" --timeout 240 -- \
-  sh -c 'stat -c %s "$0/f" "$0"; stat -c %s "$0/f" "$0"' "$T/d""#
+  sh -c 'stat -c %s "$0/f" "$0" "$0/missing"; stat -c %s "$0/f" "$0" "$0/missing"; true' "$T/d""#
         ),
     );
     out.assert_ok("two stats");
@@ -377,7 +378,7 @@ fn every_process_looks_up(name: &str, options: &str, fidelity: &str) {
         .filter_map(|p| p["pid"].as_u64())
         .collect();
     assert_eq!(stat_pids.len(), 2, "two stat processes");
-    for path in [t.join("d/f"), t.join("d")] {
+    for path in [t.join("d/f"), t.join("d"), t.join("d/missing")] {
         for &pid in &stat_pids {
             assert!(
                 of_type(&events, "access").any(|a| a["pid"] == pid
