@@ -589,11 +589,35 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
     Ok(ExitCode::from(report.exit_code.clamp(0, 255) as u8))
 }
 
-fn load_log(log: Option<&Path>, state: &StateDir) -> Result<LogContents, CliError> {
+/// The log to read, written out first if a live daemon is still recording it.
+fn log_path(log: Option<&Path>, state: &StateDir) -> Result<PathBuf, CliError> {
     let path = match log {
-        Some(path) => path.to_owned(),
+        Some(path) => std::path::absolute(path).map_err(CliError::Output)?,
         None => state.last_log()?,
     };
+    flush_if_recording(&path, state);
+    Ok(path)
+}
+
+/// A live daemon writes its log once a second: ask it to write now, so that `dump --set` right
+/// after the service ran sees all of it.
+fn flush_if_recording(log: &Path, state: &StateDir) {
+    let live = state
+        .mounts()
+        .into_iter()
+        .filter(|record| record.log == log && mount::daemon_alive(record.pid));
+    for control in live.filter_map(|record| record.control) {
+        if let Err(e) = depsetfs::netrec::request_log_flush(&control) {
+            eprintln!(
+                "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last second may be missing",
+                log.display()
+            );
+        }
+    }
+}
+
+fn load_log(log: Option<&Path>, state: &StateDir) -> Result<LogContents, CliError> {
+    let path = log_path(log, state)?;
     let contents = read_log(&path)?;
     if let Some(offset) = contents.truncated_at {
         eprintln!(
@@ -906,10 +930,7 @@ fn warn_if_network_not_recorded(graph: &Graph) {
 }
 
 fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {
-    let path = match log {
-        Some(path) => path.to_owned(),
-        None => state.last_log()?,
-    };
+    let path = log_path(log, state)?;
     let graph = graph_from_log(&path)?;
     if let Some(offset) = graph.stats.truncated_at {
         eprintln!(

@@ -28,6 +28,12 @@ pub const DISABLE_ENV: &str = "DEPSETFS_NO_NET_TRACE";
 /// The daemon's answer to a hand-over.
 const ACK_WATCHING: u8 = b'k';
 const ACK_REFUSED: u8 = b'n';
+/// A message of these 4 bytes without a descriptor asks the daemon to write its log now
+/// ([`request_log_flush`]); the answer is [`ACK_FLUSHED`] once it is on disk.
+const FLUSH_REQUEST: [u8; 4] = *b"SYNC";
+const ACK_FLUSHED: u8 = b'f';
+/// How long the daemon waits for its writer thread on a flush request.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest sockaddr read from a caller (`sizeof(struct sockaddr_storage)`).
 const MAX_SOCKADDR: usize = 128;
 
@@ -216,7 +222,9 @@ fn accept_hand_overs(socket: OwnedFd, recorder: Recorder, tracker: Arc<ProcessTr
         // SAFETY: the kernel just returned this descriptor to us.
         let connection = unsafe { OwnedFd::from_raw_fd(connection) };
         let answer = match receive_listener(connection.as_fd()) {
-            Ok((pid, listener)) => {
+            Ok(ControlRequest::FlushLog) if recorder.flush(FLUSH_LIMIT) => ACK_FLUSHED,
+            Ok(ControlRequest::FlushLog) => ACK_REFUSED,
+            Ok(ControlRequest::HandOver(pid, listener)) => {
                 let watcher = Watcher {
                     listener,
                     recorder: recorder.clone(),
@@ -244,8 +252,17 @@ fn accept_hand_overs(socket: OwnedFd, recorder: Recorder, tracker: Arc<ProcessTr
     }
 }
 
-/// One message: the pid (4 bytes, native order) and the listener fd (SCM_RIGHTS).
-fn receive_listener(connection: BorrowedFd<'_>) -> io::Result<(u32, OwnedFd)> {
+/// What a client of the control socket asks for.
+enum ControlRequest {
+    /// Watch the listener of process `pid`.
+    HandOver(u32, OwnedFd),
+    /// Write the log now.
+    FlushLog,
+}
+
+/// One message: the pid (4 bytes, native order) and the listener fd (SCM_RIGHTS), or
+/// [`FLUSH_REQUEST`] alone.
+fn receive_listener(connection: BorrowedFd<'_>) -> io::Result<ControlRequest> {
     let mut pid_bytes = [0u8; 4];
     let mut control = ControlBuffer::default();
     let mut iov = libc::iovec {
@@ -266,6 +283,9 @@ fn receive_listener(connection: BorrowedFd<'_>) -> io::Result<(u32, OwnedFd)> {
     }
     // SAFETY: the kernel filled message; CMSG_FIRSTHDR checks msg_controllen.
     let header = unsafe { libc::CMSG_FIRSTHDR(&message) };
+    if header.is_null() && received == 4 && pid_bytes == FLUSH_REQUEST {
+        return Ok(ControlRequest::FlushLog);
+    }
     if header.is_null() {
         return Err(io::Error::other("no file descriptor attached"));
     }
@@ -281,7 +301,49 @@ fn receive_listener(connection: BorrowedFd<'_>) -> io::Result<(u32, OwnedFd)> {
     if received != 4 {
         return Err(io::Error::other("short message"));
     }
-    Ok((u32::from_ne_bytes(pid_bytes), listener))
+    Ok(ControlRequest::HandOver(
+        u32::from_ne_bytes(pid_bytes),
+        listener,
+    ))
+}
+
+/// Asks the daemon listening on `control` to write everything it recorded so far, and waits
+/// for it (at most a few seconds): `depsetfs dump` of a live mount then sees every event up
+/// to now, not only the last flush interval's.
+pub fn request_log_flush(control: &Path) -> io::Result<()> {
+    let (Some(dir_path), Some(name)) = (control.parent(), control.file_name()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let dir = open_dir(dir_path)?;
+    let (address, len) = address_in(dir.as_raw_fd(), &name.to_string_lossy())?;
+    // SAFETY: plain socket creation.
+    let socket = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    let mut stream = std::os::unix::net::UnixStream::from(socket);
+    // SAFETY: address is a valid sockaddr_un of `len` bytes.
+    if unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            (&address as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    stream.set_read_timeout(Some(FLUSH_LIMIT + std::time::Duration::from_secs(1)))?;
+    std::io::Write::write_all(&mut stream, &FLUSH_REQUEST)?;
+    let mut answer = [0u8; 1];
+    std::io::Read::read_exact(&mut stream, &mut answer)?;
+    if answer[0] == ACK_FLUSHED {
+        Ok(())
+    } else {
+        Err(io::Error::other("the daemon could not write its log"))
+    }
 }
 
 /// Room for one `cmsghdr` with one fd, aligned.

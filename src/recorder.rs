@@ -71,6 +71,8 @@ struct Counters {
 enum Message {
     Access(Access),
     Record(Record),
+    /// Write what is queued now, then say so (`depsetfs dump` of a live mount).
+    Flush(Sender<()>),
     Finish,
 }
 
@@ -152,6 +154,14 @@ impl Recorder {
         let stats = self.stats();
         shutdown.final_stats = Some(stats);
         outcome.map(|()| stats)
+    }
+
+    /// Writes everything queued so far and pushes it to the kernel, out of the interval's
+    /// schedule; waits at most `limit`. False if the writer did not confirm in time.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (done, confirmed) = mpsc::channel();
+        self.shared.queue.send(Message::Flush(done)).is_ok()
+            && confirmed.recv_timeout(limit).is_ok()
     }
 
     pub fn stats(&self) -> RecorderStats {
@@ -313,6 +323,11 @@ impl WriterThread {
                 match self.receiver.try_recv() {
                     Ok(Message::Access(access)) => self.batch.add_access(access),
                     Ok(Message::Record(record)) => self.batch.records.push(record),
+                    Ok(Message::Flush(done)) => {
+                        // Already counted and reported, like an interval's write.
+                        let _ = self.write_batch();
+                        let _ = done.send(());
+                    }
                     Ok(Message::Finish) | Err(TryRecvError::Disconnected) => {
                         return self.write_batch();
                     }

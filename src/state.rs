@@ -154,6 +154,19 @@ impl StateDir {
             })
     }
 
+    /// Every registered mount (records that cannot be read are skipped).
+    pub fn mounts(&self) -> Vec<MountRecord> {
+        let Ok(entries) = fs::read_dir(self.root.join("mounts")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json"))
+            .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .collect()
+    }
+
     pub fn forget_mount(&self, mountpoint: &Path) {
         let _ = fs::remove_file(self.registry_path(mountpoint));
         let _ = fs::remove_file(self.control_socket(mountpoint));

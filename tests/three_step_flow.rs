@@ -208,3 +208,36 @@ done
         "a refused helper still (un)mounted something"
     );
 }
+
+/// The brief's three commands, verbatim in order: `depsetfs mount`, `chroot MP CMD`, then
+/// `depsetfs dump --set` while the mirror is still mounted and right after the command: the set
+/// already holds what the command read (the daemon writes its log out on request, not only
+/// once a second).
+#[test]
+fn dump_set_while_mounted_sees_what_just_ran() {
+    let t = TestDir::new("three_step_live");
+    fs::write(t.join("in.txt"), "payload\n").unwrap();
+    let out = ns_script(
+        &t,
+        300,
+        r#"
+"$DEPSETFS" mount "$MP"
+timeout 120 chroot "$MP" /bin/cat "$T/in.txt" >/dev/null
+"$DEPSETFS" dump --set > "$T/set.txt"
+echo "dump_rc=$?"
+"$DEPSETFS" umount "$MP"
+"#,
+    );
+    out.assert_ok("mount, chroot, dump --set");
+    assert_eq!(
+        key_values(&out).get("dump_rc").map(String::as_str),
+        Some("0")
+    );
+    let set = fs::read_to_string(t.join("set.txt")).unwrap();
+    let wanted = t.join("in.txt");
+    assert!(
+        set.lines().any(|line| line == wanted.to_str().unwrap()),
+        "{} is missing from the set dumped while mounted:\n{set}",
+        wanted.display()
+    );
+}
