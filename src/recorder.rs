@@ -630,6 +630,19 @@ mod tests {
     }
 
     #[test]
+    fn flush_writes_the_batch_before_the_interval_ends() {
+        let dir = ScratchDir::new("flush");
+        let (recorder, path) = start_recorder(&dir, ONE_INTERVAL);
+        recorder.access(access(1, b"/etc/hostname"));
+        assert!(
+            recorder.flush(Duration::from_secs(10)),
+            "the writer confirmed"
+        );
+        assert_eq!(accesses_in(&path), vec![access(1, b"/etc/hostname")]);
+        recorder.finish().expect("finish");
+    }
+
+    #[test]
     fn clones_on_many_threads_feed_one_log() {
         let dir = ScratchDir::new("threads");
         let (recorder, path) = start_recorder(&dir, ONE_INTERVAL);
