@@ -13,6 +13,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -127,9 +128,15 @@ pub fn control_socket_name(mountpoint: &Path) -> String {
     format!("ctl-{hash:016x}.sock")
 }
 
-/// A `sockaddr_un` for `NAME` in the directory open as `dir`, through `/proc/self/fd`.
+/// `NAME` in the directory open as `dir`, through `/proc/self/fd` (short whatever the
+/// directory's own path).
+fn path_in(dir: RawFd, name: &str) -> String {
+    format!("/proc/self/fd/{dir}/{name}")
+}
+
+/// A `sockaddr_un` for [`path_in`]`(dir, name)`, for the hand-over's raw `connect(2)`.
 fn address_in(dir: RawFd, name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    let text = format!("/proc/self/fd/{dir}/{name}");
+    let text = path_in(dir, name);
     // SAFETY: sockaddr_un is plain data.
     let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     address.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -168,31 +175,9 @@ pub fn start_control_socket(
     let dir = open_dir(dir_path).map_err(fail("open the directory of"))?;
     let name = name.to_string_lossy().into_owned();
     let _ = std::fs::remove_file(path);
-    let (address, len) = address_in(dir.as_raw_fd(), &name).map_err(fail("bind"))?;
-    // SAFETY: plain socket creation.
-    let socket = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if socket < 0 {
-        return Err(fail("create")(io::Error::last_os_error()));
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
-    // SAFETY: address is a valid sockaddr_un of `len` bytes.
-    if unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&address as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    } != 0
-    {
-        return Err(fail("bind")(io::Error::last_os_error()));
-    }
+    let socket = UnixListener::bind(path_in(dir.as_raw_fd(), &name)).map_err(fail("bind"))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(fail("chmod"))?;
-    // SAFETY: valid socket.
-    if unsafe { libc::listen(socket.as_raw_fd(), 16) } != 0 {
-        return Err(fail("listen on")(io::Error::last_os_error()));
-    }
     std::thread::Builder::new()
         .name("depsetfs-net-control".to_owned())
         .spawn(move || accept_hand_overs(socket, recorder, tracker))
@@ -200,27 +185,16 @@ pub fn start_control_socket(
     Ok(())
 }
 
-fn accept_hand_overs(socket: OwnedFd, recorder: Recorder, tracker: Arc<ProcessTracker>) {
+fn accept_hand_overs(socket: UnixListener, recorder: Recorder, tracker: Arc<ProcessTracker>) {
     loop {
-        // SAFETY: valid listening socket; no peer address wanted.
-        let connection = unsafe {
-            libc::accept4(
-                socket.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if connection < 0 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EINTR) {
-                continue;
+        // std retries EINTR; any other error ends network recording for this mount.
+        let connection = match socket.accept() {
+            Ok((connection, _)) => connection,
+            Err(error) => {
+                eprintln!("depsetfs daemon: network recording: accept: {error}");
+                return;
             }
-            eprintln!("depsetfs daemon: network recording: accept: {error}");
-            return;
-        }
-        // SAFETY: the kernel just returned this descriptor to us.
-        let connection = unsafe { OwnedFd::from_raw_fd(connection) };
+        };
         let answer = match receive_listener(connection.as_fd()) {
             Ok(ControlRequest::FlushLog) if recorder.flush(FLUSH_LIMIT) => ACK_FLUSHED,
             Ok(ControlRequest::FlushLog) => ACK_REFUSED,
@@ -247,8 +221,8 @@ fn accept_hand_overs(socket: OwnedFd, recorder: Recorder, tracker: Arc<ProcessTr
                 ACK_REFUSED
             }
         };
-        // SAFETY: one byte from a valid buffer.
-        unsafe { libc::write(connection.as_raw_fd(), [answer].as_ptr().cast(), 1) };
+        // A client that is gone has nothing to learn.
+        let _ = std::io::Write::write_all(&mut &connection, &[answer]);
     }
 }
 
@@ -315,26 +289,8 @@ pub fn request_log_flush(control: &Path) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
     let dir = open_dir(dir_path)?;
-    let (address, len) = address_in(dir.as_raw_fd(), &name.to_string_lossy())?;
-    // SAFETY: plain socket creation.
-    let socket = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if socket < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us.
-    let socket = unsafe { OwnedFd::from_raw_fd(socket) };
-    let mut stream = std::os::unix::net::UnixStream::from(socket);
-    // SAFETY: address is a valid sockaddr_un of `len` bytes.
-    if unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            (&address as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(path_in(dir.as_raw_fd(), &name.to_string_lossy()))?;
     stream.set_read_timeout(Some(FLUSH_LIMIT + std::time::Duration::from_secs(1)))?;
     std::io::Write::write_all(&mut stream, &FLUSH_REQUEST)?;
     let mut answer = [0u8; 1];
