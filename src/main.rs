@@ -15,7 +15,7 @@ use depsetfs::event::TracedCommand;
 use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
-use depsetfs::mount::{self, MountError, ServeOptions};
+use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::run::{RunError, RunOptions};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
@@ -92,11 +92,12 @@ struct MountArgs {
     mountpoint: PathBuf,
 }
 
-/// Options that trade nothing recorded for speed (see docs/ARCHITECTURE.md).
+/// Speed options (see docs/ARCHITECTURE.md, caching and fidelity); all but `--entry-cache`
+/// keep every process's lookups.
 #[derive(Args)]
 struct SpeedArgs {
     /// Request-handling threads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = SpeedOptions::default().threads)]
     threads: usize,
     /// Kernel FUSE passthrough for read-only opens: reads bypass the daemon (opens are still
     /// recorded, read byte counts are not).
@@ -112,7 +113,7 @@ struct SpeedArgs {
     /// path lookup of every process still reaches the daemon; only the permission check of
     /// each path component and stat/fstat within the timeout are answered by the kernel.
     /// 0 sends those to the daemon too (fidelity "full", 1.2-2.1x slower in bench/README.md).
-    #[arg(long, default_value_t = mount::DEFAULT_ATTR_TIMEOUT_MS)]
+    #[arg(long, default_value_t = SpeedOptions::default().attr_timeout_ms)]
     attr_timeout_ms: u64,
     /// Confine the daemon (and, for run, the traced command) to these CPUs, e.g. `0` or
     /// `0-1,4`. One shared CPU avoids a cross-CPU wake-up per request: serial workloads
@@ -142,6 +143,15 @@ fn parse_cpu_list(list: &str) -> Result<CpuList, String> {
 }
 
 impl SpeedArgs {
+    fn options(&self) -> SpeedOptions {
+        SpeedOptions {
+            threads: self.threads,
+            passthrough: self.passthrough,
+            entry_cache: self.entry_cache,
+            attr_timeout_ms: self.attr_timeout_ms,
+        }
+    }
+
     /// Applies `--cpus` to this process, so that the daemon and the command inherit it.
     fn confine_to_cpus(&self) -> Result<(), CliError> {
         match &self.cpus {
@@ -394,14 +404,9 @@ struct ServeArgs {
     source: PathBuf,
     #[arg(long)]
     log: PathBuf,
-    #[arg(long)]
-    threads: usize,
-    #[arg(long)]
-    passthrough: bool,
-    #[arg(long)]
-    entry_cache: bool,
-    #[arg(long, default_value_t = 0)]
-    attr_timeout_ms: u64,
+    /// Given explicitly by `mount`/`run` (`--cpus` was applied by them already).
+    #[command(flatten)]
+    speed: SpeedArgs,
     #[arg(long)]
     command_json: Option<String>,
     #[arg(long)]
@@ -526,10 +531,7 @@ fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError
         source,
         mountpoint,
         log,
-        threads: args.speed.threads,
-        passthrough: args.speed.passthrough,
-        entry_cache: args.speed.entry_cache,
-        attr_timeout_ms: args.speed.attr_timeout_ms,
+        speed: args.speed.options(),
         command: None,
         network: false,
     };
@@ -550,10 +552,7 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
         source: args.source,
         mountpoint: args.mountpoint,
         log: args.log,
-        threads: args.threads,
-        passthrough: args.passthrough,
-        entry_cache: args.entry_cache,
-        attr_timeout_ms: args.attr_timeout_ms,
+        speed: args.speed.options(),
         command,
         network: args.network,
     };
@@ -572,10 +571,7 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
         source: args.source,
         log,
         timeout: Duration::from_secs(args.timeout),
-        threads: args.speed.threads,
-        passthrough: args.speed.passthrough,
-        entry_cache: args.speed.entry_cache,
-        attr_timeout_ms: args.speed.attr_timeout_ms,
+        speed: args.speed.options(),
         argv: args.command,
     };
     let report = run::run(&options, state)?;

@@ -72,14 +72,12 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 
 /// The default `--attr-timeout-ms`: the kernel reuses a lookup's attributes for the permission
 /// checks and stats that follow it; every path lookup of every process still reaches the daemon.
-pub const DEFAULT_ATTR_TIMEOUT_MS: u64 = 1000;
+const DEFAULT_ATTR_TIMEOUT_MS: u64 = 1000;
 
-/// What the daemon is asked to serve.
-#[derive(Clone, Debug)]
-pub struct ServeOptions {
-    pub source: PathBuf,
-    pub mountpoint: PathBuf,
-    pub log: PathBuf,
+/// How the daemon trades kernel caching and threads for speed (the `mount`/`run` options;
+/// see docs/ARCHITECTURE.md, caching and fidelity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeedOptions {
     pub threads: usize,
     /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
     pub passthrough: bool,
@@ -87,6 +85,42 @@ pub struct ServeOptions {
     pub entry_cache: bool,
     /// How long the kernel may reuse attributes, in milliseconds (0: fidelity "full").
     pub attr_timeout_ms: u64,
+}
+
+impl Default for SpeedOptions {
+    fn default() -> SpeedOptions {
+        SpeedOptions {
+            threads: 4,
+            passthrough: false,
+            entry_cache: false,
+            attr_timeout_ms: DEFAULT_ATTR_TIMEOUT_MS,
+        }
+    }
+}
+
+impl SpeedOptions {
+    /// The `__serve` arguments that carry these options.
+    fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--threads".into(), self.threads.to_string().into()];
+        if self.passthrough {
+            args.push("--passthrough".into());
+        }
+        if self.entry_cache {
+            args.push("--entry-cache".into());
+        }
+        args.push("--attr-timeout-ms".into());
+        args.push(self.attr_timeout_ms.to_string().into());
+        args
+    }
+}
+
+/// What the daemon is asked to serve.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub source: PathBuf,
+    pub mountpoint: PathBuf,
+    pub log: PathBuf,
+    pub speed: SpeedOptions,
     pub command: Option<TracedCommand>,
     /// The command will be started with the network filter (`run`): the header says the
     /// network was recorded.
@@ -102,17 +136,8 @@ impl ServeOptions {
             self.source.clone().into(),
             "--log".into(),
             self.log.clone().into(),
-            "--threads".into(),
-            self.threads.to_string().into(),
         ];
-        if self.passthrough {
-            args.push("--passthrough".into());
-        }
-        if self.entry_cache {
-            args.push("--entry-cache".into());
-        }
-        args.push("--attr-timeout-ms".into());
-        args.push(self.attr_timeout_ms.to_string().into());
+        args.extend(self.speed.to_args());
         if self.network {
             args.push("--network".into());
         }
@@ -353,6 +378,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     let root = sys::open_path(&options.source, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(io_err("open", &options.source))?;
     let entry_cache = options
+        .speed
         .entry_cache
         .then(|| start_entry_cache(&fuse))
         .flatten();
@@ -367,8 +393,8 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
         eprintln!("depsetfs daemon: process events will be missing: {e}");
     }
     let cache = CachePolicy {
-        passthrough: options.passthrough,
-        attr_ttl: Duration::from_millis(options.attr_timeout_ms),
+        passthrough: options.speed.passthrough,
+        attr_ttl: Duration::from_millis(options.speed.attr_timeout_ms),
         ..CachePolicy::default()
     };
     let mut fs = MirrorFs::new(root, cache, recorder.clone(), Arc::clone(&tracker))
@@ -377,7 +403,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
         fs.cache_entries_per_process(cache, ENTRY_CACHE_TTL);
     }
     let mut config = Config::default();
-    config.n_threads = Some(options.threads.max(1));
+    config.n_threads = Some(options.speed.threads.max(1));
     config.clone_fd = true;
     let session = Session::from_fd(fs, fuse, SessionACL::All, config)
         .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
@@ -458,7 +484,7 @@ fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
         boot_time_ns: boot_time_ns(),
         // SAFETY: sysconf has no preconditions.
         clock_ticks: unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64,
-        fidelity: match (entry_cache, options.attr_timeout_ms) {
+        fidelity: match (entry_cache, options.speed.attr_timeout_ms) {
             (false, 0) => "full".to_owned(),
             (false, ms) => format!("attr-timeout-{ms}ms"),
             (true, ms) => format!("entry-cache-per-process+attr-timeout-{ms}ms"),
@@ -673,10 +699,10 @@ mod tests {
             source: PathBuf::from("/"),
             mountpoint: PathBuf::from("/srv/mirror"),
             log: PathBuf::from("/tmp/l.dlog"),
-            threads: 4,
-            passthrough: false,
-            entry_cache: false,
-            attr_timeout_ms: 0,
+            speed: SpeedOptions {
+                attr_timeout_ms: 0,
+                ..SpeedOptions::default()
+            },
             command: None,
             network: false,
         };

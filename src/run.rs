@@ -18,7 +18,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::event::TracedCommand;
-use crate::mount::{self, MountError, ServeOptions};
+use crate::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::netrec::{self, HandOver, HandOverStep};
 use crate::state::{StateDir, StateError};
 use crate::sys;
@@ -61,10 +61,7 @@ pub struct RunOptions {
     pub source: PathBuf,
     pub log: Option<PathBuf>,
     pub timeout: Duration,
-    pub threads: usize,
-    pub passthrough: bool,
-    pub entry_cache: bool,
-    pub attr_timeout_ms: u64,
+    pub speed: SpeedOptions,
     pub argv: Vec<OsString>,
 }
 
@@ -127,10 +124,7 @@ fn run_in(options: &RunOptions, state: &StateDir, workdir: &Path) -> Result<RunR
         source,
         mountpoint: mountpoint.clone(),
         log: log.clone(),
-        threads: options.threads,
-        passthrough: options.passthrough,
-        entry_cache: options.entry_cache,
-        attr_timeout_ms: options.attr_timeout_ms,
+        speed: options.speed.clone(),
         command: Some(TracedCommand {
             argv: options
                 .argv

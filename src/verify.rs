@@ -410,10 +410,7 @@ fn run_in_root(
         source: root,
         log: Some(log.to_path_buf()),
         timeout: options.timeout,
-        threads: 4,
-        passthrough: false,
-        entry_cache: false,
-        attr_timeout_ms: crate::mount::DEFAULT_ATTR_TIMEOUT_MS,
+        speed: crate::mount::SpeedOptions::default(),
         argv: options.argv.clone(),
     };
     let outcome = run::run(&run_options, state);
