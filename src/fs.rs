@@ -782,6 +782,11 @@ impl Filesystem for MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
+        if flags.0 & intent::KERNEL_FMODE_EXEC != 0 {
+            // The caller waits in execve until this open is answered: its argv is readable.
+            self.tracker
+                .capture_exec(self.tracker.identify(req.pid()), &node.path());
+        }
         let result = match self.open_file(&node, flags.0, |fd| reply.open_backing(fd)) {
             Ok((fd, mode)) => {
                 let reply_flags = mode.reply_flags();

@@ -1,15 +1,17 @@
 //! Who is calling: maps the thread id of every FUSE request to its process ([`Caller`]),
 //! describes each process depsetfs sees ([`crate::event::ProcessInfo`]) and follows the
 //! processes through the Linux proc connector (fork, exec and exit records). This module owns
-//! the [`ProcessTracker`] and its two threads; the /proc formats live in `proc_fs`, the
+//! the [`ProcessTracker`] and its three threads; the /proc formats live in `proc_fs`, the
 //! netlink wire format in `connector`, the meaning of connector events in `events`, the
-//! shared state in `tracking` and the off-request-path /proc reads in `details`. Only
+//! shared state in `tracking`, the off-request-path /proc reads in `details` and the argv of
+//! an exec, read while its exec open waits, in `exec_capture`. Only
 //! processes seen in a request, and their descendants, are followed: the host's other
 //! activity is ignored.
 
 mod connector;
 mod details;
 mod events;
+mod exec_capture;
 mod proc_fs;
 mod tracking;
 
@@ -30,6 +32,7 @@ use crate::event::Record;
 use crate::recorder::Recorder;
 use connector::{ConnectorSocket, PROC_CN_MCAST_LISTEN, SubscriptionWatch};
 use events::EventHandler;
+use exec_capture::ExecCapturer;
 use tracking::Tracking;
 
 /// How long `start_connector` waits for the kernel to acknowledge the subscription.
@@ -110,6 +113,7 @@ pub struct ProcessTracker {
     tracking: Arc<Tracking>,
     connector: Mutex<Option<ConnectorThread>>,
     details: Mutex<Option<Worker>>,
+    exec_args: ExecCapturer,
     stopped: AtomicBool,
 }
 
@@ -138,6 +142,7 @@ impl ProcessTracker {
             tracking,
             connector: Mutex::new(None),
             details: Mutex::new(details),
+            exec_args: ExecCapturer::start(),
             stopped: AtomicBool::new(false),
         })
     }
@@ -155,6 +160,27 @@ impl ProcessTracker {
     /// of execve waiting for this very request.
     pub fn identify(&self, tid: u32) -> Caller {
         self.tracking.identify(tid)
+    }
+
+    /// Called while `caller`'s exec open of `exe` (a mirror path) waits for its reply:
+    /// keeps what the exec was asked to run, in case the process is gone before the details
+    /// thread can read /proc (see `exec_capture`).
+    pub fn capture_exec(&self, caller: Caller, exe: &[u8]) {
+        if caller.start == 0 {
+            return;
+        }
+        let previous = self
+            .tracking
+            .exec_captures
+            .get(&caller.pid)
+            .filter(|known| known.start == caller.start)
+            .map(|known| known.call);
+        if let Some(capture) = self
+            .exec_args
+            .capture(caller.tid, caller.start, exe, previous)
+        {
+            self.tracking.exec_captures.insert(caller.pid, capture);
+        }
     }
 
     /// Starts following tracked processes through the Linux proc connector on its own thread.
@@ -199,6 +225,7 @@ impl ProcessTracker {
     /// socket) and the details thread (after it has described what was queued). Idempotent.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+        self.exec_args.stop();
         if let Some(connector) = lock(&self.connector).take() {
             connector.stop();
         }

@@ -377,7 +377,15 @@ fn every_process_looks_up(name: &str, options: &str, fidelity: &str) {
         .filter(|p| p["argv"][0] == "stat")
         .filter_map(|p| p["pid"].as_u64())
         .collect();
-    assert_eq!(stat_pids.len(), 2, "two stat processes");
+    assert_eq!(
+        stat_pids.len(),
+        2,
+        "two stat processes: {:?}",
+        of_type(&events, "process")
+            .chain(of_type(&events, "exec"))
+            .chain(of_type(&events, "fork"))
+            .collect::<Vec<_>>()
+    );
     for path in [t.join("d/f"), t.join("d"), t.join("d/missing")] {
         for &pid in &stat_pids {
             assert!(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
+use super::exec_capture::ExecCapture;
 use super::proc_fs::read_process_info;
 use super::tracking::Tracking;
 use crate::event::{ProcessInfo, Record, now_ns};
@@ -27,6 +28,8 @@ pub(super) struct DetailsRequest {
     pub ppid: Option<u32>,
     /// The tracking generation the request belongs to (see `TrackedProcess`).
     pub generation: u64,
+    /// Asked for by an exec event: the new image is to be described.
+    pub after_exec: bool,
 }
 
 pub(super) enum DetailsMessage {
@@ -61,7 +64,11 @@ fn describe_and_record(tracking: &Tracking, request: DetailsRequest) {
                 .counters
                 .details_incomplete
                 .fetch_add(1, Ordering::Relaxed);
-            known_only(request)
+            let capture = request
+                .after_exec
+                .then(|| tracking.exec_captures.get(&request.pid))
+                .flatten();
+            known_only(request, capture.as_deref())
         }
     };
     tracking.emit(Record::Process(info));
@@ -77,14 +84,16 @@ pub(super) fn describe(
     (request.start == 0 || info.start == request.start).then_some(info)
 }
 
-/// The description of a process that could not be read: what the request knew.
-pub(super) fn known_only(request: DetailsRequest) -> ProcessInfo {
+/// The description of a process that could not be read: what the request knew, and for an
+/// exec what the exec was asked to run, if it was captured for this very process.
+pub(super) fn known_only(request: DetailsRequest, exec: Option<&ExecCapture>) -> ProcessInfo {
+    let exec = exec.filter(|capture| request.start != 0 && capture.start == request.start);
     ProcessInfo {
         pid: request.pid,
         start: request.start,
         ppid: request.ppid.unwrap_or(0),
-        exe: Vec::new(),
-        argv: Vec::new(),
+        exe: exec.map(|capture| capture.exe.clone()).unwrap_or_default(),
+        argv: exec.map(|capture| capture.argv.clone()).unwrap_or_default(),
         uid: UNKNOWN_ID,
         gid: UNKNOWN_ID,
         seen_ns: now_ns(),

@@ -129,6 +129,7 @@ impl EventHandler {
             start: process.start,
             ppid: None,
             generation: process.generation,
+            after_exec: true,
         });
     }
 
@@ -194,9 +195,14 @@ impl EventHandler {
     }
 
     fn record_exit(&self, held: HeldExit) {
-        self.tracking.processes.remove_if(&held.pid, |_, process| {
+        let ended = self.tracking.processes.remove_if(&held.pid, |_, process| {
             process.generation == held.generation
         });
+        if let Some((pid, process)) = ended {
+            self.tracking
+                .exec_captures
+                .remove_if(&pid, |_, capture| capture.start == process.start);
+        }
         self.tracking.emit(Record::Exit(ExitEvent {
             ts_ns: held.ts_ns,
             pid: held.pid,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::details::{DetailsRequest, UNKNOWN_ID, describe, known_only};
+use super::exec_capture::{ExecCall, ExecCapture};
 use super::*;
 use crate::event::{ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record};
 
@@ -291,9 +292,10 @@ fn description_of_a_gone_process_keeps_what_was_known() {
         start: 77,
         ppid: Some(12),
         generation: 1,
+        after_exec: false,
     };
     assert_eq!(describe(gone, None), None);
-    let info = known_only(gone);
+    let info = known_only(gone, None);
     assert_eq!(
         (info.pid, info.start, info.ppid, info.uid, info.gid),
         (4_000_000_000, 77, 12, UNKNOWN_ID, UNKNOWN_ID)
@@ -306,8 +308,39 @@ fn description_of_a_gone_process_keeps_what_was_known() {
         start: start_time_from_proc(pid) + 1,
         ppid: None,
         generation: 1,
+        after_exec: false,
     };
     assert_eq!(describe(reused, None), None, "another process's pid");
+}
+
+/// A process gone right after its exec is described with what the exec was asked to run,
+/// when that was captured for this very process (same start time).
+#[test]
+fn description_of_a_gone_process_after_exec_uses_the_captured_call() {
+    let gone = DetailsRequest {
+        pid: 4_000_000_000,
+        start: 77,
+        ppid: None,
+        generation: 1,
+        after_exec: true,
+    };
+    let capture = ExecCapture {
+        call: ExecCall::default(),
+        start: 77,
+        argv: vec!["stat".to_string(), "-c".to_string()],
+        exe: b"/usr/bin/stat".to_vec(),
+    };
+    let info = known_only(gone, Some(&capture));
+    assert_eq!(
+        (info.argv, info.exe),
+        (capture.argv.clone(), capture.exe.clone())
+    );
+    let earlier_owner = ExecCapture {
+        start: 76,
+        ..capture
+    };
+    let info = known_only(gone, Some(&earlier_owner));
+    assert!(info.argv.is_empty() && info.exe.is_empty(), "{info:?}");
 }
 
 /// Waits until `pid` has been described with `argv`, then closes the child's stdin so that

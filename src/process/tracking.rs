@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use super::details::{DetailsMessage, DetailsRequest};
+use super::exec_capture::ExecCapture;
 use super::{Caller, RecordSink, proc_fs};
 use crate::event::{LostEvents, Record, now_ns};
 
@@ -43,6 +44,8 @@ pub(super) struct Tracking {
     pub callers: DashMap<u32, Caller>,
     /// pid (tgid) -> tracked process.
     pub processes: DashMap<u32, TrackedProcess>,
+    /// pid (tgid) -> what its latest exec was asked to run, until the process exits.
+    pub exec_captures: DashMap<u32, ExecCapture>,
     pub counters: Counters,
     pub mirror_prefix: Option<PathBuf>,
     sink: RecordSink,
@@ -59,6 +62,7 @@ impl Tracking {
         Tracking {
             callers: DashMap::new(),
             processes: DashMap::new(),
+            exec_captures: DashMap::new(),
             counters: Counters::default(),
             mirror_prefix,
             sink,
@@ -137,6 +141,7 @@ impl Tracking {
             start: caller.start,
             ppid: None,
             generation: new_generation,
+            after_exec: false,
         });
     }
 
@@ -161,6 +166,7 @@ impl Tracking {
             start: 0,
             ppid: Some(parent),
             generation,
+            after_exec: false,
         });
         true
     }
