@@ -31,7 +31,8 @@ pid=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$
 echo "daemon_exe=$(basename "$(readlink "/proc/$pid/exe")")"
 echo "workload_running=$(kill -0 "$workload" 2>/dev/null && echo yes || echo no)"
 kill -9 "$pid"
-sleep 0.5
+# Dead once its memory is gone (an empty cmdline), however loaded the machine.
+for _ in $(seq 100); do grep -q . "/proc/$pid/cmdline" 2>/dev/null || break; sleep 0.1; done
 kill -9 "$workload" 2>/dev/null || true
 wait "$workload" 2>/dev/null || true
 set +e

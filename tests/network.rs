@@ -268,8 +268,10 @@ fn depsetfs_chroot_refuses_what_is_not_a_live_depsetfs_mount() {
 "$DEPSETFS" chroot "$MP" -- /bin/true && exit 1
 "$DEPSETFS" mount "$MP"
 "$DEPSETFS" chroot "$MP" -- /no/such/command && exit 1
-kill -9 "$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$DEPSETFS_STATE_DIR"/mounts/*.json)"
-sleep 0.2
+daemon=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$DEPSETFS_STATE_DIR"/mounts/*.json)
+kill -9 "$daemon"
+# Dead once its memory is gone (an empty cmdline), however loaded the machine.
+for _ in $(seq 100); do grep -q . "/proc/$daemon/cmdline" 2>/dev/null || break; sleep 0.1; done
 "$DEPSETFS" chroot "$MP" -- /bin/true && exit 1
 "$DEPSETFS" umount "$MP" 2>/dev/null
 exit 0
