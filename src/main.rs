@@ -438,6 +438,8 @@ enum CliError {
     Verify(#[from] VerifyError),
     #[error("writing output: {0}")]
     Output(io::Error),
+    #[error("--log {}: {source}", path.display())]
+    LogPath { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Usage(String),
 }
@@ -523,7 +525,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
 fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError> {
     let (source, mountpoint) = mount::check_mount_request(&args.source, &args.mountpoint)?;
     let log = match args.log {
-        Some(log) => std::path::absolute(&log).map_err(CliError::Output)?,
+        Some(log) => absolute_log_path(&log)?,
         None => state.new_log_path()?,
     };
     args.speed.confine_to_cpus()?;
@@ -561,11 +563,7 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
 }
 
 fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
-    let log = args
-        .log
-        .map(|log| std::path::absolute(&log))
-        .transpose()
-        .map_err(CliError::Output)?;
+    let log = args.log.as_deref().map(absolute_log_path).transpose()?;
     args.speed.confine_to_cpus()?;
     let options = RunOptions {
         source: args.source,
@@ -588,11 +586,19 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
 /// The log to read, written out first if a live daemon is still recording it.
 fn log_path(log: Option<&Path>, state: &StateDir) -> Result<PathBuf, CliError> {
     let path = match log {
-        Some(path) => std::path::absolute(path).map_err(CliError::Output)?,
+        Some(path) => absolute_log_path(path)?,
         None => state.last_log()?,
     };
     flush_if_recording(&path, state);
     Ok(path)
+}
+
+/// A `--log` path made absolute (the daemon and later commands run in other directories).
+fn absolute_log_path(path: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|source| CliError::LogPath {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A live daemon writes its log once a second: ask it to write now, so that `dump --set` right

@@ -243,6 +243,28 @@ fn dump_without_a_usable_log() {
     );
 }
 
+/// A relative `--log` that cannot be made absolute (the current directory was removed) is
+/// named in the error, not reported as an output error.
+#[test]
+fn relative_log_in_a_removed_directory() {
+    let t = TestDir::new("bad_log_cwd");
+    let out = host_script(
+        &t,
+        60,
+        r#"mkdir "$T/gone"; cd "$T/gone"; rmdir "$T/gone"
+"$DEPSETFS" dump --log x 2>&1 && exit 1
+exit 0"#,
+    );
+    out.assert_ok("dump --log x in a removed directory fails");
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 1, "{}", out.describe());
+    assert!(
+        lines[0].starts_with("depsetfs: --log x: "),
+        "{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn run_of_a_missing_command() {
     check_cases(
