@@ -54,7 +54,7 @@ pub(super) fn describe_processes(tracking: Arc<Tracking>, inbox: Receiver<Detail
 }
 
 fn describe_and_record(tracking: &Tracking, request: DetailsRequest) {
-    let info = match describe(request, tracking.mirror_prefix.as_deref()) {
+    let mut info = match describe(request, tracking.mirror_prefix.as_deref()) {
         Some(info) => {
             tracking.learn_start(request.pid, request.generation, info.start);
             info
@@ -64,13 +64,14 @@ fn describe_and_record(tracking: &Tracking, request: DetailsRequest) {
                 .counters
                 .details_incomplete
                 .fetch_add(1, Ordering::Relaxed);
-            let capture = request
-                .after_exec
-                .then(|| tracking.exec_captures.get(&request.pid))
-                .flatten();
-            known_only(request, capture.as_deref())
+            known_only(request)
         }
     };
+    if request.after_exec {
+        if let Some(capture) = tracking.exec_captures.get(&request.pid) {
+            fill_from_exec(&mut info, &capture);
+        }
+    }
     tracking.emit(Record::Process(info));
 }
 
@@ -84,18 +85,26 @@ pub(super) fn describe(
     (request.start == 0 || info.start == request.start).then_some(info)
 }
 
-/// The description of a process that could not be read: what the request knew, and for an
-/// exec what the exec was asked to run, if it was captured for this very process.
-pub(super) fn known_only(request: DetailsRequest, exec: Option<&ExecCapture>) -> ProcessInfo {
-    let exec = exec.filter(|capture| request.start != 0 && capture.start == request.start);
+/// The description of a process that could not be read: what the request knew.
+pub(super) fn known_only(request: DetailsRequest) -> ProcessInfo {
     ProcessInfo {
         pid: request.pid,
         start: request.start,
         ppid: request.ppid.unwrap_or(0),
-        exe: exec.map(|capture| capture.exe.clone()).unwrap_or_default(),
-        argv: exec.map(|capture| capture.argv.clone()).unwrap_or_default(),
+        exe: Vec::new(),
+        argv: Vec::new(),
         uid: UNKNOWN_ID,
         gid: UNKNOWN_ID,
         seen_ns: now_ns(),
+    }
+}
+
+/// A process described after an exec but without exe (gone, or a zombie, whose exe and
+/// cmdline read empty) takes exe and argv from what the exec was asked to run, if that was
+/// captured for this very process (same start time).
+pub(super) fn fill_from_exec(info: &mut ProcessInfo, exec: &ExecCapture) {
+    if info.exe.is_empty() && info.start != 0 && exec.start == info.start {
+        info.exe = exec.exe.clone();
+        info.argv = exec.argv.clone();
     }
 }

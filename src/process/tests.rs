@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::details::{DetailsRequest, UNKNOWN_ID, describe, known_only};
+use super::details::{DetailsRequest, UNKNOWN_ID, describe, fill_from_exec, known_only};
 use super::exec_capture::{ExecCall, ExecCapture};
 use super::*;
 use crate::event::{ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record};
@@ -295,7 +295,7 @@ fn description_of_a_gone_process_keeps_what_was_known() {
         after_exec: false,
     };
     assert_eq!(describe(gone, None), None);
-    let info = known_only(gone, None);
+    let info = known_only(gone);
     assert_eq!(
         (info.pid, info.start, info.ppid, info.uid, info.gid),
         (4_000_000_000, 77, 12, UNKNOWN_ID, UNKNOWN_ID)
@@ -313,8 +313,8 @@ fn description_of_a_gone_process_keeps_what_was_known() {
     assert_eq!(describe(reused, None), None, "another process's pid");
 }
 
-/// A process gone right after its exec is described with what the exec was asked to run,
-/// when that was captured for this very process (same start time).
+/// A process gone (or a zombie) right after its exec is described with what the exec was
+/// asked to run, when that was captured for this very process (same start time).
 #[test]
 fn description_of_a_gone_process_after_exec_uses_the_captured_call() {
     let gone = DetailsRequest {
@@ -330,17 +330,23 @@ fn description_of_a_gone_process_after_exec_uses_the_captured_call() {
         argv: vec!["stat".to_string(), "-c".to_string()],
         exe: b"/usr/bin/stat".to_vec(),
     };
-    let info = known_only(gone, Some(&capture));
-    assert_eq!(
-        (info.argv, info.exe),
-        (capture.argv.clone(), capture.exe.clone())
-    );
+    let mut info = known_only(gone);
+    fill_from_exec(&mut info, &capture);
+    assert_eq!((&info.argv, &info.exe), (&capture.argv, &capture.exe));
+
+    let mut info = known_only(gone);
     let earlier_owner = ExecCapture {
         start: 76,
-        ..capture
+        ..capture.clone()
     };
-    let info = known_only(gone, Some(&earlier_owner));
+    fill_from_exec(&mut info, &earlier_owner);
     assert!(info.argv.is_empty() && info.exe.is_empty(), "{info:?}");
+
+    let mut alive = known_only(gone);
+    alive.exe = b"/usr/bin/env".to_vec();
+    alive.argv = vec!["env".to_string()];
+    fill_from_exec(&mut alive, &capture);
+    assert_eq!(alive.argv, ["env"], "what /proc said wins");
 }
 
 /// Waits until `pid` has been described with `argv`, then closes the child's stdin so that
