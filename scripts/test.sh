@@ -21,11 +21,11 @@ fail() {
 # What the tests run: sqlite3 (native checks of the WAL database), python3 (sqlite3 module,
 # unix sockets, renameat2 through ctypes), util-linux (unshare, setpriv, mount, findmnt),
 # procps and psmisc (pgrep, fuser), coreutils (timeout, stat, truncate, ...), attr
-# (getfattr/setfattr), tar (reading exports), umoci and skopeo (checking OCI exports).
+# (getfattr/setfattr), acl (setfacl/getfacl: POSIX ACLs through the mirror), tar (reading exports), umoci and skopeo (checking OCI exports).
 # libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself. The seed's sequence 2
 # (tests/seed_php_mysql.rs): mariadb-server, php-fpm, php-mysql, nginx, curl, iproute2 (ip netns,
 # veth), and postgresql, which must stay out of its set.
-packages=(sqlite3 python3 util-linux procps psmisc coreutils attr tar umoci skopeo
+packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci skopeo
   mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()

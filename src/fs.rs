@@ -511,6 +511,18 @@ impl Filesystem for MirrorFs {
         // Lookups and readdirs in one directory may run in parallel; the daemon has no
         // per-directory state that needs the kernel's serialisation.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // The kernel checks permissions itself (default_permissions), from the mode bits
+        // alone unless told that the files carry POSIX ACLs: a named-user entry that denies
+        // access on the host would then not deny it through the mirror. With this flag it
+        // reads system.posix_acl_access through getxattr and checks it as the host does.
+        // The kernel then leaves the caller's umask to the daemon (FUSE_DONT_MASK), which
+        // lets the underlying filesystem apply it or a default ACL, as natively.
+        let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
+        if config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            eprintln!(
+                "depsetfs daemon: the kernel refused POSIX ACLs; access is checked from mode bits only"
+            );
+        }
         if self.cache.passthrough {
             self.passthrough_active = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
@@ -650,7 +662,7 @@ impl Filesystem for MirrorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -661,7 +673,9 @@ impl Filesystem for MirrorFs {
             target: None,
         };
         self.make_entry(req, parent, name, new, reply, |dir| {
-            sys::mknodat(dir, name, mode, u64::from(rdev))
+            sys::with_umask(umask, mode, |mode| {
+                sys::mknodat(dir, name, mode, u64::from(rdev))
+            })
         });
     }
 
@@ -671,7 +685,7 @@ impl Filesystem for MirrorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         self.caller_turn(req);
@@ -681,7 +695,7 @@ impl Filesystem for MirrorFs {
             target: None,
         };
         self.make_entry(req, parent, name, new, reply, |dir| {
-            sys::mkdirat(dir, name, mode)
+            sys::with_umask(umask, mode, |mode| sys::mkdirat(dir, name, mode))
         });
     }
 
@@ -1054,7 +1068,7 @@ impl Filesystem for MirrorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -1064,7 +1078,7 @@ impl Filesystem for MirrorFs {
             Err(e) => return reply.error(e),
         };
         let path = child_path(&parent.path(), name);
-        let result = self.create_file(req, &parent, name, &path, mode, flags);
+        let result = self.create_file(req, &parent, name, &path, (mode, umask), flags);
         match &result {
             Ok((number, attr, fh, reply_flags)) => reply.created(
                 &self.cache.entry_ttl,
@@ -1256,12 +1270,15 @@ impl MirrorFs {
         parent: &Node,
         name: &OsStr,
         path: &[u8],
-        mode: u32,
+        (mode, umask): (u32, u32),
         flags: i32,
     ) -> Result<(u64, FileAttr, FileHandle, FopenFlags), Errno> {
         let open_flags = underlying_open_flags(flags) | libc::O_CREAT | (flags & libc::O_EXCL);
         let dir = parent.fd().map_err(errno)?;
-        let file = sys::openat(dir.raw(), name, open_flags, mode).map_err(errno)?;
+        let file = sys::with_umask(umask, mode, |mode| {
+            sys::openat(dir.raw(), name, open_flags, mode)
+        })
+        .map_err(errno)?;
         self.hand_to_caller(req, parent, file.as_raw_fd())?;
         // A path descriptor of exactly the file just created, without resolving `name` again.
         let path_fd = sys::reopen(file.as_raw_fd(), libc::O_PATH).map_err(errno)?;

@@ -373,7 +373,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     kernel_mount(&fuse, &options.mountpoint)?;
     // From here on a failure leaves a mount in the caller's namespace; the parent detaches it.
     isolate_from_mountpoint(&options.mountpoint)?;
-    // SAFETY: umask has no preconditions; the kernel already applied the caller's umask.
+    // SAFETY: umask has no preconditions. Callers' umasks are applied per request (sys::with_umask).
     unsafe { libc::umask(0) };
     let root = sys::open_path(&options.source, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(io_err("open", &options.source))?;

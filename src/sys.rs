@@ -96,6 +96,42 @@ pub fn lstat_at(dir: RawFd, name: &OsStr) -> io::Result<libc::stat> {
     Ok(stat)
 }
 
+/// Runs `create` (which makes a file with the mode it is given) as if the calling thread's
+/// umask were `umask`. The underlying filesystem applies the umask only when the new file's
+/// directory has no default ACL, as it does for a native caller; so the mode is passed
+/// unmasked and the umask is set on this thread alone, which first gets its own umask
+/// (`unshare(CLONE_FS)`, once per thread). Where that is refused, the mode is masked here
+/// instead (a default ACL then sees the masked mode: more restrictive, never less).
+pub fn with_umask<T>(
+    umask: u32,
+    mode: u32,
+    create: impl FnOnce(u32) -> io::Result<T>,
+) -> io::Result<T> {
+    let umask = umask & 0o777;
+    if !thread_has_own_umask() {
+        return create(mode & !umask);
+    }
+    // SAFETY: umask has no preconditions; it only affects this thread's own fs_struct.
+    let previous = unsafe { libc::umask(umask as libc::mode_t) };
+    let result = create(mode);
+    // SAFETY: as above.
+    unsafe { libc::umask(previous) };
+    result
+}
+
+/// Whether this thread has its own fs_struct (umask, cwd, root), unsharing it on first use.
+fn thread_has_own_umask() -> bool {
+    thread_local! {
+        static OWN_FS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    }
+    OWN_FS.with(|own| {
+        *own.get().get_or_insert_with(|| {
+            // SAFETY: unshare(CLONE_FS) only gives this thread a private copy of its fs_struct.
+            unsafe { libc::unshare(libc::CLONE_FS) == 0 }
+        })
+    })
+}
+
 pub fn mkdirat(dir: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let name = cname(name)?;
     // SAFETY: valid C string.

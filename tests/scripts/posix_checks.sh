@@ -149,6 +149,20 @@ common_checks() {
   check "$p-open-nofollow-symlink-eloop" "ELOOP" "$(op open_nofollow "$w/l")"
 
   check "$p-chmod" "OK 640" "$(op chmod "$w/f" 640) $(stat -c %a "$w/f")"
+
+  # umask and POSIX ACLs: the caller's umask shapes what it creates, unless the directory has a
+  # default ACL, which then gives the new entry its ACL (and the umask does not apply)
+  check "$p-umask-create-mkdir-mkfifo" "640 750 640" \
+    "$(umask 027 && touch "$w/um" && mkdir "$w/umd" && mkfifo "$w/ump" && stat -c %a "$w/um" "$w/umd" "$w/ump" | tr '\n' ' ' | sed 's/ $//')"
+  mkdir "$w/dacl"
+  setfacl -d -m u:4242:rwx,g::rwx "$w/dacl"
+  check "$p-default-acl-create" "664 user:4242:rwx mask::rw-" \
+    "$(umask 022 && touch "$w/dacl/f" && stat -c %a "$w/dacl/f") $(getfacl -cnp "$w/dacl/f" 2>/dev/null | grep -E '^(user:4242|mask)' | tr '\n' ' ' | sed 's/[[:space:]]*#effective:[rwx-]*//g; s/ $//')"
+  check "$p-default-acl-mkdir-inherits" "default:user:4242:rwx" \
+    "$(umask 077 && mkdir "$w/dacl/sub" && getfacl -cnp "$w/dacl/sub" 2>/dev/null | grep '^default:user:4242')"
+  setfacl -m u:4242:r-x "$w/f"
+  check "$p-setfacl-getfacl" "user:4242:r-x" "$(getfacl -cnp "$w/f" 2>/dev/null | grep '^user:4242' | sed 's/[[:space:]]*#effective.*//')"
+  setfacl -b "$w/f"
   check "$p-truncate-grow" "OK 10" "$(op truncate "$w/f" 10) $(stat -c %s "$w/f")"
   check "$p-truncate-shrink" "OK 2 da" "$(op truncate "$w/f" 2) $(stat -c %s "$w/f") $(cat "$w/f")"
   check "$p-utimes" "OK 1000000000 1234567890" \
@@ -240,6 +254,20 @@ root_part() {
   chgrp "$GID_OTHER" "$D/sgid"
   chmod 2777 "$D/sgid"
   check "setup-setgid-dir" "0:$GID_OTHER 2777" "$(owner "$D/sgid") $(stat -c %a "$D/sgid")"
+  # POSIX ACLs that deny what the mode bits allow, and grant what they deny, to uid 65534
+  echo secret >"$D/acl-denied"
+  chmod 0644 "$D/acl-denied"
+  setfacl -m u:65534:--- "$D/acl-denied"
+  echo granted >"$D/acl-granted"
+  chmod 0600 "$D/acl-granted"
+  setfacl -m u:65534:r-- "$D/acl-granted"
+  mkdir "$D/acl-dir"
+  echo inside >"$D/acl-dir/f"
+  chmod 0755 "$D/acl-dir"
+  chmod 0644 "$D/acl-dir/f"
+  setfacl -m u:65534:--- "$D/acl-dir"
+  check "setup-acls" "user:65534:--- user:65534:r-- user:65534:---" \
+    "$(for f in acl-denied acl-granted acl-dir; do getfacl -cnp "$D/$f" 2>/dev/null | grep '^user:65534' | sed 's/[[:space:]]*#effective.*//'; done | tr '\n' ' ' | sed 's/ $//')"
   cp /usr/bin/id "$D/suid-id"
   chown 0:0 "$D/suid-id"
   chmod 4755 "$D/suid-id"
@@ -276,6 +304,9 @@ user_part() {
   }
   check "user-read-0600-root-file-eacces" "EACCES" "$(op open_read "$D/rootonly")"
   check "user-read-etc-shadow-eacces" "EACCES" "$(op open_read /etc/shadow)"
+  check "user-acl-named-user-denied-eacces" "EACCES" "$(op open_read "$D/acl-denied")"
+  check "user-acl-named-user-granted" "granted" "$(op read "$D/acl-granted" | tr -d '\n')"
+  check "user-acl-dir-traversal-eacces" "EACCES" "$(op open_read "$D/acl-dir/f")"
   check "user-create-in-root-dir-eacces" "EACCES" "$(op create "$D/rootdir/x")"
   check "user-mkdir-in-root-dir-eacces" "EACCES" "$(op mkdir "$D/rootdir/x")"
   check "user-setxattr-unwritable-file-eacces" "EACCES" "$(op setxattr "$D/rootonly" user.x y)"
