@@ -125,9 +125,11 @@ fn thread_has_own_umask() -> bool {
         static OWN_FS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     }
     OWN_FS.with(|own| {
-        *own.get().get_or_insert_with(|| {
+        own.get().unwrap_or_else(|| {
             // SAFETY: unshare(CLONE_FS) only gives this thread a private copy of its fs_struct.
-            unsafe { libc::unshare(libc::CLONE_FS) == 0 }
+            let unshared = unsafe { libc::unshare(libc::CLONE_FS) } == 0;
+            own.set(Some(unshared));
+            unshared
         })
     })
 }
