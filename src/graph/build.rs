@@ -283,6 +283,10 @@ impl Timeline {
             if exec_index > 0 {
                 let previous = ix - 1;
                 self.nodes[ix].exec_from = Some(previous);
+                if self.nodes[ix].ppid == 0 {
+                    // Described when the process was gone: an exec keeps the parent.
+                    self.nodes[ix].ppid = self.nodes[previous].ppid;
+                }
                 self.edges.push(ProcessEdge {
                     from: previous,
                     to: ix,

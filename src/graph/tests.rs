@@ -121,6 +121,19 @@ fn without_a_fork_record_the_ppid_links_the_parent_and_image_0_inherits_its_bina
 }
 
 #[test]
+fn an_exec_image_described_without_its_ppid_keeps_the_parent_of_the_image_before() {
+    let mut trace = Trace::new("/");
+    trace.info(SHELL, 1, "/usr/bin/dash", "sh", 15);
+    trace.fork(SHELL, CHILD, 20);
+    trace.info(CHILD, SHELL.pid, "/usr/bin/dash", "sh", 21);
+    trace.exec(CHILD, 30);
+    // Gone before /proc was read: the record after the exec knows no parent (0).
+    trace.info(CHILD, 0, "/usr/bin/true", "true", 31);
+    let graph = trace.graph();
+    assert_eq!(graph.processes[image(&graph, CHILD, 1)].ppid, SHELL.pid);
+}
+
+#[test]
 fn a_reused_pid_is_two_processes_and_each_exec_goes_to_the_right_one() {
     let first = Proc { pid: 50, start: 1 };
     let second = Proc {

@@ -32,6 +32,8 @@ const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 const RECEIVE_BUFFER_BYTES: libc::c_int = 8 << 20;
 /// Bounds how long `stop()` waits for the receive loop to notice it should end.
 const RECEIVE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a stopping connector thread keeps handling events queued before the stop.
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
 /// How long the receive loop pauses after an unexpected socket error, to avoid spinning.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -61,7 +63,7 @@ struct CnMsg {
 struct ProcEventHeader {
     what: u32,
     cpu: u32,
-    /// Monotonic kernel time; depsetfs stamps events with wall-clock time instead.
+    /// When the kernel sent the event (`CLOCK_MONOTONIC`, nanoseconds).
     timestamp_ns: u64,
 }
 
@@ -184,8 +186,9 @@ pub(super) enum ProcEvent {
     Other,
 }
 
-/// Calls `on_event` for every proc connector message in a received datagram.
-pub(super) fn parse_datagram(datagram: &[u8], mut on_event: impl FnMut(ProcEvent)) {
+/// Calls `on_event` for every proc connector message in a received datagram, with the
+/// kernel's `CLOCK_MONOTONIC` time of the event.
+pub(super) fn parse_datagram(datagram: &[u8], mut on_event: impl FnMut(ProcEvent, u64)) {
     const HEADER_LEN: usize = size_of::<libc::nlmsghdr>();
     let mut offset = 0;
     while let Some(header) = read_wire::<libc::nlmsghdr>(datagram, offset) {
@@ -195,8 +198,8 @@ pub(super) fn parse_datagram(datagram: &[u8], mut on_event: impl FnMut(ProcEvent
         };
         // The connector sends each event as a single message typed NLMSG_DONE.
         if i32::from(header.nlmsg_type) == libc::NLMSG_DONE {
-            if let Some(event) = parse_connector_message(message) {
-                on_event(event);
+            if let Some((event, monotonic_ns)) = parse_connector_message(message) {
+                on_event(event, monotonic_ns);
             }
         }
         offset += netlink_align(len);
@@ -208,8 +211,9 @@ fn netlink_align(len: usize) -> usize {
     (len + 3) & !3
 }
 
-/// Parses a `cn_msg` and its `proc_event`; `None` for other connectors' messages.
-fn parse_connector_message(message: &[u8]) -> Option<ProcEvent> {
+/// Parses a `cn_msg` and its `proc_event` (with the event's kernel time); `None` for other
+/// connectors' messages.
+fn parse_connector_message(message: &[u8]) -> Option<(ProcEvent, u64)> {
     let header = read_wire::<CnMsg>(message, 0)?;
     if header.id.idx != CN_IDX_PROC || header.id.val != CN_VAL_PROC {
         return None;
@@ -219,9 +223,9 @@ fn parse_connector_message(message: &[u8]) -> Option<ProcEvent> {
     Some(parse_proc_event(data, header.ack))
 }
 
-fn parse_proc_event(data: &[u8], ack: u32) -> ProcEvent {
+fn parse_proc_event(data: &[u8], ack: u32) -> (ProcEvent, u64) {
     let Some(header) = read_wire::<ProcEventHeader>(data, 0) else {
-        return ProcEvent::Other;
+        return (ProcEvent::Other, 0);
     };
     let parsed = match header.what {
         PROC_EVENT_NONE => {
@@ -235,7 +239,7 @@ fn parse_proc_event(data: &[u8], ack: u32) -> ProcEvent {
         PROC_EVENT_EXIT => read_wire::<ExitProcEvent>(data, EVENT_DATA_OFFSET).and_then(exit),
         _ => None,
     };
-    parsed.unwrap_or(ProcEvent::Other)
+    (parsed.unwrap_or(ProcEvent::Other), header.timestamp_ns)
 }
 
 fn fork(event: ForkProcEvent) -> Option<ProcEvent> {
@@ -380,6 +384,15 @@ impl ConnectorSocket {
 
     /// Receives one datagram into `buffer`, waiting at most the receive timeout.
     pub(super) fn receive(&self, buffer: &mut [u8]) -> io::Result<Received> {
+        self.receive_with(buffer, 0)
+    }
+
+    /// Receives one datagram already queued on the socket, without waiting.
+    pub(super) fn receive_queued(&self, buffer: &mut [u8]) -> io::Result<Received> {
+        self.receive_with(buffer, libc::MSG_DONTWAIT)
+    }
+
+    fn receive_with(&self, buffer: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
         // SAFETY: sockaddr_nl is plain integers; all zeroes is valid.
         let mut sender: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         let mut sender_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
@@ -390,7 +403,7 @@ impl ConnectorSocket {
                 self.fd.as_raw_fd(),
                 buffer.as_mut_ptr().cast::<libc::c_void>(),
                 buffer.len(),
-                0,
+                flags,
                 (&raw mut sender).cast::<libc::sockaddr>(),
                 &mut sender_len,
             )
@@ -526,10 +539,7 @@ pub(super) fn receive_events(
     while !stop.load(Ordering::Acquire) {
         match socket.receive(&mut buffer) {
             Ok(Received::Datagram(len)) => {
-                parse_datagram(&buffer[..len], |event| match event {
-                    ProcEvent::Ack { ack, err } => subscription.on_ack(ack, err),
-                    event => handler.handle(event),
-                });
+                handle_datagram(&buffer[..len], &mut handler, &mut subscription);
             }
             Ok(Received::Nothing) => {}
             Ok(Received::Overrun) => handler.on_overrun(),
@@ -537,8 +547,39 @@ pub(super) fn receive_events(
         }
         handler.flush_due_exits(Instant::now());
     }
+    handle_queued_events(&socket, &mut handler, &mut subscription, &mut buffer);
     handler.flush_all_exits();
     let _ = socket.send_mcast_op(PROC_CN_MCAST_IGNORE, 0);
+}
+
+fn handle_datagram(
+    datagram: &[u8],
+    handler: &mut EventHandler,
+    subscription: &mut SubscriptionWatch,
+) {
+    parse_datagram(datagram, |event, monotonic_ns| match event {
+        ProcEvent::Ack { ack, err } => subscription.on_ack(ack, err),
+        event => handler.handle(event, monotonic_ns),
+    });
+}
+
+/// Handles what is already queued when the thread is told to stop: those events happened
+/// before the stop (the last execs and exits of a run, when this thread lagged behind), so
+/// they belong in the log. Bounded by [`DRAIN_LIMIT`], since events keep coming.
+pub(super) fn handle_queued_events(
+    socket: &ConnectorSocket,
+    handler: &mut EventHandler,
+    subscription: &mut SubscriptionWatch,
+    buffer: &mut [u8],
+) {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while Instant::now() < deadline {
+        match socket.receive_queued(buffer) {
+            Ok(Received::Datagram(len)) => handle_datagram(&buffer[..len], handler, subscription),
+            Ok(Received::Overrun) => handler.on_overrun(),
+            Ok(Received::Nothing) | Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -573,8 +614,17 @@ mod tests {
 
     fn parse_all(bytes: &[u8]) -> Vec<ProcEvent> {
         let mut events = Vec::new();
-        parse_datagram(bytes, |event| events.push(event));
+        parse_datagram(bytes, |event, _| events.push(event));
         events
+    }
+
+    #[test]
+    fn passes_on_the_kernel_time_of_each_event() {
+        let mut times = Vec::new();
+        parse_datagram(&datagram(PROC_EVENT_EXEC, 0, &[11, 11]), |_, at| {
+            times.push(at)
+        });
+        assert_eq!(times, [123_456_789]);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! tracked processes become [`Record::Fork`] and tracked children, new threads of tracked
 //! processes go straight into the tid cache, execs become [`Record::Exec`] plus a fresh
 //! description, exits of thread-group leaders become [`Record::Exit`], and overruns become
-//! [`Record::Lost`]. Events of untracked processes are ignored.
+//! [`Record::Lost`]. Events of untracked processes are ignored. Records carry the time the
+//! kernel stamped on the event, not the time this thread got to it: the graph cuts a process
+//! into images at its exec time, and a connector thread that lags on a loaded machine would
+//! otherwise put the new image's first accesses before its exec.
 //!
 //! A leader's exit is held back briefly before it is recorded: when a non-leader thread
 //! calls execve, the kernel kills the old leader (an exit event with pid == tgid) and the
@@ -18,7 +21,9 @@ use super::Caller;
 use super::connector::ProcEvent;
 use super::details::DetailsRequest;
 use super::tracking::Tracking;
-use crate::event::{ExecEvent, ExitEvent, ForkEvent, LostEvents, Record, TimeNs, now_ns};
+use crate::event::{
+    ExecEvent, ExitEvent, ForkEvent, LostEvents, Record, TimeNs, now_ns, wall_ns_of_monotonic,
+};
 
 /// `source` of the [`LostEvents`] emitted on a receive-buffer overrun.
 pub(super) const CONNECTOR_LOST_SOURCE: &str = "proc-connector";
@@ -51,36 +56,40 @@ impl EventHandler {
         }
     }
 
-    pub fn handle(&mut self, event: ProcEvent) {
+    /// Applies one event. `monotonic_ns` is when the kernel sent it: records carry that time
+    /// (as wall-clock time), not when this thread got to it, so that an access the new image
+    /// made before a late connector thread caught up still falls after its exec.
+    pub fn handle(&mut self, event: ProcEvent, monotonic_ns: u64) {
         self.tracking
             .counters
             .connector_events
             .fetch_add(1, Ordering::Relaxed);
+        let ts_ns = wall_ns_of_monotonic(monotonic_ns);
         match event {
             ProcEvent::Fork {
                 parent_tgid,
                 child_pid,
                 child_tgid,
-            } => self.on_fork(parent_tgid, child_pid, child_tgid),
-            ProcEvent::Exec { tgid, .. } => self.on_exec(tgid),
-            ProcEvent::Exit { pid, tgid, status } => self.on_exit(pid, tgid, status),
+            } => self.on_fork(parent_tgid, child_pid, child_tgid, ts_ns),
+            ProcEvent::Exec { tgid, .. } => self.on_exec(tgid, ts_ns),
+            ProcEvent::Exit { pid, tgid, status } => self.on_exit(pid, tgid, status, ts_ns),
             ProcEvent::Ack { .. } | ProcEvent::Other => {}
         }
     }
 
-    fn on_fork(&mut self, parent_tgid: u32, child_pid: u32, child_tgid: u32) {
+    fn on_fork(&mut self, parent_tgid: u32, child_pid: u32, child_tgid: u32, ts_ns: TimeNs) {
         // A new task with this tid: any cached identity for the tid is stale (an exit we
         // missed, or a request that raced its own exit into the cache).
         self.tracking.callers.remove(&child_pid);
         if child_pid == child_tgid {
-            self.on_process_forked(parent_tgid, child_tgid);
+            self.on_process_forked(parent_tgid, child_tgid, ts_ns);
         } else {
             // For a thread the event's parent is the process's parent: use the child's tgid.
             self.on_thread_created(child_tgid, child_pid);
         }
     }
 
-    fn on_process_forked(&mut self, parent: u32, child: u32) {
+    fn on_process_forked(&mut self, parent: u32, child: u32, ts_ns: TimeNs) {
         // A new process holds the pid: a held-back exit of its previous owner is final.
         if let Some(held) = self.take_held_exit(child) {
             self.record_exit(held);
@@ -89,7 +98,7 @@ impl EventHandler {
             return;
         }
         self.tracking.emit(Record::Fork(ForkEvent {
-            ts_ns: now_ns(),
+            ts_ns,
             parent,
             child,
             thread: false,
@@ -113,17 +122,15 @@ impl EventHandler {
         }
     }
 
-    fn on_exec(&mut self, tgid: u32) {
+    fn on_exec(&mut self, tgid: u32, ts_ns: TimeNs) {
         if self.take_held_exit(tgid).is_some() {
             self.forget_replaced_threads(tgid);
         }
         let Some(process) = self.tracking.processes.get(&tgid).map(|p| *p) else {
             return;
         };
-        self.tracking.emit(Record::Exec(ExecEvent {
-            ts_ns: now_ns(),
-            pid: tgid,
-        }));
+        self.tracking
+            .emit(Record::Exec(ExecEvent { ts_ns, pid: tgid }));
         self.tracking.request_details(DetailsRequest {
             pid: tgid,
             start: process.start,
@@ -141,7 +148,7 @@ impl EventHandler {
             .retain(|tid, caller| caller.pid != tgid || *tid == tgid);
     }
 
-    fn on_exit(&mut self, pid: u32, tgid: u32, status: i32) {
+    fn on_exit(&mut self, pid: u32, tgid: u32, status: i32, ts_ns: TimeNs) {
         self.tracking.callers.remove(&pid);
         if pid != tgid {
             return; // A thread, not the process.
@@ -156,7 +163,7 @@ impl EventHandler {
             pid,
             generation,
             status,
-            ts_ns: now_ns(),
+            ts_ns,
             due: Instant::now() + EXIT_GRACE,
         });
     }

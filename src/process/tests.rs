@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::connector::ProcEvent;
 use super::details::{DetailsRequest, UNKNOWN_ID, describe, fill_from_exec, known_only};
 use super::exec_capture::{ExecCall, ExecCapture};
 use super::*;
-use crate::event::{ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record};
+use crate::event::{ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record, now_ns};
 
 /// Records emitted by a tracker under test.
 #[derive(Clone, Default)]
@@ -560,6 +561,41 @@ fn start_connector_twice_is_refused() {
     ));
 }
 
+fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// A connector thread that falls behind (a loaded machine) must not move an exec later than
+/// the accesses its new image made meanwhile: the record keeps the kernel's time.
+#[test]
+fn events_carry_the_kernel_time_not_the_time_they_were_handled() {
+    let (tracker, capture) = capturing_tracker(None);
+    let pid = std::process::id();
+    tracker.identify(own_tid());
+    let sent_wall = now_ns();
+    let sent = monotonic_now_ns();
+    thread::sleep(Duration::from_millis(200));
+    let mut handler = EventHandler::new(Arc::clone(&tracker.tracking));
+    handler.handle(ProcEvent::Exec { pid, tgid: pid }, sent);
+    tracker.stop();
+    let exec_ts = capture
+        .records()
+        .iter()
+        .find_map(|r| match r {
+            Record::Exec(exec) if exec.pid == pid => Some(exec.ts_ns),
+            _ => None,
+        })
+        .expect("an exec record");
+    let off_by = Duration::from_nanos(exec_ts.abs_diff(sent_wall));
+    assert!(off_by < Duration::from_millis(50), "off by {off_by:?}");
+}
+
 #[test]
 fn overrun_is_recorded_as_lost_and_clears_the_cache() {
     let (tracker, capture) = capturing_tracker(None);
@@ -573,6 +609,39 @@ fn overrun_is_recorded_as_lost_and_clears_the_cache() {
         r,
         Record::Lost(lost) if lost.source == "proc-connector" && lost.count == 1
     )));
+}
+
+/// What happened before a stop is in the log even when the connector thread had fallen
+/// behind: the events still queued on its socket are handled on the way out.
+#[test]
+fn events_queued_at_stop_are_handled() {
+    if !is_root() {
+        eprintln!("skipped: the proc connector needs root");
+        return;
+    }
+    let (tracker, capture) = capturing_tracker(None);
+    tracker.identify(own_tid());
+    let socket = ConnectorSocket::open_with_buffer(1 << 20).expect("open the connector socket");
+    socket
+        .send_mcast_op(PROC_CN_MCAST_LISTEN, 1)
+        .expect("subscribe");
+    let mut child = Command::new("true").spawn().expect("run true");
+    let child_pid = child.id();
+    let _ = child.wait();
+    let mut handler = EventHandler::new(Arc::clone(&tracker.tracking));
+    let mut subscription = connector::SubscriptionWatch {
+        request_ack: 1,
+        report: None,
+    };
+    let mut buffer = vec![0u8; 16 * 1024];
+    connector::handle_queued_events(&socket, &mut handler, &mut subscription, &mut buffer);
+    handler.flush_all_exits();
+    let _ = socket.send_mcast_op(connector::PROC_CN_MCAST_IGNORE, 0);
+    tracker.stop();
+    assert_eq!(
+        lifecycle(&capture.records(), child_pid),
+        ["fork thread=false", "exec", "exit 0"]
+    );
 }
 
 #[test]
