@@ -435,16 +435,21 @@ pub fn now_ns() -> TimeNs {
         .unwrap_or(0)
 }
 
-/// The wall-clock time (nanoseconds since the Unix epoch) of a `CLOCK_MONOTONIC` instant, as the
-/// kernel stamps its proc connector events: now, minus how long ago the instant was.
-pub fn wall_ns_of_monotonic(monotonic_ns: u64) -> TimeNs {
+/// Now on `CLOCK_MONOTONIC` (nanoseconds), the clock the kernel stamps proc connector events with.
+pub fn monotonic_now_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The wall-clock time (nanoseconds since the Unix epoch) of a `CLOCK_MONOTONIC` instant: now,
+/// minus how long ago the instant was.
+pub fn wall_ns_of_monotonic(monotonic_ns: u64) -> TimeNs {
+    let monotonic_now = monotonic_now_ns();
     let wall = now_ns();
-    let monotonic_now = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
     wall.saturating_sub(monotonic_now.saturating_sub(monotonic_ns))
 }

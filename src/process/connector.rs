@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::ProcessError;
 use super::events::EventHandler;
+use crate::event::monotonic_now_ns;
 
 /// Multicast group and value of the process events connector (`cb_id`).
 const CN_IDX_PROC: u32 = 1;
@@ -547,35 +548,53 @@ pub(super) fn receive_events(
         }
         handler.flush_due_exits(Instant::now());
     }
-    handle_queued_events(&socket, &mut handler, &mut subscription, &mut buffer);
+    let stopped_at = monotonic_now_ns();
+    handle_queued_events(
+        &socket,
+        &mut handler,
+        &mut subscription,
+        &mut buffer,
+        stopped_at,
+    );
     handler.flush_all_exits();
     let _ = socket.send_mcast_op(PROC_CN_MCAST_IGNORE, 0);
 }
 
+/// Handles the events of one datagram; returns the kernel time of the latest.
 fn handle_datagram(
     datagram: &[u8],
     handler: &mut EventHandler,
     subscription: &mut SubscriptionWatch,
-) {
-    parse_datagram(datagram, |event, monotonic_ns| match event {
-        ProcEvent::Ack { ack, err } => subscription.on_ack(ack, err),
-        event => handler.handle(event, monotonic_ns),
+) -> u64 {
+    let mut latest = 0;
+    parse_datagram(datagram, |event, monotonic_ns| {
+        latest = latest.max(monotonic_ns);
+        match event {
+            ProcEvent::Ack { ack, err } => subscription.on_ack(ack, err),
+            event => handler.handle(event, monotonic_ns),
+        }
     });
+    latest
 }
 
-/// Handles what is already queued when the thread is told to stop: those events happened
-/// before the stop (the last execs and exits of a run, when this thread lagged behind), so
-/// they belong in the log. Bounded by [`DRAIN_LIMIT`], since events keep coming.
+/// Handles the events queued when the thread is told to stop that happened before
+/// `stopped_at` (`CLOCK_MONOTONIC`): the last execs and exits of a run belong in the log even
+/// when this thread lagged behind. Events keep coming, so it ends at the first later one, when
+/// nothing is queued, or after [`DRAIN_LIMIT`].
 pub(super) fn handle_queued_events(
     socket: &ConnectorSocket,
     handler: &mut EventHandler,
     subscription: &mut SubscriptionWatch,
     buffer: &mut [u8],
+    stopped_at: u64,
 ) {
     let deadline = Instant::now() + DRAIN_LIMIT;
-    while Instant::now() < deadline {
+    let mut caught_up = false;
+    while !caught_up && Instant::now() < deadline {
         match socket.receive_queued(buffer) {
-            Ok(Received::Datagram(len)) => handle_datagram(&buffer[..len], handler, subscription),
+            Ok(Received::Datagram(len)) => {
+                caught_up = handle_datagram(&buffer[..len], handler, subscription) > stopped_at;
+            }
             Ok(Received::Overrun) => handler.on_overrun(),
             Ok(Received::Nothing) | Err(_) => return,
         }

@@ -11,7 +11,9 @@ use super::connector::ProcEvent;
 use super::details::{DetailsRequest, UNKNOWN_ID, describe, fill_from_exec, known_only};
 use super::exec_capture::{ExecCall, ExecCapture};
 use super::*;
-use crate::event::{ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record, now_ns};
+use crate::event::{
+    ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record, monotonic_now_ns, now_ns,
+};
 
 /// Records emitted by a tracker under test.
 #[derive(Clone, Default)]
@@ -561,16 +563,6 @@ fn start_connector_twice_is_refused() {
     ));
 }
 
-fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
 /// A connector thread that falls behind (a loaded machine) must not move an exec later than
 /// the accesses its new image made meanwhile: the record keeps the kernel's time.
 #[test]
@@ -634,7 +626,13 @@ fn events_queued_at_stop_are_handled() {
         report: None,
     };
     let mut buffer = vec![0u8; 16 * 1024];
-    connector::handle_queued_events(&socket, &mut handler, &mut subscription, &mut buffer);
+    connector::handle_queued_events(
+        &socket,
+        &mut handler,
+        &mut subscription,
+        &mut buffer,
+        monotonic_now_ns(),
+    );
     handler.flush_all_exits();
     let _ = socket.send_mcast_op(connector::PROC_CN_MCAST_IGNORE, 0);
     tracker.stop();
