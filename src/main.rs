@@ -16,6 +16,7 @@ use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
+use depsetfs::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::run::{RunError, RunOptions};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
@@ -940,10 +941,22 @@ fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {
             path.display()
         );
     }
-    if !graph.stats.lost.is_empty() {
-        let lost: u64 = graph.stats.lost.values().sum();
+    let lost: u64 = graph
+        .stats
+        .lost
+        .iter()
+        .filter(|(source, _)| source.as_str() != CONNECTOR_UNAVAILABLE_SOURCE)
+        .map(|(_, count)| count)
+        .sum();
+    if lost > 0 {
         eprintln!(
             "depsetfs: warning: {}: {lost} events were lost while recording; the graph is incomplete",
+            path.display()
+        );
+    }
+    if graph.stats.lost.contains_key(CONNECTOR_UNAVAILABLE_SOURCE) {
+        eprintln!(
+            "depsetfs: warning: {}: forks, execs and exits were not recorded (the proc connector was unavailable): each process is one image, named after what it ran when first seen",
             path.display()
         );
     }

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use fuser::{Config, Session, SessionACL};
 
 use crate::entry_cache::EntryCache;
-use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, TracedCommand, now_ns};
+use crate::event::{
+    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
+};
 use crate::fs::{CachePolicy, MirrorFs};
 use crate::log::{LogError, LogWriter};
 use crate::netrec;
-use crate::process::ProcessTracker;
+use crate::process::{CONNECTOR_UNAVAILABLE_SOURCE, ProcessTracker};
 use crate::recorder::Recorder;
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
@@ -308,19 +310,29 @@ pub fn start_daemon(options: &ServeOptions, state: &StateDir) -> Result<Child, M
     }
 }
 
+/// Reads the daemon's status lines: `warning: ...` lines (printed on stderr), then `ready` or
+/// `error: ...`.
 fn wait_ready(child: &mut Child) -> Result<(), String> {
     let Some(stdout) = child.stdout.take() else {
         return Err("no status pipe".to_owned());
     };
-    let mut line = String::new();
-    match BufReader::new(stdout).read_line(&mut line) {
-        Ok(_) if line.trim() == "ready" => Ok(()),
-        Ok(0) => Err(
-            "it exited before the mount was ready (see daemon.log in the state directory)"
-                .to_owned(),
-        ),
-        Ok(_) => Err(line.trim().trim_start_matches("error: ").to_owned()),
-        Err(e) => Err(e.to_string()),
+    let mut status = BufReader::new(stdout);
+    loop {
+        let mut line = String::new();
+        match status.read_line(&mut line) {
+            Ok(_) if line.trim() == "ready" => return Ok(()),
+            Ok(0) => {
+                return Err(
+                    "it exited before the mount was ready (see daemon.log in the state directory)"
+                        .to_owned(),
+                );
+            }
+            Ok(_) => match line.trim().strip_prefix("warning: ") {
+                Some(warning) => eprintln!("depsetfs: warning: {warning}"),
+                None => return Err(line.trim().trim_start_matches("error: ").to_owned()),
+            },
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -345,13 +357,18 @@ pub fn serve(options: &ServeOptions, state: &StateDir) -> Result<(), MountError>
             return Err(e);
         }
     };
-    announce("ready");
-    silence_stdout();
     let ServingSession {
         session,
         recorder,
         tracker,
+        warnings,
     } = session;
+    for warning in &warnings {
+        eprintln!("depsetfs daemon: warning: {warning}");
+        announce(&format!("warning: {warning}"));
+    }
+    announce("ready");
+    silence_stdout();
     let result = session.run();
     tracker.stop();
     let finished = recorder.finish();
@@ -365,6 +382,8 @@ struct ServingSession {
     session: Session<MirrorFs>,
     recorder: Recorder,
     tracker: Arc<ProcessTracker>,
+    /// What the user should know before using the mount, passed on to `mount` and `run`.
+    warnings: Vec<String>,
 }
 
 fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSession, MountError> {
@@ -389,8 +408,17 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     let recorder = Recorder::start(writer, Duration::from_secs(1))
         .map_err(io_err("start the log writer for", &options.log))?;
     let tracker = ProcessTracker::new(recorder.clone(), Some(options.mountpoint.clone()));
+    let mut warnings = Vec::new();
     if let Err(e) = tracker.start_connector() {
-        eprintln!("depsetfs daemon: process events will be missing: {e}");
+        warnings.push(format!(
+            "forks, execs and exits will not be recorded (each process stays one image, \
+             named after what it ran when first seen): {e}"
+        ));
+        recorder.record(Record::Lost(LostEvents {
+            ts_ns: now_ns(),
+            source: CONNECTOR_UNAVAILABLE_SOURCE.to_string(),
+            count: 1,
+        }));
     }
     let cache = CachePolicy {
         passthrough: options.speed.passthrough,
@@ -433,6 +461,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
         session,
         recorder,
         tracker,
+        warnings,
     })
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::event::TimeNs;
 use crate::graph::{FileEdge, Graph, LogStats, ProcessIx};
+use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::select::Selection;
 use crate::set::{Reason, SetOptions, describe_use, is_within};
 use crate::strategy::{Strategy, StrategySet};
@@ -337,10 +338,17 @@ pub fn write_stats_human(stats: &Stats, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "lost events      none")?;
     }
     for (source, count) in &log.lost {
-        writeln!(
-            out,
-            "lost events      {count} ({source}): the log is incomplete"
-        )?;
+        if source == CONNECTOR_UNAVAILABLE_SOURCE {
+            writeln!(
+                out,
+                "lost events      every fork, exec and exit ({source}): processes are not cut at their execs"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "lost events      {count} ({source}): the log is incomplete"
+            )?;
+        }
     }
     if let Some(at) = log.truncated_at {
         writeln!(out, "truncated        at byte {at}")?;

@@ -427,3 +427,42 @@ fn full_fidelity_on_one_cpu() {
         f.display()
     );
 }
+
+/// In a user namespace of its own the daemon cannot listen to the proc connector (the kernel
+/// ignores subscribers outside the initial namespaces): the files are still recorded, and
+/// `run`, `stats` and `dump --set` all say that forks, execs and exits are not.
+#[test]
+fn a_run_without_process_events_says_so() {
+    let t = TestDir::new("chroot_no_connector");
+    let out = ns_script(
+        &t,
+        300,
+        r#"unshare --user --map-root-user --mount "$DEPSETFS" run --log "$T/log" --timeout 240 -- true"#,
+    );
+    out.assert_ok("depsetfs run in a user namespace");
+    assert!(
+        out.stderr
+            .contains("depsetfs: warning: forks, execs and exits will not be recorded"),
+        "{}",
+        out.describe()
+    );
+    let log = t.log();
+    let stats = depsetfs(&t, &["stats", "--log", log.to_str().unwrap()]);
+    stats.assert_ok("depsetfs stats");
+    assert!(
+        stats
+            .stdout
+            .contains("every fork, exec and exit (proc-connector-unavailable)"),
+        "{}",
+        stats.describe()
+    );
+    let set = depsetfs(&t, &["dump", "--set", "--log", log.to_str().unwrap()]);
+    set.assert_ok("depsetfs dump --set");
+    assert!(
+        set.stderr
+            .contains("forks, execs and exits were not recorded"),
+        "{}",
+        set.describe()
+    );
+    assert!(set.stdout.lines().any(|line| line == "/usr/bin/true"));
+}
