@@ -24,9 +24,10 @@ fail() {
 # (getfattr/setfattr), acl (setfacl/getfacl: POSIX ACLs through the mirror), tar (reading exports), umoci and skopeo (checking OCI exports).
 # libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself. The seed's sequence 2
 # (tests/seed_php_mysql.rs): mariadb-server, php-fpm, php-mysql, nginx, curl, iproute2 (ip netns,
-# veth), and postgresql, which must stay out of its set.
+# veth), and postgresql, which must stay out of its set. Real services run from their set
+# (tests/services.rs): postgresql again, and a JDK (javac, java).
 packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci skopeo
-  mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql)
+  mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()
 for p in "${packages[@]}"; do
