@@ -1045,12 +1045,7 @@ impl Filesystem for MirrorFs {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.caller_turn(req);
-        let result = match self.node(ino) {
-            // Symlinks cannot be reached by path without following them; they carry no
-            // user xattrs anyway.
-            Ok(node) if node.kind == FileKind::Symlink => Ok(XattrAnswer::Size(0)),
-            _ => self.on_xattr_node(ino, |fd| sys::listxattr(fd, size as usize)),
-        };
+        let result = self.on_xattr_node(ino, |fd| sys::listxattr(fd, size as usize));
         Self::xattr_reply(reply, &result);
         self.record_on_node(req, ino, Op::Listxattr, &result, 0, 0);
     }
@@ -1298,16 +1293,15 @@ impl MirrorFs {
     }
 
     /// Runs an xattr call on the file of a node, by its /proc/self/fd path (xattr calls do not
-    /// take `O_PATH` descriptors).
+    /// take `O_PATH` descriptors). For a symlink the path leads to the symlink itself: the
+    /// magic link resolves to what the descriptor holds, and the kernel does not follow a
+    /// symlink it reached that way.
     fn on_xattr_node<T>(
         &self,
         ino: INodeNo,
         call: impl FnOnce(i32) -> std::io::Result<T>,
     ) -> Result<T, Errno> {
         let node = self.node(ino)?;
-        if node.kind == FileKind::Symlink {
-            return Err(Errno::from_i32(libc::EOPNOTSUPP));
-        }
         let fd = node.fd().map_err(errno)?;
         call(fd.raw()).map_err(errno)
     }
