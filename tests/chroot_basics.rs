@@ -11,10 +11,15 @@ use common::*;
 
 /// `depsetfs run --log $T/log -- CMD` from $T, in a private mount namespace.
 fn run_traced(t: &TestDir, cmd: &str) -> Outcome {
+    run_traced_under(t, "", cmd)
+}
+
+/// The same, started by `WRAPPER depsetfs run ...` (e.g. `unshare -n`).
+fn run_traced_under(t: &TestDir, wrapper: &str, cmd: &str) -> Outcome {
     ns_script(
         t,
         300,
-        &format!(r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- {cmd}"#),
+        &format!(r#"{wrapper} "$DEPSETFS" run --log "$T/log" --timeout 240 -- {cmd}"#),
     )
 }
 
@@ -320,11 +325,7 @@ echo "errors=$(grep -vc '^depsetfs: log:' "$T/find.err" || true)"
 #[test]
 fn process_events_inside_a_network_namespace() {
     let t = TestDir::new("chroot_netns");
-    let out = ns_script(
-        &t,
-        300,
-        r#"unshare -n "$DEPSETFS" run --log "$T/log" --timeout 240 -- sh -c 'ls / >/dev/null'"#,
-    );
+    let out = run_traced_under(&t, "unshare -n", "sh -c 'ls / >/dev/null'");
     out.assert_ok("depsetfs run in a new network namespace");
     let events = dump_events(&t, &t.log());
     assert!(
@@ -434,11 +435,7 @@ fn full_fidelity_on_one_cpu() {
 #[test]
 fn a_run_without_process_events_says_so() {
     let t = TestDir::new("chroot_no_connector");
-    let out = ns_script(
-        &t,
-        300,
-        r#"unshare --user --map-root-user --mount "$DEPSETFS" run --log "$T/log" --timeout 240 -- true"#,
-    );
+    let out = run_traced_under(&t, "unshare --user --map-root-user --mount", "true");
     out.assert_ok("depsetfs run in a user namespace");
     assert!(
         out.stderr

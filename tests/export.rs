@@ -377,15 +377,6 @@ cd "$T/strict$T/home" && HOME="$T/home" "$DEPSETFS" run --source "$T/strict" --l
     assert_eq!(replay.stdout, traced.stdout);
 }
 
-/// `depsetfs ARGS...` in a private namespace (verify and report --verify mount).
-fn depsetfs_ns(t: &TestDir, args: &[&str]) -> Outcome {
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
-        .collect();
-    ns_script(t, 300, &format!(r#""$DEPSETFS" {}"#, quoted.join(" ")))
-}
-
 #[test]
 fn verify_a_script_and_compare_its_stdout() {
     let t = TestDir::new("export_verify_script");

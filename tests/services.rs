@@ -10,15 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-/// `depsetfs ARGS...` in a private mount namespace, each argument quoted for the shell.
-fn depsetfs_ns(t: &TestDir, args: &[&str]) -> Outcome {
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
-        .collect();
-    ns_script(t, 400, &format!(r#""$DEPSETFS" {}"#, quoted.join(" ")))
-}
-
 /// Traces `cmd`, lets `clean` remove what it wrote, then verifies the strict set with `cmd`.
 /// Returns the traced run's and the verified run's outcomes.
 fn trace_then_verify(t: &TestDir, cmd: &[&str], clean: impl Fn()) -> (Outcome, Outcome) {

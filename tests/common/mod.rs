@@ -283,6 +283,16 @@ pub fn depsetfs(t: &TestDir, args: &[&str]) -> Outcome {
     collect(cmd)
 }
 
+/// `depsetfs ARGS` in a private mount namespace, each argument quoted for the shell: for the
+/// subcommands that mount (verify, report --verify).
+pub fn depsetfs_ns(t: &TestDir, args: &[&str]) -> Outcome {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect();
+    ns_script(t, 400, &format!(r#""$DEPSETFS" {}"#, quoted.join(" ")))
+}
+
 /// Every record of `depsetfs dump --log LOG`, checked: exit 0, JSON lines, header first.
 pub fn dump_events(t: &TestDir, log: &Path) -> Vec<Value> {
     let out = depsetfs(t, &["dump", "--log", log.to_str().unwrap()]);
