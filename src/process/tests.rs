@@ -572,7 +572,7 @@ fn events_carry_the_kernel_time_not_the_time_they_were_handled() {
     tracker.identify(own_tid());
     let sent_wall = now_ns();
     let sent = monotonic_now_ns();
-    thread::sleep(Duration::from_millis(200));
+    thread::sleep(Duration::from_millis(1000));
     let mut handler = EventHandler::new(Arc::clone(&tracker.tracking));
     handler.handle(ProcEvent::Exec { pid, tgid: pid }, sent);
     tracker.stop();
@@ -585,7 +585,7 @@ fn events_carry_the_kernel_time_not_the_time_they_were_handled() {
         })
         .expect("an exec record");
     let off_by = Duration::from_nanos(exec_ts.abs_diff(sent_wall));
-    assert!(off_by < Duration::from_millis(50), "off by {off_by:?}");
+    assert!(off_by < Duration::from_millis(300), "off by {off_by:?}");
 }
 
 #[test]
