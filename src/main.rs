@@ -16,7 +16,6 @@ use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
-use depsetfs::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::run::{RunError, RunOptions};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
@@ -941,20 +940,14 @@ fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {
             path.display()
         );
     }
-    let lost: u64 = graph
-        .stats
-        .lost
-        .iter()
-        .filter(|(source, _)| source.as_str() != CONNECTOR_UNAVAILABLE_SOURCE)
-        .map(|(_, count)| count)
-        .sum();
+    let lost = graph.stats.lost_events();
     if lost > 0 {
         eprintln!(
             "depsetfs: warning: {}: {lost} events were lost while recording; the graph is incomplete",
             path.display()
         );
     }
-    if graph.stats.lost.contains_key(CONNECTOR_UNAVAILABLE_SOURCE) {
+    if graph.stats.process_events_unrecorded() {
         eprintln!(
             "depsetfs: warning: {}: forks, execs and exits were not recorded (the proc connector was unavailable): each process is one image, named after what it ran when first seen",
             path.display()

@@ -337,18 +337,17 @@ pub fn write_stats_human(stats: &Stats, out: &mut dyn Write) -> io::Result<()> {
     if log.lost.is_empty() {
         writeln!(out, "lost events      none")?;
     }
-    for (source, count) in &log.lost {
-        if source == CONNECTOR_UNAVAILABLE_SOURCE {
-            writeln!(
-                out,
-                "lost events      every fork, exec and exit ({source}): processes are not cut at their execs"
-            )?;
-        } else {
-            writeln!(
-                out,
-                "lost events      {count} ({source}): the log is incomplete"
-            )?;
-        }
+    if log.process_events_unrecorded() {
+        writeln!(
+            out,
+            "lost events      every fork, exec and exit ({CONNECTOR_UNAVAILABLE_SOURCE}): processes are not cut at their execs"
+        )?;
+    }
+    for (source, count) in log.counted_losses() {
+        writeln!(
+            out,
+            "lost events      {count} ({source}): the log is incomplete"
+        )?;
     }
     if let Some(at) = log.truncated_at {
         writeln!(out, "truncated        at byte {at}")?;

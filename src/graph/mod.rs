@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::event::{FileKind, LogHeader, TimeNs};
+use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::set::{ProcessId, UseKind, UseTotals};
 
 pub use build::{GraphBuilder, GraphError};
@@ -240,6 +241,27 @@ pub struct LogStats {
     /// Some `traced` record shows that a process's network calls were watched (e.g. a
     /// service started by `depsetfs chroot` on a mount whose header could not know it).
     pub network_traced: bool,
+}
+
+impl LogStats {
+    /// How many events the recorder knew it missed (overruns, failed writes); a log made
+    /// without process events at all is [`LogStats::process_events_unrecorded`] instead.
+    pub fn lost_events(&self) -> u64 {
+        self.counted_losses().map(|(_, count)| count).sum()
+    }
+
+    /// The sources of counted losses, with their counts.
+    pub fn counted_losses(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.lost
+            .iter()
+            .filter(|(source, _)| source.as_str() != CONNECTOR_UNAVAILABLE_SOURCE)
+            .map(|(source, count)| (source.as_str(), *count))
+    }
+
+    /// The daemon could not listen to the proc connector: no fork, exec or exit was recorded.
+    pub fn process_events_unrecorded(&self) -> bool {
+        self.lost.contains_key(CONNECTOR_UNAVAILABLE_SOURCE)
+    }
 }
 
 /// The whole graph of one log.
