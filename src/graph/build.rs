@@ -5,9 +5,13 @@
 //! records: memory grows with distinct processes, paths and edges.
 //!
 //! Attribution by time: an access belongs to the image that was running at its first and
-//! last time (a merged record that spans an exec belongs to both images); an open with exec
-//! intent belongs to the image the exec starts (the kernel opens the binary and interpreters
-//! before it reports the exec). Fork, exec and exit records carry a pid only: each goes to the
+//! last time (a merged record that spans an exec belongs to both images). An image started by
+//! exec runs, for attribution, from the kernel's exec open of its binary, not from the `Exec`
+//! record: between the two the kernel works inside `execve` for the new program (it reads the
+//! binary's headers, resolves and opens the ELF and `#!` interpreters, reads the binary's
+//! capabilities), while the process is still, by the proc connector's clock, the image that
+//! called `execve`. Those accesses are the new program's needs; the calling image keeps only
+//! what came before the exec open, its lookups of the binary (it needs the file to exist). Fork, exec and exit records carry a pid only: each goes to the
 //! process of that pid that had started by then (the latest start not after it), so a reused
 //! pid is told apart.
 
@@ -78,6 +82,8 @@ pub fn graph_from_records(header: &LogHeader, records: &[Record]) -> Graph {
 struct ProcessFacts {
     infos: Vec<ProcessInfo>,
     execs: Vec<TimeNs>,
+    /// First times of its successful exec-intent opens (binaries and interpreters).
+    exec_opens: Vec<TimeNs>,
     exit: Option<(TimeNs, i32)>,
 }
 
@@ -115,7 +121,11 @@ impl GraphBuilder {
                     pid: access.pid,
                     start: access.start,
                 };
-                self.processes.entry(id).or_default();
+                let facts = self.processes.entry(id).or_default();
+                if access.op == Op::Open && access.intent & intent::EXEC != 0 && access.succeeded()
+                {
+                    facts.exec_opens.push(access.first_ns);
+                }
             }
             Record::Process(info) => {
                 self.stats.process_records += 1;
@@ -185,6 +195,7 @@ impl GraphBuilder {
         for (id, facts) in &mut self.processes {
             facts.execs.sort_unstable();
             facts.execs.dedup();
+            facts.exec_opens.sort_unstable();
             timeline.add_process(*id, facts, &self.header);
         }
         timeline.link_forks(&self.forks, &starts);
@@ -250,7 +261,8 @@ fn process_at(
 /// Process images with their begin times, and the edges between them.
 struct Timeline {
     nodes: Vec<ProcessNode>,
-    /// Per process: (begin, image) in exec order.
+    /// Per process: (begin, image) in exec order; an exec image begins where its `execve`
+    /// began working for it ([`execve_began`]).
     images: HashMap<ProcessId, Vec<(TimeNs, ProcessIx)>>,
     edges: Vec<ProcessEdge>,
 }
@@ -295,7 +307,12 @@ impl Timeline {
                     endpoint: None,
                 });
             }
-            images.push((begin, ix));
+            let attributed_from = if exec_index > 0 {
+                execve_began(&facts.exec_opens, begins[exec_index - 1], begin)
+            } else {
+                begin
+            };
+            images.push((attributed_from, ix));
         }
         if let (Some((_, last)), Some((_, status))) = (images.last(), facts.exit) {
             self.nodes[*last].exit_status = Some(status);
@@ -424,6 +441,23 @@ impl Timeline {
             node.argv = argv;
         }
     }
+}
+
+/// When the `execve` that started an image at `exec_ns` began its work for the new program:
+/// the first exec open after the previous image began and at most [`EXEC_OPEN_WINDOW_NS`]
+/// before the exec, else the exec itself. (A failed `execve` whose exec open succeeded, e.g.
+/// ENOEXEC, less than that before a successful one of the same process would move what came
+/// between them to the new image too; the log cannot tell the two calls apart.)
+fn execve_began(exec_opens: &[TimeNs], previous_begin: TimeNs, exec_ns: TimeNs) -> TimeNs {
+    exec_opens
+        .iter()
+        .copied()
+        .find(|&open| {
+            open > previous_begin
+                && open <= exec_ns
+                && exec_ns.saturating_sub(open) <= EXEC_OPEN_WINDOW_NS
+        })
+        .unwrap_or(exec_ns)
 }
 
 fn end_of_image(begins: &[TimeNs], exec_index: usize) -> Option<TimeNs> {

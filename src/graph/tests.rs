@@ -85,6 +85,89 @@ fn a_pid_is_cut_into_images_at_its_execs() {
     assert_eq!(graph.exec_binary(after), Some(&b"/usr/bin/cat"[..]));
 }
 
+/// What the kernel does inside `execve` for the new program, as a real log shows it (dash's
+/// child running `hostname`): the path walk's lookup of the binary, its exec open, reads of
+/// its headers, the readlink of the ELF interpreter's symlink, the capability xattr, the
+/// interpreter's exec open; then the `Exec` record. Everything from the exec open on is the
+/// new image's; the calling image keeps only its lookup (existence).
+#[test]
+fn what_execve_does_for_the_new_program_belongs_to_the_new_image() {
+    let mut trace = Trace::new("/");
+    trace.info(SHELL, 1, "/usr/bin/dash", "sh -c hostname", 15);
+    trace.fork(SHELL, CHILD, 100);
+    trace.info(CHILD, SHELL.pid, "/usr/bin/dash", "sh -c hostname", 101);
+    trace.access(
+        CHILD,
+        Op::Lookup,
+        "/usr/bin/hostname",
+        0,
+        FileKind::File,
+        110,
+    );
+    trace.access(
+        CHILD,
+        Op::Open,
+        "/usr/bin/hostname",
+        exec_intent(),
+        FileKind::File,
+        111,
+    );
+    let read = crate::event::intent::READ;
+    trace.access_full(
+        CHILD,
+        Op::Read,
+        "/usr/bin/hostname",
+        None,
+        read,
+        FileKind::File,
+        0,
+        112,
+        114,
+    );
+    trace.access(CHILD, Op::Readlink, "/lib64", 0, FileKind::Symlink, 112);
+    trace.access(
+        CHILD,
+        Op::Getxattr,
+        "/usr/bin/hostname",
+        0,
+        FileKind::File,
+        113,
+    );
+    trace.access(
+        CHILD,
+        Op::Open,
+        "/lib64/ld-linux-x86-64.so.2",
+        exec_intent(),
+        FileKind::File,
+        113,
+    );
+    trace.exec(CHILD, 115);
+    trace.info(CHILD, SHELL.pid, "/usr/bin/hostname", "hostname", 116);
+    trace.read(CHILD, "/etc/hostname", 117);
+    let graph = trace.graph();
+    let caller = image(&graph, CHILD, 0);
+    let helper = image(&graph, CHILD, 1);
+    assert_eq!(paths_of(&graph, caller), ["/usr/bin/hostname"]);
+    let caller_ops: Vec<FileOp> = graph.edges_of_process(caller).map(FileEdge::op).collect();
+    assert_eq!(
+        caller_ops,
+        [FileOp::Stat],
+        "the caller only looked the binary up"
+    );
+    assert_eq!(
+        paths_of(&graph, helper),
+        [
+            "/etc/hostname",
+            "/lib64",
+            "/lib64/ld-linux-x86-64.so.2",
+            "/usr/bin/hostname"
+        ]
+    );
+    // The exec record's time is still the image's begin.
+    assert_eq!(graph.processes[helper].begin_ns, 115 * MS);
+    assert_eq!(graph.exec_binary(helper), Some(&b"/usr/bin/hostname"[..]));
+}
+
 #[test]
 fn forks_link_the_image_that_forked_to_the_child() {
     let graph = shell_runs_cat().graph();
