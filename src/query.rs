@@ -15,7 +15,7 @@ use crate::graph::{FileEdge, Graph, LogStats, ProcessIx};
 use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::select::Selection;
 use crate::set::{Reason, SetOptions, describe_use, is_within};
-use crate::strategy::{Strategy, StrategySet};
+use crate::strategy::{Strategy, StrategySet, Stub, StubOrigin};
 
 /// Milliseconds since recording started, for human output.
 fn offset_ms(graph: &Graph, ts: TimeNs) -> f64 {
@@ -363,6 +363,10 @@ pub struct ReportRow {
     pub bytes: u64,
     pub processes: usize,
     pub stubs: usize,
+    /// Executables (binaries and interpreters a needed image ran) shipped whole.
+    pub executables_whole: usize,
+    /// Binaries a stub could stand in for (shipped as stubs with `--stubs`).
+    pub stub_candidates: Vec<String>,
     /// Paths this row has and the previous one does not.
     pub added: usize,
     /// Paths the previous row has and this one does not.
@@ -390,6 +394,12 @@ pub fn report(sets: &[StrategySet]) -> Vec<ReportRow> {
             bytes: set.total_bytes(),
             processes: set.needed.processes().count(),
             stubs: set.stubs.len(),
+            executables_whole: set.executables,
+            stub_candidates: set
+                .stub_candidates
+                .iter()
+                .map(|stub| String::from_utf8_lossy(&stub.path).into_owned())
+                .collect(),
             added,
             removed,
             works: None,
@@ -408,12 +418,13 @@ pub fn write_report_human(rows: &[ReportRow], out: &mut dyn Write) -> io::Result
     };
     writeln!(
         out,
-        "{:<8} {:>7} {:>12} {:>9} {:>5}  {}vs previous row",
+        "{:<8} {:>7} {:>12} {:>9} {:>5} {:>15}  {}vs previous row",
         "STRATEGY",
         "FILES",
         "BYTES",
         "PROCESSES",
         "STUBS",
+        "EXECS WHOLE/STUB",
         if verified { "WORKS  " } else { "" }
     )?;
     for (position, row) in rows.iter().enumerate() {
@@ -424,14 +435,23 @@ pub fn write_report_human(rows: &[ReportRow], out: &mut dyn Write) -> io::Result
         };
         writeln!(
             out,
-            "{:<8} {:>7} {:>12} {:>9} {:>5}  {}{}",
+            "{:<8} {:>7} {:>12} {:>9} {:>5} {:>16}  {}{}",
             row.strategy.name(),
             row.files,
             row.bytes,
             row.processes,
             row.stubs,
+            format!("{}/{}", row.executables_whole, row.stubs),
             works(row),
             diff
+        )?;
+    }
+    for row in rows.iter().filter(|row| !row.stub_candidates.is_empty()) {
+        writeln!(
+            out,
+            "{}: stub candidates (--stubs ships a program that exits 0): {}",
+            row.strategy.name(),
+            row.stub_candidates.join(" ")
         )?;
     }
     Ok(())
@@ -576,10 +596,16 @@ fn out_verdict(graph: &Graph, result: &StrategySet, options: &SetOptions, path: 
         return "left out: only written by needed processes, never read (outputs policy); its directory is shipped".to_string();
     }
     if let Some(stub) = result.stubs.iter().find(|stub| stub.path == path) {
+        return format!("replaced by a stub: {}", stub_reason(graph, stub));
+    }
+    if let Some(stub) = result.stub_candidates.iter().find(|stub| stub.path == path) {
         return format!(
-            "replaced by a stub: {} runs it but does not need it",
-            graph.describe_process(stub.launched_by)
+            "left out, a stub candidate (--stubs ships a program that exits 0 in its place): {}",
+            stub_reason(graph, stub)
         );
+    }
+    if result.looked_up_only.iter().any(|looked| looked == path) {
+        return "left out: needed processes only looked it up, and the processes that ran it are not needed; without the libraries it loads it would not run".to_string();
     }
     let Some(file) = graph.file(path) else {
         return "not in the log: no process touched it".to_string();
@@ -615,6 +641,25 @@ fn out_verdict(graph: &Graph, result: &StrategySet, options: &SetOptions, path: 
         "not needed: touched only by processes the {} strategy does not need: {}",
         result.strategy.name(),
         others.into_iter().collect::<Vec<_>>().join("; ")
+    )
+}
+
+/// Why a binary can be a stub, and what the log can and cannot tell about its result.
+fn stub_reason(graph: &Graph, stub: &Stub) -> String {
+    let helper = &graph.processes[stub.image];
+    let status = match helper.exit_status {
+        Some(status) if status & 0x7f == 0 => format!("it exited with status {}", status >> 8),
+        Some(status) => format!("it was killed by signal {}", status & 0x7f),
+        None => "its exit is not in the log".to_string(),
+    };
+    let how = match stub.origin {
+        StubOrigin::Launched => "started",
+        StubOrigin::LookedUp => "only looked up",
+    };
+    format!(
+        "{} {how} it, and {} ran it but is not needed: it wrote nothing a needed process read afterwards and did not connect to a needed process; {status}. The log cannot tell whether the parent read its output through a pipe or acted on its exit status (the stub exits 0)",
+        graph.describe_process(stub.launched_by),
+        graph.describe_process(stub.image),
     )
 }
 

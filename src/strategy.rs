@@ -5,8 +5,10 @@
 //! to and the writers of files it used, if they wrote before it used them); `system` adds the
 //! system set-up processes; `exec` adds the sub-processes of every needed image except the
 //! children of exec-tolerant parents. Policies: noise (files whose writers are not followed),
-//! outputs (files only written are left out, their directories kept), stubs (binaries exec'd by
-//! a needed parent but not needed themselves), include/exclude globs. The closure over
+//! outputs (files only written are left out, their directories kept), executables (a program
+//! the needed images only looked up, while an image that is not needed ran it, is not shipped
+//! half: without its libraries it would break on arrival), stubs (binaries exec'd by a needed
+//! parent but not needed themselves, and those only looked up), include/exclude globs. The closure over
 //! parents and symlink chains, the never-shipped trees and the existence check are
 //! [`crate::set`]'s, shared by every strategy.
 
@@ -161,14 +163,25 @@ impl Needed {
     }
 }
 
-/// A binary a needed parent exec'd without needing it: ship a stub that exits 0 in its place.
+/// A binary a needed parent exec'd without needing it, or one that needed images only looked
+/// up while an image that is not needed ran it: ship a stub that exits 0 in its place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stub {
     pub path: Vec<u8>,
     /// The image that ran the binary.
     pub image: ProcessIx,
-    /// The needed image that started it.
+    /// The needed image that started it (or, for [`StubOrigin::LookedUp`], looked it up).
     pub launched_by: ProcessIx,
+    pub origin: StubOrigin,
+}
+
+/// How a needed image came to want a binary it does not need whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StubOrigin {
+    /// It started the image that ran it (exec'd it, itself or from a fork of itself).
+    Launched,
+    /// It only looked the binary up (a PATH search, `command -v`, `test -x`).
+    LookedUp,
 }
 
 /// A strategy's result: the set, and what the analysis decided on the way.
@@ -177,7 +190,18 @@ pub struct StrategySet {
     pub strategy: Strategy,
     pub set: DeploymentSet,
     pub needed: Needed,
+    /// Binaries shipped as the stub program: the candidates with `--stubs`, and those the
+    /// rules' stub list names.
     pub stubs: Vec<Stub>,
+    /// Binaries a stub could stand in for, whether or not stubs were asked for: helpers a
+    /// needed image started whose result, as far as the log tells, no needed image used, and
+    /// binaries the needed images only looked up ([`Self::looked_up_only`]).
+    pub stub_candidates: Vec<Stub>,
+    /// Executables the needed images only looked up, run by images that are not needed: left
+    /// out (or stubbed), never shipped without the libraries they load.
+    pub looked_up_only: Vec<Vec<u8>>,
+    /// Executables shipped whole: files a needed image exec'd (binaries and interpreters).
+    pub executables: usize,
     /// Files needed processes only wrote: left out (outputs policy), directories shipped.
     pub outputs: Vec<Vec<u8>>,
     /// Paths of the set left out by an exclude glob, with the glob.
@@ -209,6 +233,14 @@ pub fn compute(
     let needed = needed_processes(graph, selection, rules, options.strategy);
     let drop_outputs = rules.drop_outputs && options.strategy != Strategy::All;
     let (mut used, outputs) = used_paths(graph, &needed, drop_outputs);
+    let looked_up_only = looked_up_executables(graph, &needed);
+    for path in &looked_up_only {
+        used.remove(path);
+        // The directory the needed image searched stays, as for outputs.
+        if let Some(parent) = parent_of(path) {
+            used.insert(parent.to_vec());
+        }
+    }
     add_included(graph, rules, &mut used);
     let excluded_early = remove_excluded(&mut used, &rules.exclude);
     let facts = GraphFacts::new(graph, &needed);
@@ -224,17 +256,29 @@ pub fn compute(
         });
     excluded.sort();
     excluded.dedup();
+    // A symlink chain a needed image followed may end at one: still not shipped half.
+    set.entries
+        .retain(|entry| !looked_up_only.contains(&entry.path));
     let shipped: BTreeSet<&[u8]> = set
         .entries
         .iter()
         .map(|entry| entry.path.as_slice())
         .collect();
-    let stubs = find_stubs(graph, &needed, rules, options.stubs, &shipped);
+    let stub_candidates = find_stub_candidates(graph, &needed, rules, &shipped, &looked_up_only);
+    let stubs = stub_candidates
+        .iter()
+        .filter(|stub| options.stubs || first_match(&rules.stubs, &stub.path).is_some())
+        .cloned()
+        .collect();
+    let executables = executables_shipped(graph, &needed, &shipped);
     StrategySet {
         strategy: options.strategy,
         set,
         needed,
         stubs,
+        stub_candidates,
+        looked_up_only: looked_up_only.into_iter().collect(),
+        executables,
         outputs,
         excluded,
     }
@@ -481,38 +525,116 @@ fn remove_excluded(used: &mut BTreeSet<Vec<u8>>, exclude: &[PathGlob]) -> Vec<(V
     excluded
 }
 
-/// Images not needed that a needed image started (it forked them, or they were exec'd from
-/// the needed image or from a fork of it), with the binary they ran: the needed parent would
-/// fail to exec it on the target without at least a stub. With `all_unneeded` false, only
-/// binaries the rules' stub list names.
-fn find_stubs(
+/// Executables the needed images only looked up (no needed image read, ran or changed them)
+/// while an image that is not needed exec'd them: a needed parent's PATH search before the
+/// `execve` of a helper it does not need. Shipped, such a file would arrive without the
+/// libraries and interpreter it loads, which only the image that ran it needed.
+fn looked_up_executables(graph: &Graph, needed: &Needed) -> BTreeSet<Vec<u8>> {
+    let mut run_by_unneeded = vec![false; graph.files.len()];
+    for (image, _) in graph.processes.iter().enumerate() {
+        if needed.contains(image) {
+            continue;
+        }
+        for (edge, _) in graph.exec_chain(image) {
+            run_by_unneeded[edge.file] = true;
+        }
+    }
+    let mut looked_up = BTreeSet::new();
+    for (file, node) in graph.files.iter().enumerate() {
+        if !run_by_unneeded[file] || node.kind == FileKind::Dir {
+            continue;
+        }
+        let mut needed_uses = graph
+            .edges_of_file(file)
+            .filter(|edge| edge.succeeded() && needed.contains(edge.process))
+            .peekable();
+        if needed_uses.peek().is_none() {
+            continue;
+        }
+        if needed_uses.all(|edge| !edge.reads_content() && !edge.produces()) {
+            looked_up.insert(node.path.clone());
+        }
+    }
+    looked_up
+}
+
+/// Binaries a stub could stand in for: (1) images not needed that a needed image started (it
+/// forked them, or they were exec'd from the needed image or from a fork of it), when their
+/// binary is not shipped and, as far as the log can tell, the needed side did not use their
+/// result: nothing they wrote made them needed (strict would have followed that), and they did
+/// not connect to an endpoint a needed image bound. The log cannot see anonymous pipes (a
+/// `$(helper)` whose output the parent reads) nor whether the parent looked at the exit
+/// status: those are the user's call, and `why` says so. (2) Executables the needed images only
+/// looked up ([`looked_up_executables`]). Binaries the rules' stub list names are candidates
+/// whenever a needed image started them.
+fn find_stub_candidates(
     graph: &Graph,
     needed: &Needed,
     rules: &Rules,
-    all_unneeded: bool,
     shipped: &BTreeSet<&[u8]>,
+    looked_up_only: &BTreeSet<Vec<u8>>,
 ) -> Vec<Stub> {
     let mut stubs: BTreeMap<Vec<u8>, Stub> = BTreeMap::new();
     for (image, node) in graph.processes.iter().enumerate() {
         if needed.contains(image) || node.key.exec_index == 0 {
             continue;
         }
-        let Some(launcher) = launched_by(graph, needed, image) else {
-            continue;
-        };
         let Some(binary) = graph.exec_binary(image) else {
             continue;
         };
-        let listed = first_match(&rules.stubs, binary).is_some();
-        if (all_unneeded || listed) && !shipped.contains(binary) {
+        if let Some(launcher) = launched_by(graph, needed, image) {
+            let listed = first_match(&rules.stubs, binary).is_some();
+            if !shipped.contains(binary) && (listed || !talked_to_needed(graph, needed, image)) {
+                stubs.entry(binary.to_vec()).or_insert(Stub {
+                    path: binary.to_vec(),
+                    image,
+                    launched_by: launcher,
+                    origin: StubOrigin::Launched,
+                });
+            }
+        } else if looked_up_only.contains(binary)
+            && let Some(looker) = needed_looker(graph, needed, binary)
+        {
             stubs.entry(binary.to_vec()).or_insert(Stub {
                 path: binary.to_vec(),
                 image,
-                launched_by: launcher,
+                launched_by: looker,
+                origin: StubOrigin::LookedUp,
             });
         }
     }
     stubs.into_values().collect()
+}
+
+/// Whether `image` connected to an endpoint a needed image bound: its work reached the needed
+/// side, so a stub that does nothing would change what the needed side sees.
+fn talked_to_needed(graph: &Graph, needed: &Needed, image: ProcessIx) -> bool {
+    graph.links_of(image).any(|edge| {
+        edge.link == ProcessLink::Connect && edge.from == image && needed.contains(edge.to)
+    })
+}
+
+/// A needed image that looked `path` up.
+fn needed_looker(graph: &Graph, needed: &Needed, path: &[u8]) -> Option<ProcessIx> {
+    let file = graph.file(path)?;
+    graph
+        .edges_of_file(file)
+        .find(|edge| edge.succeeded() && needed.contains(edge.process))
+        .map(|edge| edge.process)
+}
+
+/// How many shipped files a needed image exec'd (binaries and interpreters): the executables
+/// shipped whole, with what they load.
+fn executables_shipped(graph: &Graph, needed: &Needed, shipped: &BTreeSet<&[u8]>) -> usize {
+    let mut run: BTreeSet<FileIx> = BTreeSet::new();
+    for image in needed.processes() {
+        for (edge, _) in graph.exec_chain(image) {
+            run.insert(edge.file);
+        }
+    }
+    run.into_iter()
+        .filter(|&file| shipped.contains(graph.files[file].path.as_slice()))
+        .count()
 }
 
 /// The needed image that started `image` by exec (directly, or from a fork of itself).

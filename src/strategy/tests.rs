@@ -30,6 +30,7 @@ impl Source {
             "usr/bin/cat",
             "usr/bin/date",
             "usr/bin/helper",
+            "usr/lib/libhelper.so",
             "usr/bin/server",
             "sbin/init",
             "etc/app.conf",
@@ -373,6 +374,93 @@ fn stubs_list_binaries_a_needed_parent_execs_without_needing_them() {
         .collect();
     assert_eq!(stubs, [&b"/usr/bin/gen"[..]]);
     assert!(!paths(&result).contains("/usr/bin/gen"));
+}
+
+/// The issue-15 case: sh (selected with `--exe`, so its fork copies are selected too) looks
+/// `helper` up on its PATH, and a fork copy execs it; helper loads its library. The fork copy
+/// only looked the binary up (the exec's reads are helper's own), helper is not needed.
+fn shell_looks_up_and_runs_helper(source: &Source) -> Trace {
+    let mut trace = source.trace();
+    trace.info(SHELL, 99, "/usr/bin/dash", "sh -c script", 15);
+    trace.access(SHELL, Op::Lookup, "/usr/bin/helper", 0, FileKind::File, 90);
+    trace.spawn(SHELL, OTHER, "/usr/bin/helper", "helper", 100);
+    trace.read(OTHER, "/usr/lib/libhelper.so", 102);
+    trace
+}
+
+fn by_exe(path: &str) -> Vec<Selector> {
+    vec![Selector {
+        matcher: ProcessMatcher::Exe(path.as_bytes().to_vec()),
+        children: false,
+    }]
+}
+
+#[test]
+fn a_binary_the_needed_side_only_looked_up_is_stubbed_or_left_out_never_shipped_half() {
+    let source = Source::new("looked-up");
+    let trace = shell_looks_up_and_runs_helper(&source);
+    let rules = Rules::built_in();
+    let without = run(
+        &trace,
+        &by_exe("/usr/bin/dash"),
+        &rules,
+        Strategy::Strict,
+        false,
+    );
+    let set = paths(&without);
+    assert!(!set.contains("/usr/bin/helper"), "{set:?}");
+    assert!(!set.contains("/usr/lib/libhelper.so"), "{set:?}");
+    assert!(set.contains("/usr/bin"), "its directory stays: {set:?}");
+    assert_eq!(without.looked_up_only, [b"/usr/bin/helper".to_vec()]);
+    assert!(without.stubs.is_empty());
+    let candidates: Vec<&[u8]> = without
+        .stub_candidates
+        .iter()
+        .map(|stub| stub.path.as_slice())
+        .collect();
+    assert_eq!(candidates, [&b"/usr/bin/helper"[..]]);
+    assert_eq!(without.stub_candidates[0].origin, StubOrigin::Launched);
+    let with = run(
+        &trace,
+        &by_exe("/usr/bin/dash"),
+        &rules,
+        Strategy::Strict,
+        true,
+    );
+    let stubs: Vec<&[u8]> = with.stubs.iter().map(|stub| stub.path.as_slice()).collect();
+    assert_eq!(stubs, [&b"/usr/bin/helper"[..]]);
+    // Control: when helper is needed, it is shipped whole, with its library.
+    let whole = run(&trace, &[], &rules, Strategy::Strict, true);
+    let set = paths(&whole);
+    assert!(set.contains("/usr/bin/helper") && set.contains("/usr/lib/libhelper.so"));
+    assert!(whole.looked_up_only.is_empty() && whole.stubs.is_empty());
+    assert_eq!(
+        whole.executables, 1,
+        "helper is an executable shipped whole"
+    );
+}
+
+#[test]
+fn a_helper_that_talked_to_a_needed_server_is_no_stub_candidate() {
+    let source = Source::new("talked");
+    let mut trace = shell_looks_up_and_runs_helper(&source);
+    trace.access(SHELL, Op::Mknod, "/run/app.sock", 0, FileKind::Socket, 50);
+    trace.access(OTHER, Op::Lookup, "/run/app.sock", 0, FileKind::Socket, 103);
+    let result = run(
+        &trace,
+        &by_exe("/usr/bin/dash"),
+        &Rules::built_in(),
+        Strategy::Strict,
+        true,
+    );
+    assert!(
+        result.stub_candidates.is_empty(),
+        "{:?}",
+        result.stub_candidates
+    );
+    assert!(result.stubs.is_empty());
+    // Still not shipped half.
+    assert!(!paths(&result).contains("/usr/bin/helper"));
 }
 
 #[test]
