@@ -900,6 +900,9 @@ fn verify_command(
         for miss in &round.misses {
             eprintln!("depsetfs:   miss: {}", miss.describe());
         }
+        for file in &round.unloadable {
+            eprintln!("depsetfs:   {}", file.describe());
+        }
     })?;
     if args.keep {
         eprintln!("depsetfs: kept {}", report.workdir.display());

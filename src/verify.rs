@@ -11,7 +11,9 @@
 //! reached it as `/usr/bin/sh` or `/bin/sh` both work); `--compare-stdout --expect FILE`
 //! also requires the command's standard output (captured, then passed on) to equal FILE; with
 //! stubs, the binaries the strategy lists as stubs are shipped as a program that exits 0.
-//! [`works`] answers the yes/no of `report --verify`.
+//! [`works`] answers the yes/no of `report --verify`. Each round also checks that every
+//! dynamically linked ELF file of the exported root loads there ([`loadable`]) and reports
+//! those that would not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -34,6 +36,10 @@ use crate::set::{
 };
 use crate::state::StateDir;
 use crate::strategy::{GraphFacts, StrategyOptions, compute};
+
+pub mod loadable;
+
+pub use loadable::Unloadable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -123,6 +129,9 @@ pub struct Round {
     /// Paths in the exported root.
     pub paths: u64,
     pub misses: Vec<Miss>,
+    /// ELF files of the exported root that would not load there (reported, the round still
+    /// passes on the command's exit status).
+    pub unloadable: Vec<Unloadable>,
     pub log: PathBuf,
     /// With an expected stdout: whether the command printed exactly that.
     pub stdout_matches: Option<bool>,
@@ -155,12 +164,13 @@ pub fn describe_round(round: &Round) -> String {
         None => "",
     };
     format!(
-        "verify round {}: exit status {}{stdout}, {}; {} paths in the root, {} misses",
+        "verify round {}: exit status {}{stdout}, {}; {} paths in the root, {} misses, {} files would not load",
         round.number,
         round.exit_code,
         if round.passed() { "pass" } else { "fail" },
         round.paths,
-        round.misses.len()
+        round.misses.len(),
+        round.unloadable.len()
     )
 }
 
@@ -296,6 +306,8 @@ fn rounds(
         let (set, stubs) = inputs.shipment(&extra);
         let root = workdir.join(format!("root-{number}"));
         let totals = export::dir::write(&set, &stubs, &source, &root, &mut |_, _, _| {})?;
+        let unloadable = loadable::unloadable_files(&root)
+            .map_err(io_error(&root, "check that the ELF files load in"))?;
         make_kernel_dirs(&root)?;
         let log = workdir.join(format!("round-{number}.log"));
         let (exit_code, stdout_matches) = match &options.expect_stdout {
@@ -315,6 +327,7 @@ fn rounds(
             exit_code,
             paths: totals.paths(),
             misses,
+            unloadable,
             log,
             stdout_matches,
         };
