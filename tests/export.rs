@@ -257,6 +257,11 @@ fn verify_passes_reports_misses_and_iterates() {
         "{}",
         passed.stderr
     );
+    assert!(
+        passed.stderr.contains("0 files would not load"),
+        "{}",
+        passed.stderr
+    );
 
     fs::write(
         t.join("rules.toml"),
@@ -375,6 +380,8 @@ cd "$T/strict$T/home" && HOME="$T/home" "$DEPSETFS" run --source "$T/strict" --l
     );
     replay.assert_ok("sh -l -c 'ls -l' in the exported root");
     assert_eq!(replay.stdout, traced.stdout);
+    // Nothing in the set is broken on arrival: every ELF file loads in the exported root.
+    assert_every_elf_loads(&out);
 }
 
 #[test]

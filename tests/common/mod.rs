@@ -581,3 +581,48 @@ pub fn show_set(set: &BTreeSet<String>) -> String {
         v.join("\n")
     }
 }
+
+/// Every ELF file of an exported root loads there: the dynamic loader's `--list`, chrooted into
+/// the root (the check `depsetfs verify` makes too, done here independently of it). Static
+/// files ("not a dynamic executable") pass.
+pub fn assert_every_elf_loads(root: &Path) {
+    let loader = "/lib64/ld-linux-x86-64.so.2";
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            let mut head = [0u8; 4];
+            let is_elf = kind.is_file()
+                && fs::File::open(entry.path())
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                    .is_ok()
+                && &head == b"\x7fELF";
+            if !is_elf {
+                continue;
+            }
+            let inside = Path::new("/").join(entry.path().strip_prefix(root).unwrap());
+            let out = Command::new(host_command("timeout"))
+                .args(["30", &host_command("chroot")])
+                .arg(root)
+                .args([loader, "--list"])
+                .arg(&inside)
+                .env_clear()
+                .output()
+                .unwrap();
+            checked += 1;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && stderr.contains("error while loading shared libraries") {
+                broken.push(format!("{}: {}", inside.display(), stderr.trim()));
+            }
+        }
+    }
+    assert!(checked > 0, "no ELF file in {}", root.display());
+    assert!(broken.is_empty(), "would not load:\n{}", broken.join("\n"));
+}
