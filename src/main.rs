@@ -654,6 +654,7 @@ fn dump_set_command(
     } = SetSources::load(args.log.as_deref(), args.rules.as_deref(), matches, state)?;
     warn_if_network_not_recorded(&graph);
     let result = strategy_set(&graph, &selection, &rules, args.strategy, args.stubs);
+    warn_if_rules_emptied(&rules, [&result]);
     if !args.json && !result.stubs.is_empty() {
         let stubs: Vec<String> = result
             .stubs
@@ -719,6 +720,7 @@ fn why_command(
     )?;
     warn_if_network_not_recorded(&graph);
     let result = strategy_set(&graph, &selection, &rules, args.strategy, analysis.stubs);
+    warn_if_rules_emptied(&rules, [&result]);
     let path = mirror_path(&args.path);
     let answer = query::why(
         &graph,
@@ -799,6 +801,7 @@ fn report_command(
             )
         })
         .collect();
+    warn_if_rules_emptied(&sources.rules, &sets);
     let mut rows = query::report(&sets);
     if args.verify {
         let options = verify_options(args.command, Duration::from_secs(args.timeout));
@@ -928,6 +931,14 @@ fn warn_if_network_not_recorded(graph: &Graph) {
         eprintln!(
             "depsetfs: warning: network edges were not recorded (the service was not started by depsetfs run/chroot)"
         );
+    }
+}
+
+/// One warning when the exclude rules left a set with nothing the selection used (the first
+/// such set of `sets`).
+fn warn_if_rules_emptied<'a>(rules: &Rules, sets: impl IntoIterator<Item = &'a StrategySet>) {
+    if let Some(warning) = sets.into_iter().find_map(|set| set.rules_warning(rules)) {
+        eprintln!("depsetfs: warning: {warning}");
     }
 }
 

@@ -268,3 +268,43 @@ fn a_helper_the_parent_runs_but_does_not_need_is_listed_as_a_stub() {
     assert!(strings(&whole, "stubs", Some("path")).is_empty());
     assert_in_set(&entries(&whole), &whoami, "run by the traced command");
 }
+
+/// A rules file whose excludes remove everything the selection used gives an empty set, and
+/// says so once, naming the file; the same log without it warns about nothing of the kind.
+#[test]
+fn rules_that_exclude_everything_warn_once() {
+    let t = TestDir::new("analysis_exclude_all");
+    run_script(&t, "cat.sh", "cat /etc/hostname >/dev/null\n");
+    let rules = t.join("everything.toml");
+    fs::write(&rules, "[paths]\nexclude = [\"/**\"]\n").unwrap();
+    let log = t.log();
+    let set = |extra: &[&str]| {
+        let mut args = vec!["dump", "--set", "--log", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = depsetfs(&t, &args);
+        out.assert_ok(&format!("depsetfs {args:?}"));
+        out
+    };
+    let rules_warnings = |out: &Outcome| -> Vec<String> {
+        out.stderr
+            .lines()
+            .filter(|line| line.starts_with("depsetfs: warning:") && line.contains("exclude"))
+            .map(str::to_string)
+            .collect()
+    };
+    let plain = set(&[]);
+    assert!(!plain.stdout.is_empty(), "the control set is empty");
+    assert_eq!(rules_warnings(&plain), Vec::<String>::new());
+    let excluded = set(&["--rules", rules.to_str().unwrap()]);
+    assert_eq!(excluded.stdout, "", "{}", excluded.describe());
+    let warnings = rules_warnings(&excluded);
+    assert_eq!(warnings.len(), 1, "{}", excluded.describe());
+    assert!(
+        warnings[0].starts_with(&format!(
+            "depsetfs: warning: {}: the exclude rules removed every path the selection used",
+            rules.display()
+        )),
+        "{}",
+        warnings[0]
+    );
+}
