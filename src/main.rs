@@ -175,6 +175,10 @@ struct DumpArgs {
     /// With --set: one JSON document with kinds, sizes and who used each path how.
     #[arg(long, requires = "set")]
     json: bool,
+    /// With --set: end each path with NUL and write its bytes as they are (for `xargs -0`,
+    /// `tar --null -T -`), instead of one escaped path per line.
+    #[arg(short = '0', long = "null", requires = "set", conflicts_with = "json")]
+    null: bool,
     /// With --set: the strategy.
     #[arg(long, value_enum, default_value = "all", requires = "set")]
     strategy: Strategy,
@@ -348,6 +352,10 @@ struct FilesArgs {
     /// The pid whose processes to show.
     #[arg(long)]
     pid: u32,
+    /// Only the paths touched, each once and sorted, each ended by NUL with its bytes as they
+    /// are.
+    #[arg(short = '0', long = "null", conflicts_with = "json")]
+    null: bool,
 }
 
 #[derive(Args)]
@@ -659,7 +667,7 @@ fn dump_set_command(
         let stubs: Vec<String> = result
             .stubs
             .iter()
-            .map(|stub| String::from_utf8_lossy(&stub.path).into_owned())
+            .map(|stub| depsetfs::names::escape(&stub.path))
             .collect();
         eprintln!(
             "depsetfs: {} binaries to replace by stubs (see --json): {}",
@@ -671,7 +679,12 @@ fn dump_set_command(
         if args.json {
             dump::write_strategy_set_json(&graph, &result, out)
         } else {
-            dump::write_set_paths(&result.set, out)
+            let form = if args.null {
+                dump::PathList::Nul
+            } else {
+                dump::PathList::Lines
+            };
+            dump::write_set_paths(&result.set, form, out)
         }
     })
 }
@@ -751,6 +764,11 @@ fn files_command(args: FilesArgs, state: &StateDir) -> Result<ExitCode, CliError
             "--pid {}: no such process in the log",
             args.pid
         )));
+    }
+    if args.null {
+        let paths: std::collections::BTreeSet<&[u8]> =
+            rows.iter().map(|row| row.path.as_bytes()).collect();
+        return write_stdout(|out| dump::write_paths(paths, dump::PathList::Nul, out));
     }
     write_edges(&graph, &rows, args.log.json)
 }

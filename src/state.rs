@@ -371,10 +371,8 @@ mod tests {
     }
 
     fn registered_state(name: &str) -> (StateDir, MountRecord, PathBuf) {
-        let root = std::env::temp_dir().join(format!(
-            "depsetfs-state-{name}-{}",
-            std::process::id()
-        ));
+        let root =
+            std::env::temp_dir().join(format!("depsetfs-state-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let state = StateDir { root };
         let record = MountRecord {
@@ -422,7 +420,11 @@ mod tests {
             }
             other => panic!("a tampered entry was not refused: {other:?}"),
         }
-        assert_eq!(state.mounts(), Vec::new(), "mounts() listed a tampered entry");
+        assert_eq!(
+            state.mounts(),
+            Vec::new(),
+            "mounts() listed a tampered entry"
+        );
     }
 
     #[test]

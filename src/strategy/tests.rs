@@ -445,7 +445,11 @@ fn rules_that_exclude_everything_used_are_warned_about() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let result = run(&trace, &by_cmd("^cat"), &some, Strategy::Strict, false);
-    assert_eq!(result.rules_warning(&some), None, "a partial exclude warned");
+    assert_eq!(
+        result.rules_warning(&some),
+        None,
+        "a partial exclude warned"
+    );
     let all = Rules::from_text(
         std::path::Path::new("all.toml"),
         "[paths]\nexclude = [\"/**\"]\n",
@@ -459,6 +463,12 @@ fn rules_that_exclude_everything_used_are_warned_about() {
             && warning.ends_with("the strict set is empty"),
         "{warning}"
     );
-    let built_in = run(&trace, &by_cmd("^cat"), &Rules::built_in(), Strategy::Strict, false);
+    let built_in = run(
+        &trace,
+        &by_cmd("^cat"),
+        &Rules::built_in(),
+        Strategy::Strict,
+        false,
+    );
     assert_eq!(built_in.rules_warning(&Rules::built_in()), None);
 }
