@@ -2,11 +2,11 @@
 //! scripts), and a deployment set as a plain path list (for tar, rsync `--files-from`) or as
 //! one JSON document (with kinds, sizes, reasons and users, for tools and review). This module
 //! also writes a strategy's set with its needed processes, stubs and outputs. It owns the
-//! output shapes only; it computes nothing. Paths become strings by lossy UTF-8 in JSON,
-//! and are written as raw bytes in the path list. Every writer returns I/O errors (a closed pipe
-//! included) instead of panicking.
+//! output shapes only; it computes nothing. Names are never lossy: JSON writes a name that is
+//! not UTF-8 as its bytes, the path list escapes awkward bytes or ends each path with NUL
+//! ([`crate::names`]). Every writer returns I/O errors (a closed pipe included) instead of
+//! panicking.
 
-use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
 
 use serde::Serialize;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::event::{Access, ProcessInfo, Record, TimeNs, intent};
 use crate::graph::Graph;
 use crate::log::LogContents;
+use crate::names::{JsonName, escape};
 use crate::set::{DeploymentSet, SetEntry, SetUser};
 use crate::strategy::StrategySet;
 
@@ -77,8 +78,8 @@ struct AccessLine<'a> {
     tid: u32,
     start: u64,
     op: &'static str,
-    path: Cow<'a, str>,
-    target: Option<Cow<'a, str>>,
+    path: JsonName<'a>,
+    target: Option<JsonName<'a>>,
     errno: i32,
     intent: Vec<&'static str>,
     kind: &'static str,
@@ -96,8 +97,8 @@ impl<'a> AccessLine<'a> {
             tid: access.tid,
             start: access.start,
             op: access.op.name(),
-            path: String::from_utf8_lossy(&access.path),
-            target: access.target.as_deref().map(String::from_utf8_lossy),
+            path: JsonName(&access.path),
+            target: access.target.as_deref().map(JsonName),
             errno: access.errno,
             intent: intent::names(access.intent),
             kind: access.kind.name(),
@@ -117,7 +118,7 @@ struct ProcessLine<'a> {
     pid: u32,
     start: u64,
     ppid: u32,
-    exe: Cow<'a, str>,
+    exe: JsonName<'a>,
     argv: &'a [String],
     uid: u32,
     gid: u32,
@@ -131,7 +132,7 @@ impl<'a> ProcessLine<'a> {
             pid: info.pid,
             start: info.start,
             ppid: info.ppid,
-            exe: String::from_utf8_lossy(&info.exe),
+            exe: JsonName(&info.exe),
             argv: &info.argv,
             uid: info.uid,
             gid: info.gid,
@@ -140,15 +141,45 @@ impl<'a> ProcessLine<'a> {
     }
 }
 
-/// One path per line, in set order. Bytes are written as they are, so a path containing a
-/// newline (legal, rare) would span two lines: use the JSON form when that matters.
-pub fn write_set_paths(set: &DeploymentSet, out: &mut dyn Write) -> io::Result<()> {
+/// How a list of paths is separated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathList {
+    /// One [`escape`]d path per line: a newline or a byte that is not UTF-8 cannot split or
+    /// merge lines.
+    Lines,
+    /// Each path as its exact bytes, followed by NUL (`-0`, for `xargs -0`, `tar --null -T`).
+    Nul,
+}
+
+/// Writes `paths` in `form`.
+pub fn write_paths<'a>(
+    paths: impl IntoIterator<Item = &'a [u8]>,
+    form: PathList,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut out = BufWriter::new(out);
-    for entry in &set.entries {
-        out.write_all(&entry.path)?;
-        out.write_all(b"\n")?;
+    for path in paths {
+        match form {
+            PathList::Lines => {
+                out.write_all(escape(path).as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            PathList::Nul => {
+                out.write_all(path)?;
+                out.write_all(b"\0")?;
+            }
+        }
     }
     out.flush()
+}
+
+/// The set's paths in set order, in `form`.
+pub fn write_set_paths(set: &DeploymentSet, form: PathList, out: &mut dyn Write) -> io::Result<()> {
+    write_paths(
+        set.entries.iter().map(|entry| entry.path.as_slice()),
+        form,
+        out,
+    )
 }
 
 /// The whole set as one JSON document, followed by a newline.
@@ -182,7 +213,7 @@ pub fn write_strategy_set_json(
                     pid: node.key.pid,
                     start: node.key.start,
                     exec_index: node.key.exec_index,
-                    exe: String::from_utf8_lossy(&node.exe),
+                    exe: JsonName(&node.exe),
                     argv: &node.argv,
                     why: why.describe(graph),
                 })
@@ -192,20 +223,16 @@ pub fn write_strategy_set_json(
             .stubs
             .iter()
             .map(|stub| StubJson {
-                path: String::from_utf8_lossy(&stub.path),
+                path: JsonName(&stub.path),
                 launched_by: graph.describe_process(stub.launched_by),
             })
             .collect(),
-        outputs: result
-            .outputs
-            .iter()
-            .map(|path| String::from_utf8_lossy(path))
-            .collect(),
+        outputs: result.outputs.iter().map(|path| JsonName(path)).collect(),
         excluded: result
             .excluded
             .iter()
             .map(|(path, glob)| ExcludedJson {
-                path: String::from_utf8_lossy(path),
+                path: JsonName(path),
                 rule: glob,
             })
             .collect(),
@@ -222,7 +249,7 @@ struct StrategyDocument<'a> {
     strategy: &'static str,
     needed: Vec<NeededJson<'a>>,
     stubs: Vec<StubJson<'a>>,
-    outputs: Vec<Cow<'a, str>>,
+    outputs: Vec<JsonName<'a>>,
     excluded: Vec<ExcludedJson<'a>>,
 }
 
@@ -231,27 +258,27 @@ struct NeededJson<'a> {
     pid: u32,
     start: u64,
     exec_index: u32,
-    exe: Cow<'a, str>,
+    exe: JsonName<'a>,
     argv: &'a [String],
     why: String,
 }
 
 #[derive(Serialize)]
 struct StubJson<'a> {
-    path: Cow<'a, str>,
+    path: JsonName<'a>,
     launched_by: String,
 }
 
 #[derive(Serialize)]
 struct ExcludedJson<'a> {
-    path: Cow<'a, str>,
+    path: JsonName<'a>,
     rule: &'a str,
 }
 
 #[derive(Serialize)]
 struct SetDocument<'a> {
     entries: Vec<EntryJson<'a>>,
-    required_devices: Vec<Cow<'a, str>>,
+    required_devices: Vec<JsonName<'a>>,
     dropped_missing: usize,
 }
 
@@ -262,7 +289,7 @@ impl<'a> SetDocument<'a> {
             required_devices: set
                 .required_devices
                 .iter()
-                .map(|path| String::from_utf8_lossy(path))
+                .map(|path| JsonName(path))
                 .collect(),
             dropped_missing: set.dropped_missing,
         }
@@ -271,7 +298,7 @@ impl<'a> SetDocument<'a> {
 
 #[derive(Serialize)]
 struct EntryJson<'a> {
-    path: Cow<'a, str>,
+    path: JsonName<'a>,
     kind: &'static str,
     size: u64,
     reason: &'static str,
@@ -281,7 +308,7 @@ struct EntryJson<'a> {
 impl<'a> EntryJson<'a> {
     fn new(entry: &'a SetEntry) -> EntryJson<'a> {
         EntryJson {
-            path: String::from_utf8_lossy(&entry.path),
+            path: JsonName(&entry.path),
             kind: entry.kind.name(),
             size: entry.size,
             reason: entry.reason.name(),
@@ -461,7 +488,11 @@ mod tests {
         assert_eq!(lines[1]["argv"], serde_json::json!(["app", "-v"]));
         let access = &lines[2];
         assert_eq!(access["op"], "open");
-        assert_eq!(access["path"], "/usr/bin/app\u{fffd}");
+        // Not UTF-8: the exact bytes, with a readable approximation.
+        assert_eq!(
+            access["path"],
+            serde_json::json!({"bytes": b"/usr/bin/app\xff", "lossy": "/usr/bin/app\u{fffd}"})
+        );
         assert_eq!(access["target"], Value::Null);
         assert_eq!(access["intent"], serde_json::json!(["read", "exec"]));
         assert_eq!(access["kind"], "file");
@@ -489,10 +520,23 @@ mod tests {
     }
 
     #[test]
-    fn set_paths_are_raw_lines_in_order() -> io::Result<()> {
+    fn set_paths_are_escaped_lines_in_order() -> io::Result<()> {
         let mut out = Vec::new();
-        write_set_paths(&sample_set(), &mut out)?;
-        assert_eq!(out, b"/\n/usr/bin/app\n/usr/share/caf\xe9\n");
+        write_set_paths(&sample_set(), PathList::Lines, &mut out)?;
+        assert_eq!(out, b"/\n/usr/bin/app\n/usr/share/caf\\xe9\n");
+        Ok(())
+    }
+
+    #[test]
+    fn nul_separated_set_paths_are_the_exact_bytes() -> io::Result<()> {
+        let mut set = sample_set();
+        set.entries[1].path = b"/tmp/two\nlines".to_vec();
+        let mut out = Vec::new();
+        write_set_paths(&set, PathList::Nul, &mut out)?;
+        assert_eq!(out, b"/\0/tmp/two\nlines\0/usr/share/caf\xe9\0");
+        let mut lines = Vec::new();
+        write_set_paths(&set, PathList::Lines, &mut lines)?;
+        assert_eq!(lines, b"/\n/tmp/two\\nlines\n/usr/share/caf\\xe9\n");
         Ok(())
     }
 
@@ -514,7 +558,10 @@ mod tests {
             serde_json::json!(["open(read,exec)"])
         );
         assert_eq!(document["entries"][0]["reason"], "parent");
-        assert_eq!(document["entries"][2]["path"], "/usr/share/caf\u{fffd}");
+        assert_eq!(
+            document["entries"][2]["path"]["bytes"],
+            serde_json::json!(b"/usr/share/caf\xe9")
+        );
         assert_eq!(
             document["required_devices"],
             serde_json::json!(["/dev/null"])
@@ -546,7 +593,8 @@ mod tests {
         let set = sample_set();
         let results = [
             write_events_jsonl(&contents, &mut ClosedPipe),
-            write_set_paths(&set, &mut ClosedPipe),
+            write_set_paths(&set, PathList::Lines, &mut ClosedPipe),
+            write_set_paths(&set, PathList::Nul, &mut ClosedPipe),
             write_set_json(&set, &mut ClosedPipe),
         ];
         for result in results {

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod inodes;
 pub mod log;
 pub mod mount;
+pub mod names;
 pub mod netrec;
 pub mod passthrough;
 pub mod process;

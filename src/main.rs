@@ -175,6 +175,10 @@ struct DumpArgs {
     /// With --set: one JSON document with kinds, sizes and who used each path how.
     #[arg(long, requires = "set")]
     json: bool,
+    /// With --set: end each path with NUL and write its bytes as they are (for `xargs -0`,
+    /// `tar --null -T -`), instead of one escaped path per line.
+    #[arg(short = '0', long = "null", requires = "set", conflicts_with = "json")]
+    null: bool,
     /// With --set: the strategy.
     #[arg(long, value_enum, default_value = "all", requires = "set")]
     strategy: Strategy,
@@ -348,6 +352,10 @@ struct FilesArgs {
     /// The pid whose processes to show.
     #[arg(long)]
     pid: u32,
+    /// Only the paths touched, each once and sorted, each ended by NUL with its bytes as they
+    /// are.
+    #[arg(short = '0', long = "null", conflicts_with = "json")]
+    null: bool,
 }
 
 #[derive(Args)]
@@ -654,11 +662,12 @@ fn dump_set_command(
     } = SetSources::load(args.log.as_deref(), args.rules.as_deref(), matches, state)?;
     warn_if_network_not_recorded(&graph);
     let result = strategy_set(&graph, &selection, &rules, args.strategy, args.stubs);
+    warn_if_rules_emptied(&rules, [&result]);
     if !args.json && !result.stubs.is_empty() {
         let stubs: Vec<String> = result
             .stubs
             .iter()
-            .map(|stub| String::from_utf8_lossy(&stub.path).into_owned())
+            .map(|stub| depsetfs::names::escape(&stub.path))
             .collect();
         eprintln!(
             "depsetfs: {} binaries to replace by stubs (see --json): {}",
@@ -670,7 +679,12 @@ fn dump_set_command(
         if args.json {
             dump::write_strategy_set_json(&graph, &result, out)
         } else {
-            dump::write_set_paths(&result.set, out)
+            let form = if args.null {
+                dump::PathList::Nul
+            } else {
+                dump::PathList::Lines
+            };
+            dump::write_set_paths(&result.set, form, out)
         }
     })
 }
@@ -719,6 +733,7 @@ fn why_command(
     )?;
     warn_if_network_not_recorded(&graph);
     let result = strategy_set(&graph, &selection, &rules, args.strategy, analysis.stubs);
+    warn_if_rules_emptied(&rules, [&result]);
     let path = mirror_path(&args.path);
     let answer = query::why(
         &graph,
@@ -749,6 +764,11 @@ fn files_command(args: FilesArgs, state: &StateDir) -> Result<ExitCode, CliError
             "--pid {}: no such process in the log",
             args.pid
         )));
+    }
+    if args.null {
+        let paths: std::collections::BTreeSet<&[u8]> =
+            rows.iter().map(|row| row.path.as_bytes()).collect();
+        return write_stdout(|out| dump::write_paths(paths, dump::PathList::Nul, out));
     }
     write_edges(&graph, &rows, args.log.json)
 }
@@ -799,6 +819,7 @@ fn report_command(
             )
         })
         .collect();
+    warn_if_rules_emptied(&sources.rules, &sets);
     let mut rows = query::report(&sets);
     if args.verify {
         let options = verify_options(args.command, Duration::from_secs(args.timeout));
@@ -931,6 +952,14 @@ fn warn_if_network_not_recorded(graph: &Graph) {
         eprintln!(
             "depsetfs: warning: network edges were not recorded (the service was not started by depsetfs run/chroot)"
         );
+    }
+}
+
+/// One warning when the exclude rules left a set with nothing the selection used (the first
+/// such set of `sets`).
+fn warn_if_rules_emptied<'a>(rules: &Rules, sets: impl IntoIterator<Item = &'a StrategySet>) {
+    if let Some(warning) = sets.into_iter().find_map(|set| set.rules_warning(rules)) {
+        eprintln!("depsetfs: warning: {warning}");
     }
 }
 

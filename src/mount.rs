@@ -208,14 +208,34 @@ pub fn mount_at(path: &Path) -> io::Result<Option<MountInfo>> {
         .find(|m| m.mount_point == path))
 }
 
-/// An absolute, symlink-free path for `path` without touching the last component (which may
-/// be a dead FUSE mount that answers every stat with ENOTCONN).
+/// How many symlinks `resolve_mountpoint` follows, as the kernel's path walk (ELOOP after 40).
+const MAX_SYMLINKS: usize = 40;
+
+/// An absolute, symlink-free path for `path` that never stats through the last component
+/// (which may be a FUSE mount whose daemon is stuck, where a stat would hang): the parent is
+/// canonicalized, and the last component is only `readlink`ed, which answers EINVAL for a
+/// directory (a mount root included) without asking its filesystem. A symlink to a mountpoint
+/// is followed to it.
 pub fn resolve_mountpoint(path: &Path) -> io::Result<PathBuf> {
-    let absolute = std::path::absolute(path)?;
-    match (absolute.parent(), absolute.file_name()) {
-        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent)?.join(name)),
-        _ => Ok(absolute),
+    let mut current = std::path::absolute(path)?;
+    for _ in 0..MAX_SYMLINKS {
+        let (Some(parent), Some(name)) = (current.parent(), current.file_name()) else {
+            // `/` or a path ending in `..`: a directory above the last component.
+            return std::fs::canonicalize(&current);
+        };
+        let resolved = std::fs::canonicalize(parent)?.join(name);
+        match std::fs::read_link(&resolved) {
+            // Relative targets are relative to the link's directory; `absolute` keeps `..`,
+            // which the next round's canonicalize of the parent resolves.
+            Ok(target) => match resolved.parent() {
+                Some(dir) => current = std::path::absolute(dir.join(target))?,
+                None => return Ok(resolved),
+            },
+            // EINVAL: not a symlink; anything else (ENOENT, ENOTCONN): nothing to follow.
+            Err(_) => return Ok(resolved),
+        }
     }
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
 fn is_root() -> bool {
@@ -274,13 +294,7 @@ pub fn check_mount_request(
 /// Starts `depsetfs __serve` and waits until it is serving (or failed). On failure, anything
 /// the daemon mounted is unmounted again.
 pub fn start_daemon(options: &ServeOptions, state: &StateDir) -> Result<Child, MountError> {
-    std::fs::create_dir_all(state.root()).map_err(io_err("create", state.root()))?;
-    let daemon_log = state.daemon_log();
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&daemon_log)
-        .map_err(io_err("open", &daemon_log))?;
+    let stderr = state.open_daemon_log()?;
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(io_err("find", Path::new("/proc/self/exe")))?;
     let mut command = Command::new(exe);
@@ -720,6 +734,30 @@ mod tests {
         assert_eq!(info.fs_type, "fuse.depsetfs");
         assert_eq!(info.device, "0:52");
         assert_eq!(info.id, 36);
+    }
+
+    #[test]
+    fn mountpoints_resolve_through_symlinks_of_the_path_and_its_parents()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("depsetfs-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real/mnt"))?;
+        std::os::unix::fs::symlink(dir.join("real/mnt"), dir.join("absolute"))?;
+        std::os::unix::fs::symlink("real/mnt", dir.join("relative"))?;
+        std::os::unix::fs::symlink("relative", dir.join("chained"))?;
+        std::os::unix::fs::symlink("real", dir.join("parent"))?;
+        std::os::unix::fs::symlink("loop", dir.join("loop"))?;
+        let real = std::fs::canonicalize(dir.join("real/mnt"))?;
+        for name in ["real/mnt", "absolute", "relative", "chained", "parent/mnt"] {
+            assert_eq!(resolve_mountpoint(&dir.join(name))?, real, "{name}");
+        }
+        // A missing last component is kept as named (umount then says it is not a mount).
+        let missing = resolve_mountpoint(&dir.join("parent/missing"))?;
+        assert_eq!(missing, real.with_file_name("missing"));
+        let looped = resolve_mountpoint(&dir.join("loop")).map_err(|e| e.raw_os_error());
+        assert_eq!(looped, Err(Some(libc::ELOOP)));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! one process touched), `stats` (the size of the log and what it lost), `report` (the seed's
 //! summary table, one row per strategy) and `why PATH` (the chain of edges that put a path in
 //! the set, or the rule that kept it out). Each answer is a plain serializable value (the
-//! `--json` form) with a `write_human` for the terminal; nothing here computes a set.
+//! `--json` form) with a `write_human` for the terminal; nothing here computes a set. Names
+//! are [`NameBuf`]s: exact bytes in JSON, escaped in the human form ([`crate::names`]).
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::event::TimeNs;
 use crate::graph::{FileEdge, Graph, LogStats, ProcessIx};
+use crate::names::NameBuf;
 use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::select::Selection;
 use crate::set::{Reason, SetOptions, describe_use, is_within};
@@ -29,7 +31,7 @@ pub struct ProcessRow {
     pub start: u64,
     pub exec_index: u32,
     pub ppid: u32,
-    pub exe: String,
+    pub exe: NameBuf,
     pub argv: Vec<String>,
     pub uid: u32,
     pub exit_status: Option<i32>,
@@ -48,7 +50,7 @@ fn process_row(graph: &Graph, selection: &Selection, process: ProcessIx) -> Proc
         start: node.key.start,
         exec_index: node.key.exec_index,
         ppid: node.ppid,
-        exe: node.exe_text(),
+        exe: NameBuf::from(node.exe.as_slice()),
         argv: node.argv.clone(),
         uid: node.uid,
         exit_status: node.exit_status,
@@ -120,7 +122,7 @@ fn command_text(row: &ProcessRow) -> String {
         if row.exe.is_empty() {
             "(no binary)".to_string()
         } else {
-            row.exe.clone()
+            row.exe.to_string()
         }
     } else {
         row.argv.join(" ")
@@ -143,7 +145,11 @@ pub fn write_ps_human(rows: &[ProcessRow], out: &mut dyn Write) -> io::Result<()
             exit_text(row.exit_status),
             row.files,
             if row.selected { "*" } else { "" },
-            if row.exe.is_empty() { "-" } else { &row.exe },
+            if row.exe.is_empty() {
+                "-".to_string()
+            } else {
+                row.exe.to_string()
+            },
             command_text(row)
         )?;
     }
@@ -192,8 +198,8 @@ pub struct EdgeRow {
     pub pid: u32,
     pub start: u64,
     pub exec_index: u32,
-    pub exe: String,
-    pub path: String,
+    pub exe: NameBuf,
+    pub path: NameBuf,
     /// Edge category: read, exec, stat, write, missing, ...
     pub op: &'static str,
     /// The operation as recorded, e.g. `open(read,exec)`.
@@ -211,8 +217,8 @@ fn edge_row(graph: &Graph, edge: &FileEdge) -> EdgeRow {
         pid: node.key.pid,
         start: node.key.start,
         exec_index: node.key.exec_index,
-        exe: node.exe_text(),
-        path: graph.path_text(edge.file),
+        exe: NameBuf::from(node.exe.as_slice()),
+        path: NameBuf::from(graph.files[edge.file].path.as_slice()),
         op: edge.op().name(),
         detail: describe_use(&edge.use_kind),
         errno: edge.use_kind.errno,
@@ -264,7 +270,11 @@ pub fn write_edges_human(graph: &Graph, rows: &[EdgeRow], out: &mut dyn Write) -
             row.count,
             offset_ms(graph, row.first_ns),
             row.path,
-            if row.exe.is_empty() { "-" } else { &row.exe },
+            if row.exe.is_empty() {
+                "-".to_string()
+            } else {
+                row.exe.to_string()
+            },
             errno
         )?;
     }
@@ -471,14 +481,14 @@ pub struct WhyStep {
 #[derive(Clone, Debug, Serialize)]
 pub struct WhyUse {
     /// Exec-intent opens of the image: (role, path).
-    pub exec_chain: Vec<(String, String)>,
+    pub exec_chain: Vec<(String, NameBuf)>,
     pub edges: Vec<EdgeRow>,
 }
 
 /// `depsetfs why PATH`.
 #[derive(Clone, Debug, Serialize)]
 pub struct WhyAnswer {
-    pub path: String,
+    pub path: NameBuf,
     pub strategy: Strategy,
     pub in_set: bool,
     /// `used`, `symlink-hop`, `parent` in the set; out: why not.
@@ -490,7 +500,7 @@ pub struct WhyAnswer {
 /// Explains `path` under `result` (a strategy's set for a selection).
 pub fn why(graph: &Graph, result: &StrategySet, options: &SetOptions, path: &[u8]) -> WhyAnswer {
     let mut answer = WhyAnswer {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: NameBuf::from(path),
         strategy: result.strategy,
         in_set: false,
         verdict: String::new(),
@@ -523,7 +533,7 @@ fn in_set_verdict(result: &StrategySet, path: &[u8], reason: Reason) -> String {
             match below {
                 Some(entry) => format!(
                     "in the set: a parent directory of {}",
-                    String::from_utf8_lossy(&entry.path)
+                    crate::names::escape(&entry.path)
                 ),
                 None => "in the set: a parent directory of a path in the set".to_string(),
             }
@@ -561,7 +571,10 @@ fn explain_use(graph: &Graph, result: &StrategySet, path: &[u8], answer: &mut Wh
     let exec_chain = graph
         .exec_chain(user)
         .into_iter()
-        .map(|(edge, role)| (role.name().to_string(), graph.path_text(edge.file)))
+        .map(|(edge, role)| {
+            let path = NameBuf::from(graph.files[edge.file].path.as_slice());
+            (role.name().to_string(), path)
+        })
         .collect();
     let edges = graph
         .edges_of_process(user)

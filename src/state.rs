@@ -6,10 +6,16 @@
 //! reads when no `--log` is given. Each live mount has `mounts/<escaped mountpoint>.json` naming
 //! its daemon's pid and log, so `umount` can find the daemon (and clean up after a dead one).
 //! The daemon's own messages go to `daemon.log`.
+//!
+//! `umount` kills the pid a registry entry names, so every file here is created by depsetfs
+//! with an explicit mode, never from the daemon's umask (0): directories 0755, registry entries
+//! and `daemon.log` 0644, logs 0600 (`crate::log`), control sockets 0600 (`crate::netrec`).
+//! An entry that is not a regular file owned by the caller or root, or that group or others
+//! can write, was not written by depsetfs and is refused ([`StateError::UntrustedRegistry`]).
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::symlink;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +34,16 @@ pub enum StateError {
     NoLastLog { path: PathBuf },
     #[error("mount registry {path} is unreadable: {reason}")]
     BadRegistry { path: PathBuf, reason: String },
+    #[error(
+        "mount registry {path} was not written by depsetfs ({reason}); refusing to trust it: check it, remove it, and unmount by hand if needed"
+    )]
+    UntrustedRegistry { path: PathBuf, reason: String },
 }
+
+/// Mode of the state directories (`mounts/`, `logs/`, the state directory itself when created).
+const DIR_MODE: u32 = 0o755;
+/// Mode of registry entries and `daemon.log`.
+const FILE_MODE: u32 = 0o644;
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
     move |source| StateError::Io {
@@ -76,8 +91,48 @@ impl StateDir {
         self.root.join("last.log")
     }
 
+    /// Creates `dir` (and missing parents) as 0755 whatever the umask. `mounts/` and `logs/`
+    /// made world-writable by an older depsetfs (the daemon's umask 0 leaked into them) are
+    /// repaired; any other directory that exists already is left as it is.
     fn ensure(&self, dir: &Path) -> Result<(), StateError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(io_error(dir))?;
+        if dir != self.root && dir.parent() == Some(self.root.as_path()) {
+            let metadata = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+            if metadata.is_dir() && metadata.uid() == euid() && metadata.mode() & 0o022 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+                    .map_err(io_error(dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the state directory if it does not exist yet.
+    pub fn ensure_root(&self) -> Result<(), StateError> {
+        self.ensure(&self.root)
+    }
+
+    /// `daemon.log`, opened for appending (created 0644; an older world-writable one is
+    /// made 0644 if it is ours).
+    pub fn open_daemon_log(&self) -> Result<fs::File, StateError> {
+        self.ensure(&self.root)?;
+        let path = self.daemon_log();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        let metadata = file.metadata().map_err(io_error(&path))?;
+        if metadata.uid() == euid() && metadata.mode() & 0o022 != 0 {
+            file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .map_err(io_error(&path))?;
+        }
+        Ok(file)
     }
 
     /// A fresh log path under `logs/`.
@@ -136,15 +191,35 @@ impl StateDir {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        fs::write(&path, text).map_err(io_error(&path))
+        // Written aside and renamed over: a reader never sees half an entry, and an entry
+        // someone else planted at the name is replaced, not written through.
+        let mut temporary = path.clone().into_os_string();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = PathBuf::from(temporary);
+        let _ = fs::remove_file(&temporary);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&temporary)
+            .map_err(io_error(&temporary))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(&temporary))?;
+        fs::rename(&temporary, &path).map_err(io_error(&path))
     }
 
+    /// The registry entry of `mountpoint`, if there is one. Refused unless depsetfs wrote it
+    /// (see the module comment): `umount` would otherwise kill whatever pid it names.
     pub fn find_mount(&self, mountpoint: &Path) -> Result<Option<MountRecord>, StateError> {
         let path = self.registry_path(mountpoint);
-        let text = match fs::read_to_string(&path) {
+        let text = match read_trusted(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StateError::Io { path, source: e }),
+            Err(RegistryRead::Missing) => return Ok(None),
+            Err(RegistryRead::Io(e)) => return Err(StateError::Io { path, source: e }),
+            Err(RegistryRead::Untrusted(reason)) => {
+                return Err(StateError::UntrustedRegistry { path, reason });
+            }
         };
         serde_json::from_str(&text)
             .map(Some)
@@ -154,7 +229,7 @@ impl StateDir {
             })
     }
 
-    /// Every registered mount (records that cannot be read are skipped).
+    /// Every registered mount (records that cannot be read or are not trusted are skipped).
     pub fn mounts(&self) -> Vec<MountRecord> {
         let Ok(entries) = fs::read_dir(self.root.join("mounts")) else {
             return Vec::new();
@@ -162,7 +237,7 @@ impl StateDir {
         entries
             .flatten()
             .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json"))
-            .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+            .filter_map(|entry| read_trusted(&entry.path()).ok())
             .filter_map(|text| serde_json::from_str(&text).ok())
             .collect()
     }
@@ -179,6 +254,57 @@ impl StateDir {
             .join("mounts")
             .join(crate::netrec::control_socket_name(mountpoint))
     }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Why a registry entry could not be read.
+enum RegistryRead {
+    Missing,
+    Io(io::Error),
+    /// Not written by depsetfs: the reason.
+    Untrusted(String),
+}
+
+/// The text of a registry entry, if it is a regular file (not a symlink) owned by the caller
+/// or root that neither group nor others can write. Checked on the open descriptor, so the file
+/// read is the file checked.
+fn read_trusted(path: &Path) -> Result<String, RegistryRead> {
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(RegistryRead::Missing),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(RegistryRead::Untrusted("it is a symlink".to_string()));
+        }
+        Err(e) => return Err(RegistryRead::Io(e)),
+    };
+    let metadata = file.metadata().map_err(RegistryRead::Io)?;
+    if !metadata.is_file() {
+        return Err(RegistryRead::Untrusted("not a regular file".to_string()));
+    }
+    if metadata.uid() != euid() && metadata.uid() != 0 {
+        return Err(RegistryRead::Untrusted(format!(
+            "owned by uid {}, not by root or uid {}",
+            metadata.uid(),
+            euid()
+        )));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(RegistryRead::Untrusted(format!(
+            "mode {mode:04o}: group or others can write it"
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(RegistryRead::Io)?;
+    Ok(text)
 }
 
 fn now_secs() -> i64 {
@@ -242,6 +368,93 @@ mod tests {
             None
         );
         let _ = fs::remove_dir_all(root);
+    }
+
+    fn registered_state(name: &str) -> (StateDir, MountRecord, PathBuf) {
+        let root =
+            std::env::temp_dir().join(format!("depsetfs-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let state = StateDir { root };
+        let record = MountRecord {
+            mountpoint: PathBuf::from("/srv/mirror"),
+            source: PathBuf::from("/"),
+            pid: 42,
+            log: PathBuf::from("/tmp/x.dlog"),
+            control: None,
+        };
+        state.register_mount(&record).expect("register");
+        let entry = state.registry_path(&record.mountpoint);
+        (state, record, entry)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).expect("stat").mode() & 0o7777
+    }
+
+    #[test]
+    fn registry_entries_and_their_directory_are_not_writable_by_others() {
+        let (state, record, entry) = registered_state("modes");
+        assert_eq!(mode(&entry), 0o644 & !current_umask());
+        assert_eq!(mode(&state.root.join("mounts")), 0o755 & !current_umask());
+        // A mounts/ left world-writable by an older depsetfs is repaired at the next mount.
+        fs::set_permissions(state.root.join("mounts"), fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        state.register_mount(&record).expect("register again");
+        assert_eq!(mode(&state.root.join("mounts")), 0o755);
+        let _ = fs::remove_dir_all(&state.root);
+    }
+
+    fn current_umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))
+            .and_then(|value| u32::from_str_radix(value.trim(), 8).ok())
+            .unwrap_or(0o022)
+    }
+
+    fn assert_untrusted(state: &StateDir, record: &MountRecord, what: &str) {
+        match state.find_mount(&record.mountpoint) {
+            Err(StateError::UntrustedRegistry { reason, .. }) => {
+                assert!(reason.contains(what), "{reason}")
+            }
+            other => panic!("a tampered entry was not refused: {other:?}"),
+        }
+        assert_eq!(
+            state.mounts(),
+            Vec::new(),
+            "mounts() listed a tampered entry"
+        );
+    }
+
+    #[test]
+    fn a_registry_entry_others_can_write_is_refused() {
+        let (state, record, entry) = registered_state("writable");
+        assert_eq!(state.mounts(), vec![record.clone()]);
+        fs::set_permissions(&entry, fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert_untrusted(&state, &record, "mode 0666");
+        let _ = fs::remove_dir_all(&state.root);
+    }
+
+    #[test]
+    fn a_registry_entry_owned_by_another_user_is_refused() {
+        if euid() != 0 {
+            return; // only root can give a file away
+        }
+        let (state, record, entry) = registered_state("owner");
+        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).expect("chown");
+        assert_untrusted(&state, &record, "owned by uid 65534");
+        let _ = fs::remove_dir_all(&state.root);
+    }
+
+    #[test]
+    fn a_registry_entry_that_is_a_symlink_is_refused() {
+        let (state, record, entry) = registered_state("symlink");
+        let elsewhere = state.root.join("elsewhere.json");
+        fs::rename(&entry, &elsewhere).expect("move");
+        symlink(&elsewhere, &entry).expect("symlink");
+        assert_untrusted(&state, &record, "symlink");
+        let _ = fs::remove_dir_all(&state.root);
     }
 
     #[test]

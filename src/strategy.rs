@@ -212,6 +212,30 @@ impl StrategySet {
     pub fn total_bytes(&self) -> u64 {
         self.set.entries.iter().map(|entry| entry.size).sum()
     }
+
+    /// A warning when the exclude globs of `rules` removed every path the needed processes
+    /// used (the set is then empty, or holds only directories and symlinks): an empty set
+    /// usually means a glob like `/**` that excludes more than meant.
+    pub fn rules_warning(&self, rules: &Rules) -> Option<String> {
+        let used_left = self
+            .set
+            .entries
+            .iter()
+            .any(|entry| entry.reason == crate::set::Reason::Used);
+        let (path, glob) = self.excluded.first().filter(|_| !used_left)?;
+        Some(format!(
+            "{}: the exclude rules removed every path the selection used ({} excluded, e.g. {} by {glob:?}); the {} set is {}",
+            rules.origin,
+            self.excluded.len(),
+            String::from_utf8_lossy(path),
+            self.strategy.name(),
+            if self.set.entries.is_empty() {
+                "empty"
+            } else {
+                "only directories and symlinks"
+            }
+        ))
+    }
 }
 
 /// How to compute a set.

@@ -268,3 +268,150 @@ fn a_helper_the_parent_runs_but_does_not_need_is_listed_as_a_stub() {
     assert!(strings(&whole, "stubs", Some("path")).is_empty());
     assert_in_set(&entries(&whole), &whoami, "run by the traced command");
 }
+
+/// A rules file whose excludes remove everything the selection used gives an empty set, and
+/// says so once, naming the file; the same log without it warns about nothing of the kind.
+#[test]
+fn rules_that_exclude_everything_warn_once() {
+    let t = TestDir::new("analysis_exclude_all");
+    run_script(&t, "cat.sh", "cat /etc/hostname >/dev/null\n");
+    let rules = t.join("everything.toml");
+    fs::write(&rules, "[paths]\nexclude = [\"/**\"]\n").unwrap();
+    let log = t.log();
+    let set = |extra: &[&str]| {
+        let mut args = vec!["dump", "--set", "--log", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = depsetfs(&t, &args);
+        out.assert_ok(&format!("depsetfs {args:?}"));
+        out
+    };
+    let rules_warnings = |out: &Outcome| -> Vec<String> {
+        out.stderr
+            .lines()
+            .filter(|line| line.starts_with("depsetfs: warning:") && line.contains("exclude"))
+            .map(str::to_string)
+            .collect()
+    };
+    let plain = set(&[]);
+    assert!(!plain.stdout.is_empty(), "the control set is empty");
+    assert_eq!(rules_warnings(&plain), Vec::<String>::new());
+    let excluded = set(&["--rules", rules.to_str().unwrap()]);
+    assert_eq!(excluded.stdout, "", "{}", excluded.describe());
+    let warnings = rules_warnings(&excluded);
+    assert_eq!(warnings.len(), 1, "{}", excluded.describe());
+    assert!(
+        warnings[0].starts_with(&format!(
+            "depsetfs: warning: {}: the exclude rules removed every path the selection used",
+            rules.display()
+        )),
+        "{}",
+        warnings[0]
+    );
+}
+
+/// Names are exact outside export too. A traced `cat` reads a file whose name holds a newline
+/// and two whose names differ only in a byte that is not UTF-8: `dump --set -0` gives their
+/// exact bytes, the line form gives one escaped line each that decodes back to them, and the
+/// JSON outputs (the set, the events, `who`) keep the two invalid names apart.
+#[test]
+fn names_with_a_newline_or_invalid_utf8_stay_exact() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = TestDir::new("analysis_names");
+    let dir = t.join("names");
+    fs::create_dir(&dir).unwrap();
+    let names: [&[u8]; 3] = [b"two\nlines", b"bad\xff", b"bad\xfe"];
+    let full = |name: &[u8]| [dir.as_os_str().as_bytes(), b"/", name].concat();
+    for name in names {
+        fs::write(std::ffi::OsStr::from_bytes(&full(name)), "x").unwrap();
+    }
+    run_script(
+        &t,
+        "names.sh",
+        &format!("cat {}/* >/dev/null\n", dir.display()),
+    );
+
+    let out = host_script(
+        &t,
+        60,
+        r#""$DEPSETFS" dump --set -0 --log "$T/log" >"$T/set0"
+"$DEPSETFS" dump --set --null --log "$T/log" | cmp - "$T/set0"
+"$DEPSETFS" who --json --log "$T/log" "$T/names/$(printf 'bad\377')" >"$T/who.json"
+pid=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["pid"])' "$T/who.json")
+"$DEPSETFS" files -0 --pid "$pid" --log "$T/log" >"$T/files0""#,
+    );
+    out.assert_ok("dump --set -0, who --json, files -0");
+    let nul_list = |file: &str| -> Vec<Vec<u8>> {
+        let bytes = fs::read(t.join(file)).unwrap();
+        assert_eq!(bytes.last(), Some(&0), "{file} does not end with NUL");
+        bytes[..bytes.len() - 1]
+            .split(|&b| b == 0)
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let exact = nul_list("set0");
+    let touched = nul_list("files0");
+    for name in names {
+        assert!(exact.contains(&full(name)), "dump --set -0 lacks {name:?}");
+        assert!(touched.contains(&full(name)), "files -0 lacks {name:?}");
+    }
+
+    // The line form: one line per path, each decoding to the exact bytes, in the same order.
+    let lines = depsetfs(&t, &["dump", "--set", "--log", t.log().to_str().unwrap()]);
+    lines.assert_ok("dump --set");
+    let decoded: Vec<Vec<u8>> = lines
+        .stdout
+        .lines()
+        .map(|line| depsetfs::names::unescape(line).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(decoded, exact, "the line form does not round-trip");
+    let newline = format!("{}/two\\nlines", dir.display());
+    assert!(
+        lines.stdout.lines().any(|l| l == newline),
+        "{}",
+        lines.stdout
+    );
+
+    // JSON: the two invalid names are two different values, with their exact bytes.
+    let json = set_json(&t, &[]);
+    let objects: Vec<&Value> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| &entry["path"])
+        .filter(|path| path.is_object())
+        .collect();
+    let bytes_of = |value: &Value| -> Vec<u8> {
+        value["bytes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no bytes in {value}"))
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect()
+    };
+    let exact_json: BTreeSet<Vec<u8>> = objects.iter().map(|path| bytes_of(path)).collect();
+    assert_eq!(
+        exact_json,
+        BTreeSet::from([full(b"bad\xff"), full(b"bad\xfe")]),
+        "{json}"
+    );
+    let newline_name = format!("{}/two\nlines", dir.display());
+    assert!(
+        json["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["path"] == newline_name.as_str()),
+        "a UTF-8 name is no longer a plain string"
+    );
+    let events = dump_events(&t, &t.log());
+    let accessed: BTreeSet<Vec<u8>> = of_type(&events, "access")
+        .filter(|access| access["path"].is_object())
+        .map(|access| bytes_of(&access["path"]))
+        .collect();
+    assert!(
+        accessed.contains(&full(b"bad\xff")) && accessed.contains(&full(b"bad\xfe")),
+        "dump merged or lost the invalid names"
+    );
+    let who: Value = serde_json::from_slice(&fs::read(t.join("who.json")).unwrap()).unwrap();
+    assert_eq!(bytes_of(&who[0]["path"]), full(b"bad\xff"), "{who}");
+}

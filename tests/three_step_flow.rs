@@ -241,3 +241,67 @@ echo "dump_rc=$?"
         wanted.display()
     );
 }
+
+/// The state `umount` trusts is depsetfs's own: after a mount (whose daemon runs with umask 0),
+/// no state file or directory is writable by group or others; an entry someone else could have
+/// written (mode 0666, owner nobody, a symlink) makes `umount` refuse with one line and leave
+/// the mount alone; and `umount` of a symlink to the mountpoint unmounts it.
+#[test]
+fn state_is_not_writable_by_others_and_umount_trusts_only_its_own() {
+    let t = TestDir::new("three_step_state_modes");
+    let out = ns_script(
+        &t,
+        120,
+        r#"
+S="$DEPSETFS_STATE_DIR"
+umask 000
+"$DEPSETFS" mount "$MP"
+entry=$(ls "$S"/mounts/*.json)
+for f in "$S" "$S/mounts" "$entry" "$S/logs" "$(readlink "$S/last.log")" "$S/daemon.log" "$S"/mounts/*.sock; do
+  echo "mode $(stat -c '%a %U' "$f") ${f#$S/}"
+done
+refuse() {
+  set +e
+  "$DEPSETFS" umount "$MP" 2>"$T/err"
+  echo "$1: rc=$? lines=$(wc -l <"$T/err") mounted=$(mounts_under "$MP" | wc -l) $(cat "$T/err")"
+  set -e
+}
+chmod 666 "$entry"; refuse chmod; chmod 644 "$entry"
+chown nobody "$entry"; refuse chown; chown root "$entry"
+mv "$entry" "$T/aside.json"; ln -s "$T/aside.json" "$entry"; refuse symlink; rm "$entry"; mv "$T/aside.json" "$entry"
+ln -s "$MP" "$T/link"
+"$DEPSETFS" umount "$T/link"
+echo "after: mounted=$(mounts_under "$MP" | wc -l) entries=$(ls "$S/mounts" | grep -c json || true)"
+"#,
+    );
+    out.assert_ok("mount, tamper, umount through a symlink");
+    let modes: Vec<&str> = out
+        .stdout_lines()
+        .into_iter()
+        .filter_map(|line| line.strip_prefix("mode "))
+        .collect();
+    assert_eq!(modes.len(), 7, "{}", out.describe());
+    for line in &modes {
+        let (mode, rest) = line.split_once(' ').unwrap();
+        let mode = u32::from_str_radix(mode, 8).unwrap();
+        assert_eq!(mode & 0o022, 0, "{line}: writable by group or others");
+        assert!(rest.starts_with("root "), "{line}: not owned by root");
+    }
+    for what in ["chmod", "chown", "symlink"] {
+        let line = out
+            .stdout_lines()
+            .into_iter()
+            .find(|line| line.starts_with(&format!("{what}: ")))
+            .unwrap_or_else(|| panic!("no {what} line: {}", out.describe()));
+        assert!(
+            line.contains("rc=1 lines=1 mounted=1 depsetfs: mount registry")
+                && line.contains("was not written by depsetfs"),
+            "umount trusted a tampered entry ({what}): {line}"
+        );
+    }
+    assert!(
+        out.stdout.contains("after: mounted=0 entries=0"),
+        "umount of a symlink to the mountpoint: {}",
+        out.describe()
+    );
+}

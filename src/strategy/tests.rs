@@ -522,3 +522,41 @@ fn the_default_selection_is_the_command_and_its_descendants() {
             .any(|record| matches!(record, Record::Fork(_)))
     );
 }
+
+#[test]
+fn rules_that_exclude_everything_used_are_warned_about() {
+    let source = Source::new("exclude_all");
+    let trace = config_scenario(&source, 250);
+    let some = Rules::from_text(
+        std::path::Path::new("some.toml"),
+        "[paths]\nexclude = [\"/usr/bin/gen\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let result = run(&trace, &by_cmd("^cat"), &some, Strategy::Strict, false);
+    assert_eq!(
+        result.rules_warning(&some),
+        None,
+        "a partial exclude warned"
+    );
+    let all = Rules::from_text(
+        std::path::Path::new("all.toml"),
+        "[paths]\nexclude = [\"/**\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let result = run(&trace, &by_cmd("^cat"), &all, Strategy::Strict, false);
+    assert!(result.set.entries.is_empty(), "{:?}", paths(&result));
+    let warning = result.rules_warning(&all).unwrap_or_default();
+    assert!(
+        warning.starts_with("all.toml: the exclude rules removed every path the selection used")
+            && warning.ends_with("the strict set is empty"),
+        "{warning}"
+    );
+    let built_in = run(
+        &trace,
+        &by_cmd("^cat"),
+        &Rules::built_in(),
+        Strategy::Strict,
+        false,
+    );
+    assert_eq!(built_in.rules_warning(&Rules::built_in()), None);
+}
