@@ -15,6 +15,7 @@ pub mod mount;
 pub mod netrec;
 pub mod passthrough;
 pub mod process;
+pub mod progress;
 pub mod query;
 pub mod recorder;
 pub mod rules;
