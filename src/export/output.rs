@@ -98,17 +98,24 @@ pub fn check_output(
     header: &LogHeader,
     force: bool,
 ) -> Result<PathBuf, ExportError> {
-    let absolute = std::path::absolute(output).map_err(|source| ExportError::Output {
+    let mut absolute = std::path::absolute(output).map_err(|source| ExportError::Output {
         path: output.to_path_buf(),
         action: "resolve",
         source,
     })?;
+    if absolute.file_name().is_none() {
+        // `..` or `/`: what it names, to be refused for what it is.
+        if let Ok(resolved) = absolute.canonicalize() {
+            absolute = resolved;
+        }
+    }
+    // Before resolving: a mountpoint that is gone (a finished run's) is refused too.
+    refuse_forbidden(&absolute, header)?;
+    refuse_protected(&absolute, header)?;
     let name = absolute
         .file_name()
         .ok_or_else(|| forbidden(&absolute, "to a path without a file name"))?
         .to_owned();
-    // Before resolving: a mountpoint that is gone (a finished run's) is refused too.
-    refuse_forbidden(&absolute, header)?;
     let parent = absolute.parent().unwrap_or(Path::new("/"));
     let parent = parent
         .canonicalize()
