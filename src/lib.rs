@@ -16,6 +16,7 @@ pub mod names;
 pub mod netrec;
 pub mod passthrough;
 pub mod process;
+pub mod progress;
 pub mod query;
 pub mod recorder;
 pub mod rules;

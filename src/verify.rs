@@ -28,6 +28,7 @@ use crate::event::{Op, Record};
 use crate::export::{self, ExportError, Stubs};
 use crate::graph::Graph;
 use crate::log::{LogError, read_log};
+use crate::progress::Progress;
 use crate::rules::Rules;
 use crate::run::{self, RunError, RunOptions};
 use crate::select::Selection;
@@ -305,7 +306,12 @@ fn rounds(
     for number in 1..=options.iterate + 1 {
         let (set, stubs) = inputs.shipment(&extra);
         let root = workdir.join(format!("root-{number}"));
-        let totals = export::dir::write(&set, &stubs, &source, &root, &mut |_, _, _| {})?;
+        let mut progress = Progress::on_stderr(format!("verify round {number}: exporting"), true);
+        let totals =
+            export::dir::write(&set, &stubs, &source, &root, &mut |done, total, bytes| {
+                progress.update(done, total, bytes)
+            })?;
+        progress.clear();
         let unloadable = loadable::unloadable_files(&root)
             .map_err(io_error(&root, "check that the ELF files load in"))?;
         make_kernel_dirs(&root)?;

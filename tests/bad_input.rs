@@ -378,3 +378,31 @@ fn truncated_log_is_a_warning() {
         );
     }
 }
+
+/// An output whose directory does not exist is named in one clear line.
+#[test]
+fn export_to_a_missing_directory() {
+    let t = TestDir::new("bad_export_parent");
+    ns_script(&t, 120, r#""$DEPSETFS" run --log "$T/log" -- true"#).assert_ok("trace true");
+    let out = depsetfs(
+        &t,
+        &[
+            "export",
+            "--log",
+            "log",
+            "--format",
+            "tar",
+            "--output",
+            "missing/out.tar",
+        ],
+    );
+    assert!(!out.ok(), "{}", out.describe());
+    assert_eq!(
+        out.stderr,
+        format!(
+            "depsetfs: {0}/missing/out.tar: cannot write there: the directory {0}/missing does not exist\n",
+            t.str()
+        )
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -119,10 +119,12 @@ fn dir_tar_and_oci_exports_of_ls() {
 chroot "$T/bundle/rootfs" sh -c 'ls /'"#,
     );
     unpacked.assert_ok("umoci unpack + chroot ls");
+    // The set's top level, and the empty directories to mount on.
     let top: BTreeSet<String> = set
         .iter()
         .filter(|p| p.len() > 1 && p[1..].find('/').is_none())
         .map(|p| p[1..].to_string())
+        .chain(["dev", "proc", "sys", "tmp"].map(String::from))
         .collect();
     let shown: BTreeSet<String> = unpacked
         .stdout_lines()
@@ -175,7 +177,7 @@ ln "$T/src/data/a" "$T/src/data/b"
 echo cap > "$T/src/data/cap"
 setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 "$T/src/data/cap"
 setfattr -n user.depsetfs -v hello "$T/src/data/cap" 2>/dev/null || true
-mkdir "$T/src/proc" "$T/src/sys" "$T/src/dev""#,
+mkdir -p "$T/src/proc" "$T/src/sys" "$T/src/dev""#,
     );
     setup.assert_ok("make the source tree");
     let traced = ns_script(
@@ -541,4 +543,158 @@ fn a_helper_listed_as_a_stub_is_exported_as_a_program_that_exits_0() {
     let verified = depsetfs_ns(&t, &verify);
     verified.assert_ok("verify --stubs");
     assert_eq!(verified.stdout, "input\n");
+}
+
+/// Files, directories and symlinks under `dir` with their modes and contents.
+fn snapshot(dir: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    let mut all = Vec::new();
+    let meta = fs::symlink_metadata(dir).unwrap();
+    let contents = if meta.is_file() {
+        fs::read(dir).unwrap()
+    } else if meta.is_symlink() {
+        fs::read_link(dir)
+            .unwrap()
+            .into_os_string()
+            .into_encoded_bytes()
+    } else {
+        Vec::new()
+    };
+    all.push((dir.display().to_string(), meta.mode(), contents));
+    if meta.is_dir() {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            all.extend(snapshot(&entry.path()));
+        }
+    }
+    all
+}
+
+/// `--force` replaces an earlier export or an empty directory, and nothing else: not a
+/// directory of someone's files, not a system directory, not the source tree, not an export
+/// with something mounted in it.
+#[test]
+fn force_replaces_only_what_depsetfs_wrote() {
+    let t = TestDir::new("export_force");
+    trace(&t, "true");
+    let setup = host_script(
+        &t,
+        60,
+        r#"mkdir -p "$T/theirs/sub" && echo keep > "$T/theirs/notes" && printf 'a\0b' > "$T/theirs/sub/data"
+ln -s notes "$T/theirs/link" && chmod 640 "$T/theirs/notes" && chmod 1733 "$T/theirs"
+mkdir "$T/empty""#,
+    );
+    setup.assert_ok("make the directories");
+    let theirs = t.join("theirs");
+    let before = snapshot(&theirs);
+    for format in ["dir", "tar", "oci"] {
+        let refused = export(
+            &t,
+            &[
+                "--format",
+                format,
+                "--output",
+                theirs.to_str().unwrap(),
+                "--force",
+            ],
+        );
+        assert_one_line_error(&refused, "that depsetfs did not write");
+        assert_eq!(
+            snapshot(&theirs),
+            before,
+            "--format {format} --force changed it"
+        );
+    }
+    // A system directory, even one a test could not see replaced; the temporary directory.
+    let tmp_before = fs::metadata("/tmp").unwrap();
+    for system in ["/tmp", "/usr", "/", "/var/tmp"] {
+        let refused = export(&t, &["--format", "dir", "--output", system, "--force"]);
+        assert_one_line_error(&refused, "even with --force");
+    }
+    let tmp_after = fs::metadata("/tmp").unwrap();
+    assert_eq!(
+        (tmp_after.ino(), tmp_after.mode()),
+        (tmp_before.ino(), tmp_before.mode())
+    );
+    assert!(t.path.is_dir());
+    // The directory holding the current directory (the test's own).
+    let refused = export(&t, &["--format", "dir", "--output", "..", "--force"]);
+    assert_one_line_error(&refused, "a directory holding the current directory");
+
+    // An empty directory, then the export it became.
+    let empty = t.join("empty");
+    export(
+        &t,
+        &[
+            "--format",
+            "dir",
+            "--output",
+            empty.to_str().unwrap(),
+            "--force",
+        ],
+    )
+    .assert_ok("export --force over an empty directory");
+    assert!(empty.join(".depsetfs-export").is_file());
+    fs::write(t.join("empty/tmp/left"), b"from an earlier export").unwrap();
+    export(
+        &t,
+        &[
+            "--format",
+            "oci",
+            "--output",
+            empty.to_str().unwrap(),
+            "--force",
+        ],
+    )
+    .assert_ok("export --force over an earlier export");
+    assert!(empty.join("oci-layout").is_file() && !empty.join("tmp").exists());
+
+    // An earlier export with a filesystem mounted in it: refused, the mount's files kept.
+    let root = t.join("root");
+    export(&t, &["--format", "dir", "--output", root.to_str().unwrap()]).assert_ok("export");
+    let mounted = ns_script(
+        &t,
+        120,
+        r#"mount -t tmpfs none "$T/root/tmp" && echo precious > "$T/root/tmp/file"
+"$DEPSETFS" export --log "$T/log" --format dir --output "$T/root" --force 2>"$T/err" && exit 1
+cat "$T/root/tmp/file""#,
+    );
+    mounted.assert_ok("export --force over an export with a mount in it");
+    assert_eq!(mounted.stdout, "precious\n");
+    let err = fs::read_to_string(t.join("err")).unwrap();
+    assert!(
+        err.lines().count() == 1 && err.contains("with a filesystem mounted at"),
+        "{err}"
+    );
+    assert_no_leftovers(&t.path);
+}
+
+/// A dir export is a root to chroot into as it is: the kernel's trees mount on its empty
+/// /proc, /sys and /dev, and /tmp is writable by everyone.
+#[test]
+fn an_exported_directory_can_be_chrooted_into_as_it_is() {
+    let t = TestDir::new("export_chroot");
+    trace(&t, "echo hi > /dev/null");
+    let root = t.join("root");
+    let out = export(&t, &["--format", "dir", "--output", root.to_str().unwrap()]);
+    out.assert_ok("export");
+    assert!(
+        out.stderr.contains("to mount on"),
+        "the summary names the added directories: {}",
+        out.stderr
+    );
+    for (name, mode) in [("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777)] {
+        let meta = fs::metadata(root.join(name)).unwrap();
+        assert_eq!(meta.mode() & 0o7777, mode, "{name}");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+    }
+    let chrooted = ns_script(
+        &t,
+        120,
+        r#"mount -t proc proc "$T/root/proc" && mount -t sysfs sysfs "$T/root/sys"
+mount --rbind /dev "$T/root/dev"
+chroot "$T/root" sh -c 'echo hi > /tmp/x; read a < /tmp/x; read b < /proc/self/comm; echo $a $b > /dev/null; echo $a $b'"#,
+    );
+    chrooted.assert_ok("chroot into the export");
+    assert_eq!(chrooted.stdout, "hi sh\n");
 }

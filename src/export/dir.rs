@@ -13,16 +13,42 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ExportError;
-use super::walk::{Body, Item, Meta, Progress, Sink, Stubs, Totals, host_path, walk};
+use super::walk::{
+    Body, Item, Meta, Progress, Sink, Stubs, Totals, add_mount_dirs, host_path, walk,
+};
 use crate::set::DeploymentSet;
 
-/// Writes the set as a tree rooted at `root` (created here).
+/// Writes the set as a tree rooted at `root` (created here), with empty directories to mount
+/// on ([`add_mount_dirs`]): a root to chroot into.
 pub fn write(
     set: &DeploymentSet,
     stubs: &Stubs,
     source: &Path,
     root: &Path,
     progress: Progress<'_>,
+) -> Result<Totals, ExportError> {
+    write_tree(set, stubs, source, root, progress, false)
+}
+
+/// [`write`], plus the export marker in the root ([`super::output::MARKER`]): what
+/// `depsetfs export` writes, and may later replace.
+pub fn write_marked(
+    set: &DeploymentSet,
+    stubs: &Stubs,
+    source: &Path,
+    root: &Path,
+    progress: Progress<'_>,
+) -> Result<Totals, ExportError> {
+    write_tree(set, stubs, source, root, progress, true)
+}
+
+fn write_tree(
+    set: &DeploymentSet,
+    stubs: &Stubs,
+    source: &Path,
+    root: &Path,
+    progress: Progress<'_>,
+    marked: bool,
 ) -> Result<Totals, ExportError> {
     let mut sink = DirSink {
         root: root.to_path_buf(),
@@ -31,7 +57,12 @@ pub fn write(
     if !set.entries.iter().any(|entry| entry.path == b"/") {
         make_dir(root)?;
     }
-    let totals = walk(set, stubs, source, &mut sink, progress)?;
+    let mut totals = walk(set, stubs, source, &mut sink, progress)?;
+    add_mount_dirs(set, source, &mut sink, &mut totals)?;
+    // Before the directories get their times: writing the marker would change the root's.
+    if marked {
+        super::output::write_marker(root, "dir")?;
+    }
     sink.finish_dirs()?;
     Ok(totals)
 }

@@ -2,27 +2,27 @@
 //! stream or an OCI image layout. [`walk`] reads the set from the source (never through a
 //! mirror) and hands each path to the format's sink ([`dir`], [`tar`], [`oci`]). The output
 //! is written under a temporary name in its own directory and renamed into place only when
-//! complete, so a failure leaves nothing half-written; an existing output is replaced only
-//! with `--force`, and outputs inside the recorded mountpoint or the kernel's trees are
-//! refused. The summary compares the bytes exported with the space used on the source's
-//! filesystem (a statvfs estimate, not a walk of the whole tree).
+//! complete, so a failure leaves nothing half-written; [`output`] decides where an output may
+//! go and what an existing one may be replaced by (with `--force`, only an earlier export or an
+//! empty directory). The summary compares the bytes exported with the space used on the
+//! source's filesystem (a statvfs estimate, not a walk of the whole tree).
 
 pub mod dir;
 pub mod oci;
+pub mod output;
 pub mod stub;
 pub mod tar;
 pub mod walk;
 
-use std::ffi::OsString;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::event::LogHeader;
-use crate::set::{DeploymentSet, is_within, normalize_mirror_path};
+use crate::progress::Progress;
+use crate::set::DeploymentSet;
 
+pub use output::{check_output, remove_any};
 pub use walk::{Stubs, Totals};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,13 @@ pub enum ExportError {
     Exists(PathBuf),
     #[error("{}: refusing to write {where_}", path.display())]
     ForbiddenOutput { path: PathBuf, where_: String },
+    #[error("{}: cannot write there: {}", output.display(), dir_problem(dir, source))]
+    OutputDirectory {
+        output: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{}: cannot {action} it: {source}", path.display())]
     Output {
         path: PathBuf,
@@ -52,6 +59,15 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why the directory of an output cannot hold it, in words.
+fn dir_problem(dir: &Path, error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound => format!("the directory {} does not exist", dir.display()),
+        io::ErrorKind::NotADirectory => format!("{} is not a directory", dir.display()),
+        _ => format!("{}: {}", dir.display(), error),
+    }
 }
 
 /// The output formats.
@@ -107,6 +123,12 @@ impl ExportReport {
                 used
             ));
         }
+        if !t.mount_dirs.is_empty() {
+            line.push_str(&format!(
+                "; added empty {} to mount on",
+                t.mount_dirs.join(", ")
+            ));
+        }
         if !t.skipped.is_empty() {
             line.push_str(&format!(
                 "; {} paths gone from the source were skipped",
@@ -124,7 +146,7 @@ pub fn export(
     options: &ExportOptions,
 ) -> Result<ExportReport, ExportError> {
     let source = PathBuf::from(&header.source);
-    let mut progress = ProgressLine::new(options.progress && io::stderr().is_terminal());
+    let mut progress = Progress::on_stderr("exporting", options.progress);
     let mut on_progress = |done, total, bytes| progress.update(done, total, bytes);
     if options.format == Format::Tar && options.output == Path::new("-") {
         check_source(&source)?;
@@ -138,9 +160,9 @@ pub fn export(
     }
     let output = check_output(&options.output, header, options.force)?;
     check_source(&source)?;
-    let staged = Staged::new(&output)?;
+    let staged = output::Staged::new(&output)?;
     let totals = match options.format {
-        Format::Dir => dir::write(
+        Format::Dir => dir::write_marked(
             set,
             &options.stubs,
             &source,
@@ -161,7 +183,8 @@ pub fn export(
             header.command.as_ref(),
             staged.path(),
             &mut on_progress,
-        )?,
+        )
+        .and_then(|totals| output::write_marker(staged.path(), "oci").map(|()| totals))?,
     };
     progress.clear();
     staged.commit(options.force)?;
@@ -180,50 +203,14 @@ fn tar_to_stdout(
 ) -> Result<Totals, ExportError> {
     let name = Path::new("standard output");
     let out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-    let (totals, mut out) = tar::write_stream(set, stubs, source, out, name, progress)?;
+    let (totals, mut out) =
+        tar::write_stream(set, stubs, source, out, name, tar::Stream::Export, progress)?;
     out.flush().map_err(|source| ExportError::Write {
         path: name.to_path_buf(),
         action: "write the tar stream",
         source,
     })?;
     Ok(totals)
-}
-
-/// The output as an absolute path, checked: its directory exists, it is not inside the
-/// recorded mountpoint or the kernel's trees, and it does not exist unless `force`.
-pub fn check_output(
-    output: &Path,
-    header: &LogHeader,
-    force: bool,
-) -> Result<PathBuf, ExportError> {
-    let absolute = std::path::absolute(output).map_err(|source| ExportError::Output {
-        path: output.to_path_buf(),
-        action: "resolve",
-        source,
-    })?;
-    let name = absolute
-        .file_name()
-        .ok_or_else(|| ExportError::ForbiddenOutput {
-            path: absolute.clone(),
-            where_: "to a path without a file name".to_string(),
-        })?
-        .to_owned();
-    // Before resolving: a mountpoint that is gone (a finished run's) is refused too.
-    refuse_forbidden(&absolute, header)?;
-    let parent = absolute.parent().unwrap_or(Path::new("/"));
-    let parent = parent
-        .canonicalize()
-        .map_err(|source| ExportError::Output {
-            path: parent.to_path_buf(),
-            action: "find the directory of the output",
-            source,
-        })?;
-    let resolved = parent.join(&name);
-    refuse_forbidden(&resolved, header)?;
-    if std::fs::symlink_metadata(&resolved).is_ok() && !force {
-        return Err(ExportError::Exists(resolved));
-    }
-    Ok(resolved)
 }
 
 /// The source tree must still be a directory.
@@ -243,178 +230,12 @@ fn check_source(source: &Path) -> Result<(), ExportError> {
     }
 }
 
-fn refuse_forbidden(path: &Path, header: &LogHeader) -> Result<(), ExportError> {
-    let bytes = normalize_mirror_path(path.as_os_str().as_bytes());
-    let mountpoint = normalize_mirror_path(header.mountpoint.as_bytes());
-    if !header.mountpoint.is_empty() && mountpoint != b"/" && is_within(&bytes, &mountpoint) {
-        return Err(ExportError::ForbiddenOutput {
-            path: path.to_path_buf(),
-            where_: format!("inside the mirror's mountpoint {}", header.mountpoint),
-        });
-    }
-    for tree in ["/proc", "/sys", "/dev"] {
-        if is_within(&bytes, tree.as_bytes()) {
-            return Err(ExportError::ForbiddenOutput {
-                path: path.to_path_buf(),
-                where_: format!("inside {tree}"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The output under construction: a temporary name in the output's directory, removed on
-/// drop unless committed.
-struct Staged {
-    temporary: PathBuf,
-    output: PathBuf,
-    committed: bool,
-}
-
-impl Staged {
-    fn new(output: &Path) -> Result<Staged, ExportError> {
-        let parent = output.parent().unwrap_or(Path::new("/"));
-        let mut name = OsString::from(".");
-        name.push(output.file_name().unwrap_or_default());
-        name.push(format!(".depsetfs-tmp.{}", std::process::id()));
-        let temporary = parent.join(name);
-        remove_any(&temporary);
-        Ok(Staged {
-            temporary,
-            output: output.to_path_buf(),
-            committed: false,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.temporary
-    }
-
-    /// Moves the finished output into place: a plain rename, or an exchange with the old
-    /// output (then removed) when it exists and `force` was given.
-    fn commit(mut self, force: bool) -> Result<(), ExportError> {
-        let exists = std::fs::symlink_metadata(&self.output).is_ok();
-        if exists && !force {
-            return Err(ExportError::Exists(self.output.clone()));
-        }
-        let renamed = if exists {
-            exchange(&self.temporary, &self.output)
-        } else {
-            rename_noreplace(&self.temporary, &self.output)
-        };
-        renamed.map_err(|source| ExportError::Output {
-            path: self.output.clone(),
-            action: "move into place",
-            source,
-        })?;
-        if exists {
-            // The temporary name now holds the old output.
-            remove_any(&self.temporary);
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            remove_any(&self.temporary);
-        }
-    }
-}
-
-fn split(path: &Path) -> (&Path, &std::ffi::OsStr) {
-    (
-        path.parent().unwrap_or(Path::new("/")),
-        path.file_name().unwrap_or_default(),
-    )
-}
-
-fn renameat2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
-    let (from_dir, from_name) = split(from);
-    let (to_dir, to_name) = split(to);
-    let from_dir = crate::sys::open_path(from_dir, libc::O_PATH | libc::O_DIRECTORY)?;
-    let to_dir = crate::sys::open_path(to_dir, libc::O_PATH | libc::O_DIRECTORY)?;
-    crate::sys::renameat2(
-        from_dir.as_raw_fd(),
-        from_name,
-        to_dir.as_raw_fd(),
-        to_name,
-        flags,
-    )
-}
-
-fn exchange(from: &Path, to: &Path) -> io::Result<()> {
-    renameat2(from, to, libc::RENAME_EXCHANGE)
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    renameat2(from, to, libc::RENAME_NOREPLACE)
-}
-
-/// Removes a file or a whole tree, ignoring errors (it may not exist).
-pub fn remove_any(path: &Path) {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            let _ = std::fs::remove_dir_all(path);
-        }
-        Ok(_) => {
-            let _ = std::fs::remove_file(path);
-        }
-        Err(_) => {}
-    }
-}
-
 /// Bytes used on the filesystem of `source` (statvfs: blocks minus free blocks). An estimate
 /// of the whole tree: other filesystems mounted below the source are not counted.
 fn used_bytes(source: &Path) -> Option<u64> {
     let dir = crate::sys::open_path(source, libc::O_PATH).ok()?;
     let stat = crate::sys::statvfs(dir.as_raw_fd()).ok()?;
     Some(stat.f_blocks.saturating_sub(stat.f_bfree) * stat.f_frsize)
-}
-
-/// A progress line on stderr, redrawn at most every 200 ms; silent when disabled.
-struct ProgressLine {
-    enabled: bool,
-    last: Option<Instant>,
-}
-
-impl ProgressLine {
-    fn new(enabled: bool) -> ProgressLine {
-        ProgressLine {
-            enabled,
-            last: None,
-        }
-    }
-
-    fn update(&mut self, done: u64, total: u64, bytes: u64) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now - last < Duration::from_millis(200))
-            && done < total
-        {
-            return;
-        }
-        self.last = Some(now);
-        let mut err = io::stderr().lock();
-        let _ = write!(
-            err,
-            "\rexport: {done}/{total} paths, {:.1} MB",
-            bytes as f64 / 1e6
-        );
-        let _ = err.flush();
-    }
-
-    fn clear(&mut self) {
-        if self.enabled && self.last.is_some() {
-            let _ = write!(io::stderr(), "\r\x1b[K");
-        }
-    }
 }
 
 #[cfg(test)]

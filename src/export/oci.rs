@@ -55,6 +55,8 @@ pub fn write(
     root: &Path,
     progress: Progress<'_>,
 ) -> Result<Totals, ExportError> {
+    // The root first, alone: a name that exists already is an error, not reused.
+    std::fs::create_dir(root).map_err(write_error(root, "create the directory"))?;
     let blobs = root.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(write_error(&blobs, "create the directory"))?;
     let (totals, layer, diff_id) = write_layer(set, stubs, source, &blobs, progress)?;
@@ -180,7 +182,15 @@ fn write_layer(
     let compressed = Hashing::new(BufWriter::with_capacity(1 << 20, file));
     let gzip = GzEncoder::new(compressed, Compression::default());
     let tar = Hashing::new(gzip);
-    let (totals, tar) = super::tar::write_stream(set, stubs, source, tar, &temporary, progress)?;
+    let (totals, tar) = super::tar::write_stream(
+        set,
+        stubs,
+        source,
+        tar,
+        &temporary,
+        super::tar::Stream::Layer,
+        progress,
+    )?;
     let (gzip, diff_id, _) = tar.finish();
     let compressed = gzip
         .finish()

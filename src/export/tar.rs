@@ -6,15 +6,44 @@
 //! directories end with `/`, the root itself is not an entry. A file is written with the size
 //! seen when it was opened: cut there if it grew, padded with zeros if it shrank.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use ::tar::{Builder, EntryType, Header};
 
 use super::ExportError;
-use super::walk::{Body, Item, Meta, Progress, Sink, Stubs, Totals, walk};
+use super::walk::{Body, Item, Meta, Progress, Sink, Stubs, Totals, add_mount_dirs, walk};
 use crate::set::DeploymentSet;
+
+/// What a tar stream carries besides the set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// A tar export (file or stdout): opens with depsetfs's PAX global header ([`TAG`]), by
+    /// which `--force` knows an earlier export.
+    Export,
+    /// An OCI layer: no global header (a layer is applied, not kept), but the empty
+    /// directories to mount on ([`super::walk::MOUNT_DIRS`]).
+    Layer,
+}
+
+/// The name of the global header entry (as `git archive` names its own).
+const GLOBAL_NAME: &str = "pax_global_header";
+/// The PAX record key of the tag: `comment` is ignored by every extractor.
+const TAG_KEY: &[u8] = b"comment";
+
+/// The value of the tag record: [`super::output::marker_text`] for `tar`, without the newline.
+fn tag() -> String {
+    super::output::marker_text("tar").trim_end().to_string()
+}
+
+/// Whether the first 1024 bytes of a file are depsetfs's global header and its records.
+pub fn is_tagged(head: &[u8; 1024]) -> bool {
+    let (header, body) = head.split_at(512);
+    let name_ok = header.starts_with(GLOBAL_NAME.as_bytes()) && header[GLOBAL_NAME.len()] == 0;
+    let mut record = Vec::new();
+    PaxRecords::add_to(&mut record, TAG_KEY, tag().as_bytes());
+    name_ok && header[156] == b'g' && body.starts_with(&record)
+}
 
 /// Writes the set as a tar file at `path` (created here).
 pub fn write_file(
@@ -24,13 +53,17 @@ pub fn write_file(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<Totals, ExportError> {
-    let file = File::create(path).map_err(|source| ExportError::Write {
-        path: path.to_path_buf(),
-        action: "create the tar file",
-        source,
-    })?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| ExportError::Write {
+            path: path.to_path_buf(),
+            action: "create the tar file",
+            source,
+        })?;
     let out = io::BufWriter::with_capacity(1 << 20, file);
-    let (totals, out) = write_stream(set, stubs, source, out, path, progress)?;
+    let (totals, out) = write_stream(set, stubs, source, out, path, Stream::Export, progress)?;
     let file = out.into_inner().map_err(|e| ExportError::Write {
         path: path.to_path_buf(),
         action: "write the tar file",
@@ -44,20 +77,28 @@ pub fn write_file(
     Ok(totals)
 }
 
-/// Writes the set as a tar stream to `out`; `name` is what errors call the output.
+/// Writes the set as a tar stream to `out`; `name` is what errors call the output, `kind`
+/// what else the stream carries.
 pub fn write_stream<W: Write>(
     set: &DeploymentSet,
     stubs: &Stubs,
     source: &Path,
     out: W,
     name: &Path,
+    kind: Stream,
     progress: Progress<'_>,
 ) -> Result<(Totals, W), ExportError> {
     let mut sink = TarSink {
         builder: Builder::new(out),
         name: name.to_path_buf(),
     };
-    let totals = walk(set, stubs, source, &mut sink, progress)?;
+    if kind == Stream::Export {
+        sink.append_tag()?;
+    }
+    let mut totals = walk(set, stubs, source, &mut sink, progress)?;
+    if kind == Stream::Layer {
+        add_mount_dirs(set, source, &mut sink, &mut totals)?;
+    }
     let out = sink.builder.into_inner().map_err(sink_error(name))?;
     Ok((totals, out))
 }
@@ -122,6 +163,24 @@ impl<W: Write> Sink for TarSink<W> {
 }
 
 impl<W: Write> TarSink<W> {
+    /// The PAX global header that opens a tar export: `comment=depsetfs-export 1 tar`.
+    fn append_tag(&mut self) -> Result<(), ExportError> {
+        let mut pax = PaxRecords::default();
+        pax.add(TAG_KEY, tag().as_bytes());
+        let mut header = Header::new_ustar();
+        let _ = header.set_path(GLOBAL_NAME);
+        header.set_entry_type(EntryType::XGlobalHeader);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(pax.0.len() as u64);
+        header.set_cksum();
+        self.builder
+            .append(&header, pax.0.as_slice())
+            .map_err(sink_error(&self.name))
+    }
+
     fn append_pax(&mut self, name: &[u8], pax: &PaxRecords) -> Result<(), ExportError> {
         let mut header = Header::new_ustar();
         let mut pax_name = b"PaxHeaders/".to_vec();
@@ -146,18 +205,22 @@ struct PaxRecords(Vec<u8>);
 
 impl PaxRecords {
     fn add(&mut self, key: &[u8], value: &[u8]) {
+        PaxRecords::add_to(&mut self.0, key, value);
+    }
+
+    fn add_to(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
         // LEN counts itself: find the length whose decimal width makes the sum right.
         let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
         let mut len = rest + 1;
         while len != rest + len.to_string().len() {
             len = rest + len.to_string().len();
         }
-        self.0.extend_from_slice(len.to_string().as_bytes());
-        self.0.push(b' ');
-        self.0.extend_from_slice(key);
-        self.0.push(b'=');
-        self.0.extend_from_slice(value);
-        self.0.push(b'\n');
+        out.extend_from_slice(len.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(key);
+        out.push(b'=');
+        out.extend_from_slice(value);
+        out.push(b'\n');
     }
 }
 

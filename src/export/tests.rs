@@ -136,6 +136,37 @@ fn dir_export_keeps_metadata_hard_links_symlinks_and_empty_dirs() {
         "followed a symlink out of the set"
     );
     assert!(out.join("empty").is_dir());
+    // Empty directories to mount on, with their usual modes; the marker, read-only.
+    for (name, mode) in [
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+        ("tmp", 0o1777),
+    ] {
+        let meta = fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(meta.is_dir(), "{name}");
+        assert_eq!(meta.mode() & 0o7777, mode, "{name}");
+        assert_eq!(fs::read_dir(out.join(name)).unwrap().count(), 0, "{name}");
+    }
+    assert!(
+        report
+            .summary()
+            .contains("added empty /dev, /proc, /sys, /tmp to mount on")
+    );
+    assert_eq!(
+        fs::read_to_string(out.join(output::MARKER)).unwrap(),
+        "depsetfs-export 1 dir\n"
+    );
+    assert_eq!(
+        fs::metadata(out.join(output::MARKER)).unwrap().mode() & 0o777,
+        0o444
+    );
+    // The root keeps its own times: the marker and mount directories came before them.
+    let root = fs::metadata(&out).unwrap();
+    assert_eq!((root.mtime(), root.mtime_nsec()), {
+        let src = fs::metadata(&src).unwrap();
+        (src.mtime(), src.mtime_nsec())
+    });
     let etc = fs::metadata(out.join("etc")).unwrap();
     assert_eq!(etc.mtime(), fs::metadata(src.join("etc")).unwrap().mtime());
     let xattrs = read_xattrs(&fs::File::open(src.join("etc/app.conf")).unwrap()).unwrap();
@@ -166,8 +197,15 @@ fn tar_export_lists_the_set_with_links_and_xattrs() {
     let mut archive = ::tar::Archive::new(fs::File::open(&out).unwrap());
     let mut seen = BTreeMap::new();
     let mut xattr_seen = false;
+    let mut first = true;
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
+        if first {
+            // The tag by which --force knows an earlier export.
+            assert_eq!(entry.header().entry_type(), ::tar::EntryType::XGlobalHeader);
+            first = false;
+            continue;
+        }
         let path = entry.path().unwrap().to_string_lossy().into_owned();
         if let Some(extensions) = entry.pax_extensions().unwrap() {
             for ext in extensions {
@@ -240,29 +278,184 @@ fn oci_export_writes_a_layout_whose_digests_match() {
         layer_digest
     );
     assert!(out.join("oci-layout").is_file());
+    assert!(out.join(output::MARKER).is_file());
+    // The layer holds the directories to mount on.
+    let mut layer_tar = ::tar::Archive::new(flate2::read::GzDecoder::new(layer.as_slice()));
+    let mut modes = BTreeMap::new();
+    for entry in layer_tar.entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        modes.insert(path, entry.header().mode().unwrap());
+    }
+    assert_eq!(modes.get("proc/"), Some(&0o555), "{modes:?}");
+    assert_eq!(modes.get("tmp/"), Some(&0o1777), "{modes:?}");
+    assert!(!modes.contains_key(output::MARKER), "{modes:?}");
     assert!(!out.join("blobs/sha256/.layer.tmp").exists());
+}
+
+/// Every file under `dir` with its mode and contents (symlink targets for symlinks).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let mut files = BTreeMap::new();
+    let meta = fs::symlink_metadata(dir).unwrap();
+    let contents = if meta.is_file() {
+        fs::read(dir).unwrap()
+    } else {
+        Vec::new()
+    };
+    files.insert(dir.to_path_buf(), (meta.mode(), contents));
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir).unwrap() {
+            files.extend(snapshot(&entry.unwrap().path()));
+        }
+    }
+    files
+}
+
+fn forced(format: Format, output: &Path) -> ExportOptions {
+    ExportOptions {
+        force: true,
+        ..options(format, output)
+    }
 }
 
 #[test]
 fn existing_outputs_are_kept_without_force_and_replaced_with_it() {
     let scratch = Scratch::new("force");
     let src = make_source(&scratch.0);
-    let out = scratch.0.join("out");
-    fs::create_dir(&out).unwrap();
-    fs::write(out.join("old"), b"old").unwrap();
+    let header = header(&src, "/nowhere");
+    for format in [Format::Dir, Format::Tar, Format::Oci] {
+        let out = scratch.0.join(format!("out-{format:?}"));
+        export(&header, &the_set(), &options(format, &out)).unwrap();
+        let error = export(&header, &the_set(), &options(format, &out)).unwrap_err();
+        assert!(matches!(error, ExportError::Exists(_)), "{error}");
+        let before = fs::symlink_metadata(&out).unwrap().ino();
+        export(&header, &the_set(), &forced(format, &out)).unwrap();
+        assert_ne!(
+            fs::symlink_metadata(&out).unwrap().ino(),
+            before,
+            "{format:?}: not replaced"
+        );
+    }
+    // An earlier export of another format is depsetfs's too.
+    let out = scratch.0.join("out-Dir");
+    export(&header, &the_set(), &forced(Format::Tar, &out)).unwrap();
+    assert!(fs::metadata(&out).unwrap().is_file());
+    // An empty directory is replaced, with --force only.
+    let empty = scratch.0.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let error = export(&header, &the_set(), &options(Format::Dir, &empty)).unwrap_err();
+    assert!(matches!(error, ExportError::Exists(_)), "{error}");
+    export(&header, &the_set(), &forced(Format::Dir, &empty)).unwrap();
+    assert!(empty.join("etc/app.conf").exists());
+}
+
+#[test]
+fn force_never_replaces_what_depsetfs_did_not_write() {
+    let scratch = Scratch::new("notours");
+    let src = make_source(&scratch.0);
+    let header = header(&src, "/nowhere");
+    // A directory of someone's files, a mode of its own, a marker-like name that is not one.
+    let theirs = scratch.0.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("notes"), b"keep me\n").unwrap();
+    fs::create_dir(theirs.join("sub")).unwrap();
+    fs::write(theirs.join("sub/data"), [0u8, 1, 2, 255]).unwrap();
+    fs::write(theirs.join(output::MARKER), b"not ours\n").unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o1733)).unwrap();
+    // A tar file that is not a depsetfs export, and a symlink to an export.
+    let tar = scratch.0.join("theirs.tar");
+    fs::write(&tar, vec![7u8; 4096]).unwrap();
+    let link = scratch.0.join("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    let before = snapshot(&scratch.0);
+    for output in [&theirs, &tar, &link] {
+        for format in [Format::Dir, Format::Tar, Format::Oci] {
+            for force in [false, true] {
+                let options = ExportOptions {
+                    force,
+                    ..options(format, output)
+                };
+                let error = export(&header, &the_set(), &options).unwrap_err();
+                assert!(
+                    matches!(error, ExportError::ForbiddenOutput { .. })
+                        && error.to_string().contains("depsetfs did not write"),
+                    "{}: {error}",
+                    output.display()
+                );
+            }
+        }
+    }
+    assert_eq!(snapshot(&scratch.0), before, "something was changed");
+    // A marker owned by another user does not make a directory ours.
+    let forged = scratch.0.join("forged");
+    export(&header, &the_set(), &options(Format::Dir, &forged)).unwrap();
+    let marker = forged.join(output::MARKER);
+    if std::os::unix::fs::lchown(&marker, Some(4321), None).is_ok() {
+        let error = export(&header, &the_set(), &forced(Format::Dir, &forged)).unwrap_err();
+        assert!(
+            matches!(error, ExportError::ForbiddenOutput { .. }),
+            "{error}"
+        );
+        assert_eq!(fs::metadata(&marker).unwrap().uid(), 4321);
+    }
+}
+
+#[test]
+fn system_directories_and_homes_of_the_source_are_refused_even_empty() {
+    let scratch = Scratch::new("system");
+    let src = make_source(&scratch.0);
+    let header = header(&src, "/nowhere");
+    let cwd = std::env::current_dir().unwrap();
+    for output in [
+        PathBuf::from("/tmp"),
+        PathBuf::from("/usr"),
+        PathBuf::from("/etc"),
+        PathBuf::from("/var/tmp"),
+        PathBuf::from("/tmp/"),
+        PathBuf::from("/tmp/."),
+        src.clone(),
+        scratch.0.clone(),
+        cwd.clone(),
+        cwd.parent().unwrap().to_path_buf(),
+    ] {
+        let error = check_output(&output, &header, true).unwrap_err();
+        assert!(
+            matches!(error, ExportError::ForbiddenOutput { .. }),
+            "{}: {error}",
+            output.display()
+        );
+        assert!(error.to_string().contains("even with --force"), "{error}");
+    }
+    // An empty source tree is still the source tree.
+    let empty_src = scratch.0.join("empty-src");
+    fs::create_dir(&empty_src).unwrap();
+    let error = check_output(&empty_src, &self::header(&empty_src, "/nowhere"), true);
+    assert!(error.is_err(), "replaced an empty source tree");
+}
+
+#[test]
+fn an_output_whose_directory_is_missing_is_named_in_one_line() {
+    let scratch = Scratch::new("noparent");
+    let src = make_source(&scratch.0);
+    let out = scratch.0.join("missing/out");
     let error = export(
         &header(&src, "/nowhere"),
         &the_set(),
         &options(Format::Dir, &out),
     )
     .unwrap_err();
-    assert!(matches!(error, ExportError::Exists(_)), "{error}");
-    assert!(out.join("old").exists());
-    let mut forced = options(Format::Dir, &out);
-    forced.force = true;
-    export(&header(&src, "/nowhere"), &the_set(), &forced).unwrap();
-    assert!(!out.join("old").exists());
-    assert!(out.join("etc/app.conf").exists());
+    let missing = scratch.0.join("missing");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: cannot write there: the directory {} does not exist",
+            out.display(),
+            missing.display()
+        )
+    );
+    fs::write(&missing, b"").unwrap();
+    let error = check_output(&out, &header(&src, "/nowhere"), false).unwrap_err();
+    assert!(error.to_string().ends_with("is not a directory"), "{error}");
 }
 
 #[test]

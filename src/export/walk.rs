@@ -94,6 +94,9 @@ pub struct Totals {
     /// Paths of the set that are gone from the source, or whose parent is no longer a
     /// directory: skipped.
     pub skipped: Vec<Vec<u8>>,
+    /// Empty directories added to mount the kernel's trees and a /tmp on ([`MOUNT_DIRS`]),
+    /// not counted above: they are not in the set.
+    pub mount_dirs: Vec<&'static str>,
 }
 
 impl Totals {
@@ -161,6 +164,59 @@ fn count(item: &Item, totals: &mut Totals) {
             totals.special += 1
         }
     }
+}
+
+/// The directories a root needs to be chrooted into or run as a container (`/proc`, `/sys`
+/// and `/dev` to mount the kernel's trees on, `/tmp` for the programs' temporary files), with
+/// their usual modes.
+pub const MOUNT_DIRS: [(&str, u32); 4] = [
+    ("/dev", 0o755),
+    ("/proc", 0o555),
+    ("/sys", 0o555),
+    ("/tmp", 0o1777),
+];
+
+/// Hands `sink` an empty root-owned directory for each of [`MOUNT_DIRS`] the set does not
+/// hold, with the times of the source's root (so that the same set exports the same bytes).
+/// Called after [`walk`]: they come after the set's paths in path order only for the tar
+/// stream, which does not require it.
+pub fn add_mount_dirs(
+    set: &DeploymentSet,
+    source: &Path,
+    sink: &mut dyn Sink,
+    totals: &mut Totals,
+) -> Result<(), ExportError> {
+    let times = std::fs::metadata(source)
+        .map(|stat| {
+            (
+                (stat.atime(), stat.atime_nsec()),
+                (stat.mtime(), stat.mtime_nsec()),
+            )
+        })
+        .unwrap_or_default();
+    for (path, mode) in MOUNT_DIRS {
+        if set
+            .entries
+            .iter()
+            .any(|entry| entry.path == path.as_bytes())
+        {
+            continue;
+        }
+        sink.put(Item {
+            path: path.as_bytes().to_vec(),
+            meta: Meta {
+                mode,
+                uid: 0,
+                gid: 0,
+                atime: times.0,
+                mtime: times.1,
+                xattrs: Vec::new(),
+            },
+            body: Body::Dir,
+        })?;
+        totals.mount_dirs.push(path);
+    }
+    Ok(())
 }
 
 /// Where a mirror path lies under `source`.
