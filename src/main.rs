@@ -1194,6 +1194,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn clap_errors_become_one_line_naming_what_is_missing() {
+        let missing = Cli::command()
+            .try_get_matches_from(["depsetfs", "export", "--output", "x"])
+            .err()
+            .map(|e| one_line_usage_error(&e.to_string()));
+        assert_eq!(
+            missing.as_deref(),
+            Some(
+                "the following required arguments were not provided: --format <FORMAT> (see depsetfs export --help)"
+            )
+        );
+        let unknown = Cli::command()
+            .try_get_matches_from(["depsetfs", "frobnicate"])
+            .err()
+            .map(|e| one_line_usage_error(&e.to_string()));
+        assert!(
+            unknown
+                .as_deref()
+                .is_some_and(|l| l.contains("'frobnicate'") && l.ends_with("(see depsetfs --help)")),
+            "{unknown:?}"
+        );
+    }
+
+    #[test]
     fn cpu_lists_parse_like_taskset() {
         assert_eq!(parse_cpu_list("0").map(|l| l.0), Ok(vec![0]));
         assert_eq!(parse_cpu_list("0-2,5").map(|l| l.0), Ok(vec![0, 1, 2, 5]));
