@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by chroot-prepare and chroot-release (which set $prog): reading /proc/self/mountinfo.
 # Mount points there have space, tab, newline and backslash escaped as \040, \011, \012, \134;
-# paths are compared in that escaped form, and decoded only when handed to umount.
+# paths are compared in that escaped form, and decoded only when handed to umount (so a name
+# with a newline is one line of every list here).
 
 die() {
   echo "${prog:?}: $*" >&2
@@ -17,21 +18,34 @@ mi_escape() {
   printf '%s' "$s"
 }
 
+# mi_unescape VAR ESCAPED: sets VAR to the decoded path. A variable, not output: a command
+# substitution would drop the newlines a name may end with.
 mi_unescape() {
-  local s=$1
+  local s=$2
   s=${s//\\040/ }
   s=${s//\\011/$'\t'}
   s=${s//\\012/$'\n'}
   s=${s//\\134/\\}
-  printf '%s' "$s"
+  printf -v "$1" '%s' "$s"
 }
 
-# The absolute path of a mountpoint argument, symlinks in it resolved, without stat'ing the
-# mountpoint itself (a mirror whose daemon died answers ENOTCONN to that).
+# A path as shown in messages: as it is, or shell-quoted ($'a\nb') when it holds control
+# characters, so that every message stays one line.
+shown() {
+  case $1 in
+  *[[:cntrl:]]*) printf '%q' "$1" ;;
+  *) printf '%s' "$1" ;;
+  esac
+}
+
+# canonical_mountpoint VAR PATH: sets VAR to the absolute path of a mountpoint argument,
+# symlinks in it resolved, without stat'ing the mountpoint itself (a mirror whose daemon died
+# answers ENOTCONN to that). The trailing 'x' keeps newlines that end the name.
 canonical_mountpoint() {
   local p
-  p=$(realpath -m -- "$1") || die "$1: cannot resolve path"
-  printf '%s' "$p"
+  p=$(realpath -m -- "$2" && printf x) || die "$(shown "$2"): cannot resolve path"
+  p=${p%x}
+  printf -v "$1" '%s' "${p%$'\n'}"
 }
 
 # True if the daemon behind the mirror at $1 is gone: the kernel answers ENOTCONN for anything
@@ -67,13 +81,13 @@ is_depsetfs_mount() {
   [ "$fstype" = fuse.depsetfs ]
 }
 
-# Mount points at or below any of the given directories, in mountinfo order, decoded.
+# Mount points at or below any of the given directories, in mountinfo order, one a line, still
+# escaped (so a name with a newline stays one line): decode with mi_unescape.
 mounts_under() {
   local -x MI_DIRS=""
   local d
   for d in "$@"; do MI_DIRS+=$(mi_escape "$d")$'\n'; done
   mi_table | awk '
     BEGIN { n = split(ENVIRON["MI_DIRS"], dirs, "\n") }
-    { for (i = 1; i <= n; i++) if (dirs[i] != "" && ($1 == dirs[i] || index($1, dirs[i] "/") == 1)) { print $1; break } }' |
-    while IFS= read -r m; do mi_unescape "$m"; printf '\n'; done
+    { for (i = 1; i <= n; i++) if (dirs[i] != "" && ($1 == dirs[i] || index($1, dirs[i] "/") == 1)) { print $1; break } }'
 }

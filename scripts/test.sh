@@ -2,7 +2,8 @@
 # The project's one test command (CI runs it through .ci/run).
 #
 # Installs the system packages the tests use (only those missing), checks the Rust toolchain,
-# then: cargo fmt --check, cargo clippy -D warnings, and cargo test --release. Run it as root:
+# then: cargo fmt --check, cargo clippy -D warnings, cargo test --release, and the Debian package
+# (scripts/test-deb.sh: built, installed, checked, purged). Run it as root:
 # the integration tests mount FUSE filesystems, each inside its own private mount namespace.
 # Works unattended on a fresh Debian 12 machine. Exits non-zero on the first failure.
 set -euo pipefail
@@ -27,7 +28,8 @@ fail() {
 # veth), and postgresql, which must stay out of its set. Real services run from their set
 # (tests/services.rs): postgresql again, and a JDK (javac, java).
 packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci skopeo
-  mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless)
+  mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless
+  man-db groff-base bsdextrautils) # man, groff, col: the man pages (tests/cli.rs, scripts/test-deb.sh)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()
 for p in "${packages[@]}"; do
@@ -82,3 +84,6 @@ cargo build --release --all-targets
 # Two cores: two tests at a time. Each integration test bounds its own child processes in time.
 step "cargo test --release"
 cargo test --release --no-fail-fast -- --test-threads "${DEPSETFS_TEST_THREADS:-2}"
+
+step "scripts/test-deb.sh (cargo-deb: build, dpkg -i, check, purge)"
+bash scripts/test-deb.sh

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod chroot;
+pub mod doctor;
 pub mod dump;
 pub mod entry_cache;
 pub mod event;

@@ -72,6 +72,17 @@ enum Command {
     /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
     /// and the paths it missed.
     Verify(VerifyArgs),
+    /// Check what this machine lets depsetfs do (FUSE, namespaces, process events, seccomp) and
+    /// say what will and will not be recorded here.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (depsetfs.1 and one per subcommand) into DIR.
+    #[command(name = "__man", hide = true)]
+    Man { dir: PathBuf },
     #[command(name = "__serve", hide = true)]
     Serve(ServeArgs),
     /// Write a synthetic log for the analysis benchmark (bench/analysis.sh).
@@ -488,14 +499,43 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let text = error.to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
-    eprintln!("depsetfs: {first} (see depsetfs --help)");
+    eprintln!("depsetfs: {}", one_line_usage_error(&error.to_string()));
     ExitCode::from(2)
+}
+
+/// clap's multi-line error as one line: its first line, with the list that follows a line
+/// ending in ':' (the missing arguments) joined onto it, and the `--help` of the subcommand
+/// its usage line names.
+fn one_line_usage_error(text: &str) -> String {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let mut message = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    if message.ends_with(':') {
+        let listed: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.trim_end().ends_with(':'))
+            .skip(1)
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        message = format!("{} {}", message, listed.join(" "));
+    }
+    let command: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .unwrap_or("depsetfs")
+        .split_whitespace()
+        .take_while(|word| !word.starts_with(['[', '<', '-']))
+        .collect();
+    let command = if command.is_empty() {
+        "depsetfs".to_string()
+    } else {
+        command.join(" ")
+    };
+    format!("{message} (see {command} --help)")
 }
 
 fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, CliError> {
@@ -527,6 +567,16 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Command::Serve(args) => serve_command(args, &state),
+        Command::Doctor => doctor_command(),
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut public_command(), "depsetfs", &mut script);
+            write_stdout(|out| out.write_all(&script))
+        }
+        Command::Man { dir } => clap_mangen::generate_to(Cli::command(), &dir)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| CliError::Usage(format!("__man {}: {e}", dir.display()))),
     }
 }
 
@@ -547,7 +597,47 @@ fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError
     };
     // The daemon runs on after we return; dropping the handle does not stop it.
     let _daemon = mount::start_daemon(&options, state)?;
+    eprintln!(
+        "depsetfs: mounted {}; log: {}",
+        one_line(&options.mountpoint),
+        one_line(&options.log)
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A path for a message line: as it is, or quoted and escaped when it holds a control
+/// character (a newline in a name must not split the line).
+fn one_line(path: &Path) -> String {
+    let shown = path.display().to_string();
+    if shown.chars().any(char::is_control) {
+        format!("{shown:?}")
+    } else {
+        shown
+    }
+}
+
+/// The command line without its hidden subcommands (clap_complete would offer them).
+fn public_command() -> clap::Command {
+    let full = Cli::command();
+    let public = full
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .cloned()
+        .collect::<Vec<_>>();
+    clap::Command::new("depsetfs")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .subcommands(public)
+}
+
+fn doctor_command() -> Result<ExitCode, CliError> {
+    let report = depsetfs::doctor::run_checks();
+    write_stdout(|out| report.render(out))?;
+    Ok(if report.essentials_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError> {
@@ -1134,6 +1224,30 @@ fn write_stdout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line_naming_what_is_missing() {
+        let missing = Cli::command()
+            .try_get_matches_from(["depsetfs", "export", "--output", "x"])
+            .err()
+            .map(|e| one_line_usage_error(&e.to_string()));
+        assert_eq!(
+            missing.as_deref(),
+            Some(
+                "the following required arguments were not provided: --format <FORMAT> (see depsetfs export --help)"
+            )
+        );
+        let unknown = Cli::command()
+            .try_get_matches_from(["depsetfs", "frobnicate"])
+            .err()
+            .map(|e| one_line_usage_error(&e.to_string()));
+        assert!(
+            unknown
+                .as_deref()
+                .is_some_and(|l| l.contains("'frobnicate'") && l.ends_with("(see depsetfs --help)")),
+            "{unknown:?}"
+        );
+    }
 
     #[test]
     fn cpu_lists_parse_like_taskset() {

@@ -258,6 +258,15 @@ impl Drop for ProcessTracker {
     }
 }
 
+/// Subscribes to the proc connector and unsubscribes again, as a daemon would at start
+/// (`depsetfs doctor`): `Ok` when the kernel acknowledged the subscription.
+pub fn probe_connector() -> Result<(), ProcessError> {
+    let tracker = ProcessTracker::with_sink(Arc::new(|_| {}), None);
+    let outcome = tracker.start_connector();
+    tracker.stop();
+    outcome
+}
+
 /// Locks a mutex that a panicking thread may have poisoned: the guarded values (thread
 /// handles) stay valid.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -406,3 +406,44 @@ fn export_to_a_missing_directory() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// A missing required argument is named in the one line, with the subcommand's --help.
+#[test]
+fn missing_required_arguments_are_named() {
+    check_cases(
+        "missing_argument",
+        &[
+            case("umount", "", r#""$DEPSETFS" umount"#),
+            case("mount", "", r#""$DEPSETFS" mount --log "$T/log""#),
+            case("export", "", r#""$DEPSETFS" export --output "$T/out""#),
+            case("files", "", r#""$DEPSETFS" files"#),
+        ],
+    );
+    let t = TestDir::new("bad_missing_argument_named");
+    for (args, named, help) in [
+        (
+            &["umount"][..],
+            "<MOUNTPOINT>",
+            "(see depsetfs umount --help)",
+        ),
+        (
+            &["mount", "--log", "x"][..],
+            "<MOUNTPOINT>",
+            "(see depsetfs mount --help)",
+        ),
+        (
+            &["export", "--output", "x"][..],
+            "--format <FORMAT>",
+            "(see depsetfs export --help)",
+        ),
+        (&["files"][..], "--pid <PID>", "(see depsetfs files --help)"),
+    ] {
+        let out = depsetfs(&t, args);
+        let line = out.stderr.trim_end();
+        assert!(
+            line.starts_with("depsetfs: ") && line.contains(named) && line.ends_with(help),
+            "depsetfs {}: {line:?}",
+            args.join(" ")
+        );
+    }
+}

@@ -266,7 +266,7 @@ fn depsetfs_chroot_refuses_what_is_not_a_live_depsetfs_mount() {
         60,
         r#"
 "$DEPSETFS" chroot "$MP" -- /bin/true && exit 1
-"$DEPSETFS" mount "$MP"
+"$DEPSETFS" mount "$MP" 2>/dev/null
 "$DEPSETFS" chroot "$MP" -- /no/such/command && exit 1
 daemon=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$DEPSETFS_STATE_DIR"/mounts/*.json)
 kill -9 "$daemon"

@@ -305,3 +305,34 @@ echo "after: mounted=$(mounts_under "$MP" | wc -l) entries=$(ls "$S/mounts" | gr
         out.describe()
     );
 }
+
+/// A mountpoint whose name holds a newline (mountinfo shows it as \012), or ends with one:
+/// chroot-prepare binds, chroot-release unbinds everything, nothing is left but the mirror.
+#[test]
+fn helpers_handle_a_newline_in_the_mountpoint_name() {
+    let t = TestDir::new("three_step_newline");
+    let out = ns_script(
+        &t,
+        120,
+        r#"
+for name in $'mi\nrror' $'ends-with-newline\n' 'back\134slash and space'; do
+  mp=$T/$name
+  mkdir "$mp"
+  "$DEPSETFS" mount --log "$T/log" "$mp" 2>/dev/null
+  "$HELPERS/chroot-prepare" "$mp"
+  echo "proc_bound=$(test -r "$mp/proc/self/stat" && echo yes)"
+  "$HELPERS/chroot-release" "$mp"
+  # Everything under $T still mounted, in mountinfo's escaped form: the mirror alone.
+  echo "left=$(awk -v t="$T/" 'index($5, t) == 1 { n++ } END { print n + 0 }' /proc/self/mountinfo)"
+  "$DEPSETFS" umount "$mp" 2>/dev/null
+done
+"#,
+    );
+    out.assert_ok("prepare and release on names with a newline");
+    assert_eq!(
+        out.stdout_lines(),
+        ["proc_bound=yes", "left=1"].repeat(3),
+        "{}",
+        out.describe()
+    );
+}
