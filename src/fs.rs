@@ -1,31 +1,37 @@
 //! The operation handlers: a passthrough FUSE filesystem that mirrors a source tree and records
 //! every request.
 //!
-//! Each handler resolves its node(s) in the [`InodeTable`], performs the operation on the
-//! underlying file with an `*at()` call relative to the node's `O_PATH` descriptor (never by
-//! path), answers the kernel, and then records one [`Access`] with the calling process, the
-//! mirror path, the outcome and the open intent. Permission checks are the kernel's
-//! (`default_permissions`); the daemon runs as root, so objects it creates are handed to the
-//! caller's uid/gid right after creation (the group stays the directory's in a setgid
-//! directory, as the underlying filesystem set it). Attribute and entry timeouts are zero by
-//! default so every process's lookups and stats reach the daemon and are attributed.
+//! Every handler goes through one skeleton, [`MirrorFs::serve`], and reads as: which node(s),
+//! what call, what reply, what record. The skeleton keeps the ordering rules of the hot path:
+//! the entry cache's turn for the caller first, then the node(s) (a node that cannot be
+//! resolved is answered with its error and not recorded), the underlying call, the reply, and
+//! only then the record of one [`Access`] with the calling process, the mirror path, the
+//! outcome and the open intent. Each operation is done with an `*at()` call relative to the
+//! node's `O_PATH` descriptor (never by path). Permission checks are the kernel's
+//! (`default_permissions`). Attribute conversion lives in `fs/attr.rs`, the open-handle table
+//! in `fs/handles.rs`, the hand-over of created objects to their creator in
+//! `fs/ownership.rs`. Attribute and entry timeouts are zero by default so every process's
+//! lookups and stats reach the daemon and are attributed.
+
+mod attr;
+mod handles;
+mod ownership;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use dashmap::DashMap;
 use fuser::{
-    BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use self::handles::{Handles, OpenHandle};
 use crate::entry_cache::EntryCache;
 use crate::event::{Access, FileKind, Op, intent, now_ns};
 use crate::inodes::{FileKey, InodeTable, Node};
@@ -52,51 +58,10 @@ pub struct CachePolicy {
     pub passthrough: bool,
 }
 
-/// A lookup answer that says "no such entry" and may be cached (node 0, FUSE's negative entry).
-fn negative_entry() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
-}
-
-/// An open file or directory handle.
-struct OpenHandle {
-    fd: OwnedFd,
-    node: Arc<Node>,
-    mode: OpenMode,
-}
-
-impl Drop for OpenHandle {
-    fn drop(&mut self) {
-        if matches!(self.mode, OpenMode::Cached { .. }) {
-            self.node
-                .io
-                .lock()
-                .expect("node io lock poisoned")
-                .release_cached();
-        }
-    }
-}
-
 /// The mirror: inode table, open handles, and where events go.
 pub struct MirrorFs {
     inodes: InodeTable,
-    handles: DashMap<u64, Arc<OpenHandle>>,
-    next_handle: AtomicU64,
+    handles: Handles,
     root_dev: u64,
     cache: CachePolicy,
     /// Whether the kernel agreed to passthrough (set in init).
@@ -107,10 +72,11 @@ pub struct MirrorFs {
     entry_cache: Option<EntryCache>,
 }
 
-/// What a handler reports to the recorder about one request.
-struct Event<'a> {
+/// What a handler reports to the recorder about one request. The outcome (errno) is not
+/// the handler's to say: [`MirrorFs::serve`] takes it from the result it answered.
+struct Event {
     op: Op,
-    path: &'a [u8],
+    path: Vec<u8>,
     target: Option<Vec<u8>>,
     errno: i32,
     intent: u32,
@@ -118,8 +84,8 @@ struct Event<'a> {
     bytes: u64,
 }
 
-impl<'a> Event<'a> {
-    fn new(op: Op, path: &'a [u8]) -> Event<'a> {
+impl Event {
+    fn new(op: Op, path: Vec<u8>) -> Event {
         Event {
             op,
             path,
@@ -131,11 +97,9 @@ impl<'a> Event<'a> {
         }
     }
 
-    fn outcome<T>(mut self, result: &Result<T, Errno>) -> Self {
-        if let Err(errno) = result {
-            self.errno = i32::from(*errno);
-        }
-        self
+    /// An event on `node`: its path and kind.
+    fn on(op: Op, node: &Node) -> Event {
+        Event::new(op, node.path().to_vec()).kind(node.kind)
     }
 
     fn kind(mut self, kind: FileKind) -> Self {
@@ -159,6 +123,55 @@ impl<'a> Event<'a> {
     }
 }
 
+/// A reply the skeleton can answer with an error. Every fuser reply type can (fuser's own
+/// trait for it is private); [`LookupReply`] answers one error otherwise.
+trait Reply {
+    fn error(self, errno: Errno);
+}
+
+macro_rules! reply_with_error {
+    ($($reply:ty),* $(,)?) => {
+        $(impl Reply for $reply {
+            fn error(self, errno: Errno) {
+                <$reply>::error(self, errno)
+            }
+        })*
+    };
+}
+
+reply_with_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyLseek,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr,
+);
+
+/// A lookup's reply: with the entry cache on, "no such entry" is answered as a negative entry
+/// the kernel may cache for the entry time-out (it is still recorded as ENOENT).
+struct LookupReply {
+    reply: ReplyEntry,
+    negative_ttl: Option<Duration>,
+}
+
+impl Reply for LookupReply {
+    fn error(self, errno: Errno) {
+        match self.negative_ttl {
+            Some(ttl) if errno == Errno::ENOENT => {
+                self.reply
+                    .entry(&ttl, &attr::negative_entry(), Generation(0))
+            }
+            _ => self.reply.error(errno),
+        }
+    }
+}
+
 fn errno(err: std::io::Error) -> Errno {
     Errno::from(err)
 }
@@ -175,80 +188,6 @@ fn child_path(parent: &[u8], name: &OsStr) -> Vec<u8> {
     path
 }
 
-fn system_time(secs: i64, nsecs: i64) -> SystemTime {
-    let nanos = Duration::from_nanos(nsecs.clamp(0, 999_999_999) as u64);
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
-    }
-}
-
-fn file_type(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
-}
-
-fn dirent_type(d_type: u8) -> FileType {
-    match d_type {
-        libc::DT_DIR => FileType::Directory,
-        libc::DT_LNK => FileType::Symlink,
-        libc::DT_FIFO => FileType::NamedPipe,
-        libc::DT_SOCK => FileType::Socket,
-        libc::DT_CHR => FileType::CharDevice,
-        libc::DT_BLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
-}
-
-fn timespec(time: Option<TimeOrNow>) -> libc::timespec {
-    match time {
-        None => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        Some(TimeOrNow::Now) => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-        Some(TimeOrNow::SpecificTime(time)) => match time.duration_since(UNIX_EPOCH) {
-            Ok(since) => libc::timespec {
-                tv_sec: since.as_secs() as libc::time_t,
-                tv_nsec: since.subsec_nanos() as libc::c_long,
-            },
-            Err(before) => {
-                let before = before.duration();
-                libc::timespec {
-                    tv_sec: -(before.as_secs() as libc::time_t) - 1,
-                    tv_nsec: (1_000_000_000 - before.subsec_nanos()) as libc::c_long,
-                }
-            }
-        },
-    }
-}
-
-/// Open flags the daemon must not pass to its own open of the underlying file.
-fn underlying_open_flags(flags: i32) -> i32 {
-    // O_DIRECT would demand aligned buffers of the daemon; the kernel already bypasses the page
-    // cache for the caller when the handle is marked FOPEN_DIRECT_IO.
-    // O_NOFOLLOW: the kernel already refused symlinks; the daemon reopens through the
-    // /proc/self/fd magic link, which O_NOFOLLOW would reject with ELOOP.
-    flags
-        & !(libc::O_CREAT
-            | libc::O_EXCL
-            | libc::O_NOCTTY
-            | libc::O_NOFOLLOW
-            | libc::O_DIRECT
-            | intent::KERNEL_FMODE_EXEC)
-}
-
 impl MirrorFs {
     pub fn new(
         root_fd: OwnedFd,
@@ -261,8 +200,7 @@ impl MirrorFs {
         let root_stat = sys::fstat(root_fd.as_raw_fd())?;
         Ok(MirrorFs {
             inodes: InodeTable::new(root_fd, &root_stat),
-            handles: DashMap::new(),
-            next_handle: AtomicU64::new(1),
+            handles: Handles::new(),
             root_dev: root_stat.st_dev,
             cache,
             passthrough_active: false,
@@ -278,15 +216,52 @@ impl MirrorFs {
         self.cache.entry_ttl = ttl;
     }
 
-    /// Every handler starts here: a request from another process than the last one drops
-    /// the kernel's cached entries before anything is answered.
-    fn caller_turn(&self, req: &Request) {
+    /// The one handler skeleton. It keeps the ordering rules of every request in one place:
+    /// 1. the entry cache's turn for the caller, before anything is answered (a request from
+    ///    another process than the last one drops the kernel's cached entries);
+    /// 2. `nodes`: the node(s) or handle the request names; if one is gone, the reply is its
+    ///    error and nothing is recorded (there is no path to record);
+    /// 3. `call`: the work on the underlying file (it may use the reply, e.g. to fill a
+    ///    directory listing or register a passthrough backing file);
+    /// 4. the reply: `answer` with the value, or the error;
+    /// 5. after the reply, so the caller never waits for the recorder: `record` builds the
+    ///    event from the nodes and the result (or none), and the skeleton records it with the
+    ///    result's errno.
+    #[inline]
+    fn serve<R: Reply, N, T, E: Into<Option<Event>>>(
+        &self,
+        req: &Request,
+        mut reply: R,
+        nodes: impl FnOnce() -> Result<N, Errno>,
+        call: impl FnOnce(&N, &mut R) -> Result<T, Errno>,
+        answer: impl FnOnce(R, &T),
+        record: impl FnOnce(N, Result<T, Errno>) -> E,
+    ) {
         if let Some(cache) = &self.entry_cache {
             cache.turn(self.tracker.identify(req.pid()).pid);
         }
+        let nodes = match nodes() {
+            Ok(nodes) => nodes,
+            Err(e) => return reply.error(e),
+        };
+        let result = call(&nodes, &mut reply);
+        let errno = match &result {
+            Ok(value) => {
+                answer(reply, value);
+                0
+            }
+            Err(e) => {
+                reply.error(*e);
+                i32::from(*e)
+            }
+        };
+        if let Some(mut event) = record(nodes, result).into() {
+            event.errno = errno;
+            self.record(req, event);
+        }
     }
 
-    fn record(&self, req: &Request, event: Event<'_>) {
+    fn record(&self, req: &Request, event: Event) {
         let caller = self.tracker.identify(req.pid());
         let now = now_ns();
         self.recorder.access(Access {
@@ -294,7 +269,7 @@ impl MirrorFs {
             tid: caller.tid,
             start: caller.start,
             op: event.op,
-            path: event.path.to_vec(),
+            path: event.path,
             target: event.target,
             errno: event.errno,
             intent: event.intent,
@@ -306,8 +281,24 @@ impl MirrorFs {
         });
     }
 
+    /// An event on node `ino` as it is when recorded (the handle operations, whose node the
+    /// kernel holds): its path and kind, or an empty path if the node is gone.
+    fn event_on(&self, ino: INodeNo, op: Op) -> Event {
+        match self.inodes.get(ino.0) {
+            Some(node) => Event::on(op, &node),
+            None => Event::new(op, Vec::new()),
+        }
+    }
+
     fn node(&self, number: INodeNo) -> Result<Arc<Node>, Errno> {
         self.inodes.get(number.0).ok_or(Errno::ESTALE)
+    }
+
+    /// The directory node `parent` and the mirror path of its entry `name`.
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Node>, Vec<u8>), Errno> {
+        let parent = self.node(parent)?;
+        let path = child_path(&parent.path(), name);
+        Ok((parent, path))
     }
 
     fn generation_of(&self, number: u64) -> u64 {
@@ -315,56 +306,11 @@ impl MirrorFs {
     }
 
     fn handle(&self, fh: FileHandle) -> Result<Arc<OpenHandle>, Errno> {
-        self.handles
-            .get(&fh.0)
-            .map(|handle| Arc::clone(&handle))
-            .ok_or(Errno::EBADF)
-    }
-
-    fn add_handle(&self, fd: OwnedFd, node: Arc<Node>, mode: OpenMode) -> FileHandle {
-        let number = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .insert(number, Arc::new(OpenHandle { fd, node, mode }));
-        FileHandle(number)
-    }
-
-    /// Opens the file of `node` for I/O and decides how the kernel does I/O on it.
-    fn open_file(
-        &self,
-        node: &Arc<Node>,
-        flags: i32,
-        make_backing: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
-    ) -> Result<(OwnedFd, OpenMode), Errno> {
-        let node_fd = node.fd().map_err(errno)?;
-        let fd = sys::reopen(node_fd.raw(), underlying_open_flags(flags)).map_err(errno)?;
-        let stamp = FileStamp::of(&sys::fstat(fd.as_raw_fd()).map_err(errno)?);
-        let mode = node.io.lock().expect("node io lock poisoned").open(
-            self.passthrough_active,
-            flags,
-            stamp,
-            || make_backing(&fd),
-        );
-        Ok((fd, mode))
+        self.handles.get(fh)
     }
 
     fn attr(&self, stat: &libc::stat) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(self.inodes.number_of(FileKey::of(stat))),
-            size: stat.st_size as u64,
-            blocks: stat.st_blocks as u64,
-            atime: system_time(stat.st_atime, stat.st_atime_nsec),
-            mtime: system_time(stat.st_mtime, stat.st_mtime_nsec),
-            ctime: system_time(stat.st_ctime, stat.st_ctime_nsec),
-            crtime: UNIX_EPOCH,
-            kind: file_type(stat.st_mode),
-            perm: (stat.st_mode & 0o7777) as u16,
-            nlink: stat.st_nlink as u32,
-            uid: stat.st_uid,
-            gid: stat.st_gid,
-            rdev: stat.st_rdev as u32,
-            blksize: stat.st_blksize as u32,
-            flags: 0,
-        }
+        attr::file_attr(self.inodes.number_of(FileKey::of(stat)), stat)
     }
 
     fn node_attr(&self, node: &Node) -> Result<FileAttr, Errno> {
@@ -393,29 +339,6 @@ impl MirrorFs {
         Ok((number, self.attr(&stat)))
     }
 
-    /// Gives a just-created object to the caller. The daemon created it as root; in a setgid
-    /// directory the filesystem already gave it the directory's group, which must stay.
-    fn hand_to_caller(&self, req: &Request, parent: &Node, fd: i32) -> Result<(), Errno> {
-        let dir = parent.fd().map_err(errno)?;
-        let parent_stat = sys::fstat(dir.raw()).map_err(errno)?;
-        let gid = if parent_stat.st_mode & libc::S_ISGID != 0 {
-            u32::MAX
-        } else {
-            req.gid()
-        };
-        if req.uid() == 0 && (gid == u32::MAX || gid == 0) {
-            return Ok(());
-        }
-        let before = sys::fstat(fd).map_err(errno)?;
-        sys::chown_fd(fd, req.uid(), gid).map_err(errno)?;
-        // chown clears setuid/setgid bits of regular files; the creator asked for them.
-        let special = before.st_mode & (libc::S_ISUID | libc::S_ISGID);
-        if special != 0 && before.st_mode & libc::S_IFMT == libc::S_IFREG {
-            sys::chmod_fd(fd, before.st_mode & 0o7777).map_err(errno)?;
-        }
-        Ok(())
-    }
-
     /// Common tail of mkdir, mknod and symlink: hand the new entry to the caller, look it up.
     fn finish_new_entry(
         &self,
@@ -426,7 +349,7 @@ impl MirrorFs {
     ) -> Result<(u64, FileAttr), Errno> {
         let dir = parent.fd().map_err(errno)?;
         let fd = sys::openat(dir.raw(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(errno)?;
-        self.hand_to_caller(req, parent, fd.as_raw_fd())?;
+        ownership::hand_to_caller(req.uid(), req.gid(), parent, fd.as_raw_fd())?;
         let stat = sys::fstat(fd.as_raw_fd()).map_err(errno)?;
         let number = self.inodes.remember(fd, &stat, Arc::from(path));
         Ok((number, self.attr(&stat)))
@@ -434,16 +357,13 @@ impl MirrorFs {
 
     /// Entry replies carry the node number in `attr.ino` (fuser uses one field for both; see
     /// [`InodeTable::number_of`]: it is also the inode number stat() shows).
-    fn reply_entry(&self, reply: ReplyEntry, result: &Result<(u64, FileAttr), Errno>) {
-        match result {
-            Ok((number, attr)) => reply.entry_with_ttls(
-                &self.cache.attr_ttl,
-                &self.cache.entry_ttl,
-                attr,
-                Generation(self.generation_of(*number)),
-            ),
-            Err(e) => reply.error(*e),
-        }
+    fn reply_entry(&self, reply: ReplyEntry, (number, attr): &(u64, FileAttr)) {
+        reply.entry_with_ttls(
+            &self.cache.attr_ttl,
+            &self.cache.entry_ttl,
+            attr,
+            Generation(self.generation_of(*number)),
+        )
     }
 
     fn do_setattr(
@@ -473,27 +393,19 @@ impl MirrorFs {
             .map_err(errno)?;
         }
         if change.atime.is_some() || change.mtime.is_some() {
-            let times = [timespec(change.atime), timespec(change.mtime)];
+            let times = [attr::timespec(change.atime), attr::timespec(change.mtime)];
             sys::utimens_fd(fd, &times).map_err(errno)?;
         }
         self.node_attr(node)
     }
-
-    fn xattr_reply(reply: ReplyXattr, result: &Result<XattrAnswer, Errno>) {
-        match result {
-            Ok(XattrAnswer::Size(size)) => reply.size(*size as u32),
-            Ok(XattrAnswer::Data(data)) => reply.data(data),
-            Err(e) => reply.error(*e),
-        }
-    }
 }
 
 /// What mknod, mkdir and symlink create, for the record.
-struct NewEntry {
+struct NewEntry<'a> {
     op: Op,
     kind: FileKind,
-    /// The symlink's target text.
-    target: Option<Vec<u8>>,
+    /// The symlink's target.
+    target: Option<&'a Path>,
 }
 
 /// The fields a setattr request may change.
@@ -536,30 +448,27 @@ impl Filesystem for MirrorFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.caller_turn(req);
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
+        let reply = LookupReply {
+            reply,
+            negative_ttl: self.entry_cache.as_ref().map(|_| self.cache.entry_ttl),
         };
-        let path = child_path(&parent.path(), name);
-        let result = self.lookup_child(&parent, name, &path);
-        let kind = result
-            .as_ref()
-            .map(|(number, _)| {
-                self.inodes
-                    .get(*number)
-                    .map_or(FileKind::Unknown, |n| n.kind)
-            })
-            .unwrap_or_default();
-        match &result {
-            Err(Errno::ENOENT) if self.entry_cache.is_some() => {
-                reply.entry(&self.cache.entry_ttl, &negative_entry(), Generation(0))
-            }
-            _ => self.reply_entry(reply, &result),
-        }
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Lookup, &path).outcome(&result).kind(kind),
+            reply,
+            || self.child(parent, name),
+            |(parent, path), _| {
+                let entry = self.lookup_child(parent, name, path)?;
+                let kind = self
+                    .inodes
+                    .get(entry.0)
+                    .map_or(FileKind::Unknown, |n| n.kind);
+                Ok((entry, kind))
+            },
+            |reply, (entry, _)| self.reply_entry(reply.reply, entry),
+            |(_, path), result| {
+                let kind = result.map(|(_, kind)| kind).unwrap_or_default();
+                Event::new(Op::Lookup, path).kind(kind)
+            },
         );
     }
 
@@ -568,21 +477,13 @@ impl Filesystem for MirrorFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.caller_turn(req);
-        let node = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let result = self.node_attr(&node);
-        match &result {
-            Ok(attr) => reply.attr(&self.cache.attr_ttl, attr),
-            Err(e) => reply.error(*e),
-        }
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Getattr, &node.path())
-                .outcome(&result)
-                .kind(node.kind),
+            reply,
+            || self.node(ino),
+            |node, _| self.node_attr(node),
+            |reply, attr| reply.attr(&self.cache.attr_ttl, attr),
+            |node, _| Event::on(Op::Getattr, &node),
         );
     }
 
@@ -604,11 +505,6 @@ impl Filesystem for MirrorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.caller_turn(req);
-        let node = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
         let change = AttrChange {
             mode,
             uid,
@@ -617,43 +513,36 @@ impl Filesystem for MirrorFs {
             atime,
             mtime,
         };
-        let result = self.do_setattr(&node, &change, fh);
-        match &result {
-            Ok(attr) => reply.attr(&self.cache.attr_ttl, attr),
-            Err(e) => reply.error(*e),
-        }
         let intent = if size.is_some() { intent::TRUNCATE } else { 0 };
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Setattr, &node.path())
-                .outcome(&result)
-                .kind(node.kind)
-                .intent(intent),
+            reply,
+            || self.node(ino),
+            |node, _| self.do_setattr(node, &change, fh),
+            |reply, attr| reply.attr(&self.cache.attr_ttl, attr),
+            |node, _| Event::on(Op::Setattr, &node).intent(intent),
         );
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.caller_turn(req);
-        let node = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let result = node
-            .fd()
-            .and_then(|fd| sys::readlink_fd(fd.raw()))
-            .map_err(errno);
-        match &result {
-            Ok(target) => reply.data(target),
-            Err(e) => reply.error(*e),
-        }
-        let path = node.path();
-        let mut event = Event::new(Op::Readlink, &path)
-            .outcome(&result)
-            .kind(node.kind);
-        if let Ok(target) = result {
-            event = event.target(target);
-        }
-        self.record(req, event);
+        self.serve(
+            req,
+            reply,
+            || self.node(ino),
+            |node, _| {
+                node.fd()
+                    .and_then(|fd| sys::readlink_fd(fd.raw()))
+                    .map_err(errno)
+            },
+            |reply, target| reply.data(target),
+            |node, result| {
+                let event = Event::on(Op::Readlink, &node);
+                match result {
+                    Ok(target) => event.target(target),
+                    Err(_) => event,
+                }
+            },
+        );
     }
 
     fn mknod(
@@ -666,7 +555,6 @@ impl Filesystem for MirrorFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.caller_turn(req);
         let new = NewEntry {
             op: Op::Mknod,
             kind: FileKind::from_mode(mode),
@@ -688,7 +576,6 @@ impl Filesystem for MirrorFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.caller_turn(req);
         let new = NewEntry {
             op: Op::Mkdir,
             kind: FileKind::Dir,
@@ -700,12 +587,10 @@ impl Filesystem for MirrorFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.caller_turn(req);
         self.remove_entry(req, parent, name, 0, reply);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.caller_turn(req);
         self.remove_entry(req, parent, name, libc::AT_REMOVEDIR, reply);
     }
 
@@ -717,11 +602,10 @@ impl Filesystem for MirrorFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        self.caller_turn(req);
         let new = NewEntry {
             op: Op::Symlink,
             kind: FileKind::Symlink,
-            target: Some(target.as_os_str().as_bytes().to_vec()),
+            target: Some(target),
         };
         self.make_entry(req, parent, link_name, new, reply, |dir| {
             sys::symlinkat(target, dir, link_name)
@@ -738,26 +622,26 @@ impl Filesystem for MirrorFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
-        let (old_dir, new_dir) = match (self.node(parent), self.node(newparent)) {
-            (Ok(old_dir), Ok(new_dir)) => (old_dir, new_dir),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
-        };
-        let old_path = child_path(&old_dir.path(), name);
-        let new_path = child_path(&new_dir.path(), newname);
-        let result = old_dir
-            .fd()
-            .and_then(|old| {
-                let new = new_dir.fd()?;
-                sys::renameat2(old.raw(), name, new.raw(), newname, flags.bits())
-            })
-            .map_err(errno);
-        reply_empty(reply, &result);
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Rename, &old_path)
-                .outcome(&result)
-                .target(new_path),
+            reply,
+            || {
+                let (old_dir, new_dir) = (self.node(parent)?, self.node(newparent)?);
+                let old_path = child_path(&old_dir.path(), name);
+                let new_path = child_path(&new_dir.path(), newname);
+                Ok((old_dir, new_dir, old_path, new_path))
+            },
+            |(old_dir, new_dir, _, _), _| {
+                old_dir
+                    .fd()
+                    .and_then(|old| {
+                        let new = new_dir.fd()?;
+                        sys::renameat2(old.raw(), name, new.raw(), newname, flags.bits())
+                    })
+                    .map_err(errno)
+            },
+            |reply, ()| reply.ok(),
+            |(_, _, old_path, new_path), _| Event::new(Op::Rename, old_path).target(new_path),
         );
     }
 
@@ -769,60 +653,51 @@ impl Filesystem for MirrorFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.caller_turn(req);
-        let (node, new_dir) = match (self.node(ino), self.node(newparent)) {
-            (Ok(node), Ok(new_dir)) => (node, new_dir),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
-        };
-        let new_path = child_path(&new_dir.path(), newname);
-        let result = node
-            .fd()
-            .and_then(|fd| sys::link_fd(fd.raw(), new_dir.fd()?.raw(), newname))
-            .map_err(errno)
-            .and_then(|()| self.lookup_child(&new_dir, newname, &new_path));
-        self.reply_entry(reply, &result);
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Link, &node.path())
-                .outcome(&result)
-                .kind(node.kind)
-                .target(new_path),
+            reply,
+            || {
+                let (node, new_dir) = (self.node(ino)?, self.node(newparent)?);
+                let new_path = child_path(&new_dir.path(), newname);
+                Ok((node, new_dir, new_path))
+            },
+            |(node, new_dir, new_path), _| {
+                node.fd()
+                    .and_then(|fd| sys::link_fd(fd.raw(), new_dir.fd()?.raw(), newname))
+                    .map_err(errno)
+                    .and_then(|()| self.lookup_child(new_dir, newname, new_path))
+            },
+            |reply, entry| self.reply_entry(reply, entry),
+            |(node, _, new_path), _| Event::on(Op::Link, &node).target(new_path),
         );
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.caller_turn(req);
-        let node = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        if flags.0 & intent::KERNEL_FMODE_EXEC != 0 {
-            // The caller waits in execve until this open is answered: its argv is readable.
-            self.tracker
-                .capture_exec(self.tracker.identify(req.pid()), &node.path());
-        }
-        let result = match self.open_file(&node, flags.0, |fd| reply.open_backing(fd)) {
-            Ok((fd, mode)) => {
+        self.serve(
+            req,
+            reply,
+            || self.node(ino),
+            |node, reply| {
+                if flags.0 & intent::KERNEL_FMODE_EXEC != 0 {
+                    // The caller waits in execve until this open is answered: its argv is
+                    // readable.
+                    self.tracker
+                        .capture_exec(self.tracker.identify(req.pid()), &node.path());
+                }
+                let (fd, mode) =
+                    handles::open_file(node, flags.0, self.passthrough_active, |fd| {
+                        reply.open_backing(fd)
+                    })?;
                 let reply_flags = mode.reply_flags();
                 let backing = mode.backing();
-                let fh = self.add_handle(fd, Arc::clone(&node), mode);
-                match backing {
-                    Some(backing) => reply.opened_passthrough(fh, reply_flags, &backing),
-                    None => reply.opened(fh, reply_flags),
-                }
-                Ok(fh)
-            }
-            Err(e) => {
-                reply.error(e);
-                Err(e)
-            }
-        };
-        self.record(
-            req,
-            Event::new(Op::Open, &node.path())
-                .outcome(&result)
-                .kind(node.kind)
-                .intent(intent::from_open_flags(flags.0)),
+                let fh = self.handles.add(fd, Arc::clone(node), mode);
+                Ok((fh, reply_flags, backing))
+            },
+            |reply, (fh, reply_flags, backing)| match backing {
+                Some(backing) => reply.opened_passthrough(*fh, *reply_flags, backing),
+                None => reply.opened(*fh, *reply_flags),
+            },
+            |node, _| Event::on(Op::Open, &node).intent(intent::from_open_flags(flags.0)),
         );
     }
 
@@ -837,26 +712,34 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.caller_turn(req);
         // One buffer per request thread, grown once: a fresh zeroed allocation per read costs
         // as much as the copy itself at 128 KiB.
-        let result = READ_BUFFER.with(|buffer| {
+        READ_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let size = size as usize;
             if buffer.len() < size {
                 buffer.resize(size, 0);
             }
-            let read = self.handle(fh).and_then(|handle| {
-                sys::pread(handle.fd.as_raw_fd(), &mut buffer[..size], offset).map_err(errno)
-            });
-            match &read {
-                Ok(len) => reply.data(&buffer[..*len]),
-                Err(e) => reply.error(*e),
-            }
-            read
+            let buffer = &mut buffer[..size];
+            self.serve(
+                req,
+                reply,
+                || Ok(()),
+                move |(), _| {
+                    let buffer = buffer;
+                    let handle = self.handle(fh)?;
+                    let len = sys::pread(handle.fd.as_raw_fd(), buffer, offset).map_err(errno)?;
+                    Ok(&buffer[..len])
+                },
+                |reply, data| reply.data(data),
+                |(), result| {
+                    let bytes = result.map_or(0, |data| data.len() as u64);
+                    self.event_on(ino, Op::Read)
+                        .intent(intent::READ)
+                        .bytes(bytes)
+                },
+            );
         });
-        let bytes = result.as_ref().map_or(0, |len| *len as u64);
-        self.record_on_node(req, ino, Op::Read, &result, intent::READ, bytes);
     }
 
     fn write(
@@ -871,16 +754,22 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.caller_turn(req);
-        let result = self
-            .handle(fh)
-            .and_then(|handle| write_all_at(handle.fd.as_raw_fd(), data, offset).map_err(errno));
-        match &result {
-            Ok(written) => reply.written(*written as u32),
-            Err(e) => reply.error(*e),
-        }
-        let bytes = result.as_ref().map_or(0, |n| *n as u64);
-        self.record_on_node(req, ino, Op::Write, &result, intent::WRITE, bytes);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| {
+                let handle = self.handle(fh)?;
+                write_all_at(handle.fd.as_raw_fd(), data, offset).map_err(errno)
+            },
+            |reply, written| reply.written(*written as u32),
+            |(), result| {
+                let bytes = result.map_or(0, |n| n as u64);
+                self.event_on(ino, Op::Write)
+                    .intent(intent::WRITE)
+                    .bytes(bytes)
+            },
+        );
     }
 
     fn release(
@@ -893,7 +782,6 @@ impl Filesystem for MirrorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
         self.close_handle(req, ino, fh, Op::Release, reply);
     }
 
@@ -905,31 +793,27 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
         self.sync_handle(req, ino, fh, datasync, Op::Fsync, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.caller_turn(req);
-        let node = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let result = node
-            .fd()
-            .and_then(|fd| sys::reopen(fd.raw(), libc::O_RDONLY | libc::O_DIRECTORY))
-            .map_err(errno)
-            .map(|fd| self.add_handle(fd, Arc::clone(&node), OpenMode::Direct));
-        match &result {
-            Ok(fh) => reply.opened(*fh, FopenFlags::empty()),
-            Err(e) => reply.error(*e),
-        }
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Opendir, &node.path())
-                .outcome(&result)
-                .kind(FileKind::Dir)
-                .intent(intent::READ | intent::DIRECTORY),
+            reply,
+            || self.node(ino),
+            |node, _| {
+                let fd = node
+                    .fd()
+                    .and_then(|fd| sys::reopen(fd.raw(), libc::O_RDONLY | libc::O_DIRECTORY))
+                    .map_err(errno)?;
+                Ok(self.handles.add(fd, Arc::clone(node), OpenMode::Direct))
+            },
+            |reply, fh| reply.opened(*fh, FopenFlags::empty()),
+            |node, _| {
+                Event::new(Op::Opendir, node.path().to_vec())
+                    .kind(FileKind::Dir)
+                    .intent(intent::READ | intent::DIRECTORY)
+            },
         );
     }
 
@@ -939,35 +823,34 @@ impl Filesystem for MirrorFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        self.caller_turn(req);
-        let handle = match self.handle(fh) {
-            Ok(handle) => handle,
-            Err(e) => return reply.error(e),
-        };
-        let dir_dev = self.inodes.get(ino.0).map_or(self.root_dev, |n| n.key.dev);
-        let result = sys::read_dir_entries(
-            handle.fd.as_raw_fd(),
-            offset as i64,
-            |d_ino, next, d_type, name| {
-                reply.add(
-                    INodeNo(self.inodes.number_of(FileKey {
-                        dev: dir_dev,
-                        ino: d_ino,
-                    })),
-                    next as u64,
-                    dirent_type(d_type),
-                    OsStr::from_bytes(name),
+        self.serve(
+            req,
+            reply,
+            || self.handle(fh),
+            |handle, reply| {
+                let dir_dev = self.inodes.get(ino.0).map_or(self.root_dev, |n| n.key.dev);
+                sys::read_dir_entries(
+                    handle.fd.as_raw_fd(),
+                    offset as i64,
+                    |d_ino, next, d_type, name| {
+                        reply.add(
+                            INodeNo(self.inodes.number_of(FileKey {
+                                dev: dir_dev,
+                                ino: d_ino,
+                            })),
+                            next as u64,
+                            attr::dirent_type(d_type),
+                            OsStr::from_bytes(name),
+                        )
+                    },
                 )
+                .map_err(errno)
             },
-        )
-        .map_err(errno);
-        match &result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(*e),
-        }
-        self.record_on_node(req, ino, Op::Readdir, &result, intent::READ, 0);
+            |reply, ()| reply.ok(),
+            |_, _| self.event_on(ino, Op::Readdir).intent(intent::READ),
+        );
     }
 
     fn releasedir(
@@ -978,7 +861,6 @@ impl Filesystem for MirrorFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
         self.close_handle(req, ino, fh, Op::Releasedir, reply);
     }
 
@@ -990,34 +872,33 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
         self.sync_handle(req, ino, fh, datasync, Op::Fsyncdir, reply);
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.caller_turn(req);
-        let node = match self.node(ino) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let result = node
-            .fd()
-            .and_then(|fd| sys::statvfs(fd.raw()))
-            .map_err(errno);
-        match &result {
-            Ok(st) => reply.statfs(
-                st.f_blocks,
-                st.f_bfree,
-                st.f_bavail,
-                st.f_files,
-                st.f_ffree,
-                st.f_bsize as u32,
-                st.f_namemax as u32,
-                st.f_frsize as u32,
-            ),
-            Err(e) => reply.error(*e),
-        }
-        self.record(req, Event::new(Op::Statfs, &node.path()).outcome(&result));
+        self.serve(
+            req,
+            reply,
+            || self.node(ino),
+            |node, _| {
+                node.fd()
+                    .and_then(|fd| sys::statvfs(fd.raw()))
+                    .map_err(errno)
+            },
+            |reply, st| {
+                reply.statfs(
+                    st.f_blocks,
+                    st.f_bfree,
+                    st.f_bavail,
+                    st.f_files,
+                    st.f_ffree,
+                    st.f_bsize as u32,
+                    st.f_namemax as u32,
+                    st.f_frsize as u32,
+                )
+            },
+            |node, _| Event::new(Op::Statfs, node.path().to_vec()),
+        );
     }
 
     fn setxattr(
@@ -1030,31 +911,47 @@ impl Filesystem for MirrorFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
-        let result = self.on_xattr_node(ino, |fd| sys::setxattr(fd, name, value, flags));
-        reply_empty(reply, &result);
-        self.record_on_node(req, ino, Op::Setxattr, &result, 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| self.on_xattr_node(ino, |fd| sys::setxattr(fd, name, value, flags)),
+            |reply, ()| reply.ok(),
+            |(), _| self.event_on(ino, Op::Setxattr),
+        );
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.caller_turn(req);
-        let result = self.on_xattr_node(ino, |fd| sys::getxattr(fd, name, size as usize));
-        Self::xattr_reply(reply, &result);
-        self.record_on_node(req, ino, Op::Getxattr, &result, 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| self.on_xattr_node(ino, |fd| sys::getxattr(fd, name, size as usize)),
+            xattr_reply,
+            |(), _| self.event_on(ino, Op::Getxattr),
+        );
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.caller_turn(req);
-        let result = self.on_xattr_node(ino, |fd| sys::listxattr(fd, size as usize));
-        Self::xattr_reply(reply, &result);
-        self.record_on_node(req, ino, Op::Listxattr, &result, 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| self.on_xattr_node(ino, |fd| sys::listxattr(fd, size as usize)),
+            xattr_reply,
+            |(), _| self.event_on(ino, Op::Listxattr),
+        );
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.caller_turn(req);
-        let result = self.on_xattr_node(ino, |fd| sys::removexattr(fd, name));
-        reply_empty(reply, &result);
-        self.record_on_node(req, ino, Op::Removexattr, &result, 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| self.on_xattr_node(ino, |fd| sys::removexattr(fd, name)),
+            |reply, ()| reply.ok(),
+            |(), _| self.event_on(ino, Op::Removexattr),
+        );
     }
 
     fn create(
@@ -1067,29 +964,25 @@ impl Filesystem for MirrorFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.caller_turn(req);
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let path = child_path(&parent.path(), name);
-        let result = self.create_file(req, &parent, name, &path, (mode, umask), flags);
-        match &result {
-            Ok((number, attr, fh, reply_flags)) => reply.created(
-                &self.cache.entry_ttl,
-                attr,
-                Generation(self.generation_of(*number)),
-                *fh,
-                *reply_flags,
-            ),
-            Err(e) => reply.error(*e),
-        }
-        self.record(
+        self.serve(
             req,
-            Event::new(Op::Create, &path)
-                .outcome(&result)
-                .kind(FileKind::File)
-                .intent(intent::from_open_flags(flags) | intent::CREATE),
+            reply,
+            || self.child(parent, name),
+            |(parent, path), _| self.create_file(req, parent, name, path, (mode, umask), flags),
+            |reply, (number, attr, fh, reply_flags)| {
+                reply.created(
+                    &self.cache.entry_ttl,
+                    attr,
+                    Generation(self.generation_of(*number)),
+                    *fh,
+                    *reply_flags,
+                )
+            },
+            |(_, path), _| {
+                Event::new(Op::Create, path)
+                    .kind(FileKind::File)
+                    .intent(intent::from_open_flags(flags) | intent::CREATE)
+            },
         );
     }
 
@@ -1103,12 +996,17 @@ impl Filesystem for MirrorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.caller_turn(req);
-        let result = self.handle(fh).and_then(|handle| {
-            sys::fallocate(handle.fd.as_raw_fd(), mode, offset, length).map_err(errno)
-        });
-        reply_empty(reply, &result);
-        self.record_on_node(req, ino, Op::Fallocate, &result, intent::WRITE, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| {
+                let handle = self.handle(fh)?;
+                sys::fallocate(handle.fd.as_raw_fd(), mode, offset, length).map_err(errno)
+            },
+            |reply, ()| reply.ok(),
+            |(), _| self.event_on(ino, Op::Fallocate).intent(intent::WRITE),
+        );
     }
 
     fn lseek(
@@ -1120,15 +1018,17 @@ impl Filesystem for MirrorFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.caller_turn(req);
-        let result = self
-            .handle(fh)
-            .and_then(|handle| sys::lseek(handle.fd.as_raw_fd(), offset, whence).map_err(errno));
-        match &result {
-            Ok(position) => reply.offset(*position),
-            Err(e) => reply.error(*e),
-        }
-        self.record_on_node(req, ino, Op::Lseek, &result, 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| {
+                let handle = self.handle(fh)?;
+                sys::lseek(handle.fd.as_raw_fd(), offset, whence).map_err(errno)
+            },
+            |reply, position| reply.offset(*position),
+            |(), _| self.event_on(ino, Op::Lseek),
+        );
     }
 
     fn copy_file_range(
@@ -1144,76 +1044,89 @@ impl Filesystem for MirrorFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        self.caller_turn(req);
-        let result = self.handle(fh_in).and_then(|input| {
-            let output = self.handle(fh_out)?;
-            sys::copy_file_range(
-                input.fd.as_raw_fd(),
-                offset_in,
-                output.fd.as_raw_fd(),
-                offset_out,
-                len,
-            )
-            .map_err(errno)
-        });
-        match &result {
-            Ok(copied) => reply.written(*copied as u32),
-            Err(e) => reply.error(*e),
-        }
-        let bytes = result.as_ref().map_or(0, |n| *n as u64);
-        let source = self.inodes.get(ino_in.0).map(|n| n.path());
-        let destination = self.inodes.get(ino_out.0).map(|n| n.path());
-        if let Some(source) = source {
-            let mut event = Event::new(Op::CopyFileRange, &source)
-                .outcome(&result)
-                .intent(intent::READ)
-                .bytes(bytes);
-            if let Some(destination) = destination {
-                event = event.target(destination.to_vec());
-            }
-            self.record(req, event);
-        }
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| {
+                let (input, output) = (self.handle(fh_in)?, self.handle(fh_out)?);
+                sys::copy_file_range(
+                    input.fd.as_raw_fd(),
+                    offset_in,
+                    output.fd.as_raw_fd(),
+                    offset_out,
+                    len,
+                )
+                .map_err(errno)
+            },
+            |reply, copied| reply.written(*copied as u32),
+            // Recorded on the source (none if the kernel no longer holds it), with the
+            // destination as the target.
+            |(), result| {
+                let bytes = result.map_or(0, |n| n as u64);
+                let source = self.inodes.get(ino_in.0)?;
+                let destination = self.inodes.get(ino_out.0);
+                let event = Event::new(Op::CopyFileRange, source.path().to_vec())
+                    .intent(intent::READ)
+                    .bytes(bytes);
+                Some(match destination {
+                    Some(destination) => event.target(destination.path().to_vec()),
+                    None => event,
+                })
+            },
+        );
     }
 }
 
 impl MirrorFs {
     /// mknod, mkdir and symlink: create with `create(parent_fd)`, hand the new entry to the
-    /// caller, look it up, answer, record.
+    /// caller, look it up.
     fn make_entry(
         &self,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        new: NewEntry,
+        new: NewEntry<'_>,
         reply: ReplyEntry,
         create: impl FnOnce(i32) -> std::io::Result<()>,
     ) {
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let path = child_path(&parent.path(), name);
-        let result = parent
-            .fd()
-            .and_then(|dir| create(dir.raw()))
-            .map_err(errno)
-            .and_then(|()| self.finish_new_entry(req, &parent, name, &path));
-        self.reply_entry(reply, &result);
-        let mut event = Event::new(new.op, &path)
-            .outcome(&result)
-            .kind(new.kind)
-            .intent(intent::CREATE);
-        if let Some(target) = new.target {
-            event = event.target(target);
-        }
-        self.record(req, event);
+        self.serve(
+            req,
+            reply,
+            || self.child(parent, name),
+            |(parent, path), _| {
+                parent
+                    .fd()
+                    .and_then(|dir| create(dir.raw()))
+                    .map_err(errno)
+                    .and_then(|()| self.finish_new_entry(req, parent, name, path))
+            },
+            |reply, entry| self.reply_entry(reply, entry),
+            |(_, path), _| {
+                let event = Event::new(new.op, path)
+                    .kind(new.kind)
+                    .intent(intent::CREATE);
+                match new.target {
+                    Some(target) => event.target(target.as_os_str().as_bytes().to_vec()),
+                    None => event,
+                }
+            },
+        );
     }
 
     /// release and releasedir: the handle's descriptor closes when its last user drops it.
     fn close_handle(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: Op, reply: ReplyEmpty) {
-        self.handles.remove(&fh.0);
-        reply.ok();
-        self.record_on_node(req, ino, op, &Ok(()), 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| {
+                self.handles.remove(fh);
+                Ok(())
+            },
+            |reply, ()| reply.ok(),
+            |(), _| self.event_on(ino, op),
+        );
     }
 
     /// fsync and fsyncdir.
@@ -1226,13 +1139,20 @@ impl MirrorFs {
         op: Op,
         reply: ReplyEmpty,
     ) {
-        let result = self
-            .handle(fh)
-            .and_then(|handle| sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno));
-        reply_empty(reply, &result);
-        self.record_on_node(req, ino, op, &result, 0, 0);
+        self.serve(
+            req,
+            reply,
+            || Ok(()),
+            |(), _| {
+                let handle = self.handle(fh)?;
+                sys::fsync(handle.fd.as_raw_fd(), datasync).map_err(errno)
+            },
+            |reply, ()| reply.ok(),
+            |(), _| self.event_on(ino, op),
+        );
     }
 
+    /// unlink and rmdir.
     fn remove_entry(
         &self,
         req: &Request,
@@ -1241,22 +1161,24 @@ impl MirrorFs {
         flags: i32,
         reply: ReplyEmpty,
     ) {
-        let parent = match self.node(parent) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        let path = child_path(&parent.path(), name);
-        let result = parent
-            .fd()
-            .and_then(|dir| sys::unlinkat(dir.raw(), name, flags))
-            .map_err(errno);
-        reply_empty(reply, &result);
         let op = if flags & libc::AT_REMOVEDIR != 0 {
             Op::Rmdir
         } else {
             Op::Unlink
         };
-        self.record(req, Event::new(op, &path).outcome(&result));
+        self.serve(
+            req,
+            reply,
+            || self.child(parent, name),
+            |(parent, _), _| {
+                parent
+                    .fd()
+                    .and_then(|dir| sys::unlinkat(dir.raw(), name, flags))
+                    .map_err(errno)
+            },
+            |reply, ()| reply.ok(),
+            |(_, path), _| Event::new(op, path),
+        );
     }
 
     fn create_file(
@@ -1268,13 +1190,14 @@ impl MirrorFs {
         (mode, umask): (u32, u32),
         flags: i32,
     ) -> Result<(u64, FileAttr, FileHandle, FopenFlags), Errno> {
-        let open_flags = underlying_open_flags(flags) | libc::O_CREAT | (flags & libc::O_EXCL);
+        let open_flags =
+            handles::underlying_open_flags(flags) | libc::O_CREAT | (flags & libc::O_EXCL);
         let dir = parent.fd().map_err(errno)?;
         let file = sys::with_umask(umask, mode, |mode| {
             sys::openat(dir.raw(), name, open_flags, mode)
         })
         .map_err(errno)?;
-        self.hand_to_caller(req, parent, file.as_raw_fd())?;
+        ownership::hand_to_caller(req.uid(), req.gid(), parent, file.as_raw_fd())?;
         // A path descriptor of exactly the file just created, without resolving `name` again.
         let path_fd = sys::reopen(file.as_raw_fd(), libc::O_PATH).map_err(errno)?;
         let stat = sys::fstat(path_fd.as_raw_fd()).map_err(errno)?;
@@ -1289,13 +1212,18 @@ impl MirrorFs {
             || Err(std::io::Error::from_raw_os_error(libc::ENOTSUP)),
         );
         let reply_flags = mode.reply_flags();
-        Ok((number, attr, self.add_handle(file, node, mode), reply_flags))
+        Ok((
+            number,
+            attr,
+            self.handles.add(file, node, mode),
+            reply_flags,
+        ))
     }
 
     /// Runs an xattr call on the file of a node, by its /proc/self/fd path (xattr calls do not
     /// take `O_PATH` descriptors). For a symlink the path leads to the symlink itself: the
     /// magic link resolves to what the descriptor holds, and the kernel does not follow a
-    /// symlink it reached that way.
+    /// symlink it reached that way. A node that is gone is the call's error (and recorded).
     fn on_xattr_node<T>(
         &self,
         ino: INodeNo,
@@ -1305,35 +1233,12 @@ impl MirrorFs {
         let fd = node.fd().map_err(errno)?;
         call(fd.raw()).map_err(errno)
     }
-
-    fn record_on_node<T>(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        op: Op,
-        result: &Result<T, Errno>,
-        intent: u32,
-        bytes: u64,
-    ) {
-        let node = self.inodes.get(ino.0);
-        let path = node.as_ref().map(|n| n.path());
-        let kind = node.as_ref().map_or(FileKind::Unknown, |n| n.kind);
-        let path: &[u8] = path.as_deref().unwrap_or(b"");
-        self.record(
-            req,
-            Event::new(op, path)
-                .outcome(result)
-                .kind(kind)
-                .intent(intent)
-                .bytes(bytes),
-        );
-    }
 }
 
-fn reply_empty(reply: ReplyEmpty, result: &Result<(), Errno>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(*e),
+fn xattr_reply(reply: ReplyXattr, answer: &XattrAnswer) {
+    match answer {
+        XattrAnswer::Size(size) => reply.size(*size as u32),
+        XattrAnswer::Data(data) => reply.data(data),
     }
 }
 
@@ -1357,24 +1262,5 @@ mod tests {
     fn child_paths_join_with_one_slash() {
         assert_eq!(child_path(b"/", OsStr::new("etc")), b"/etc");
         assert_eq!(child_path(b"/etc", OsStr::new("passwd")), b"/etc/passwd");
-    }
-
-    #[test]
-    fn exec_and_create_flags_never_reach_the_underlying_open() {
-        let flags = libc::O_RDONLY
-            | intent::KERNEL_FMODE_EXEC
-            | libc::O_CREAT
-            | libc::O_DIRECT
-            | libc::O_NOFOLLOW;
-        assert_eq!(underlying_open_flags(flags), libc::O_RDONLY);
-    }
-
-    #[test]
-    fn negative_times_convert() {
-        let t = system_time(-1, 500_000_000);
-        assert_eq!(
-            UNIX_EPOCH.duration_since(t).map(|d| d.as_millis()).ok(),
-            Some(500)
-        );
     }
 }
