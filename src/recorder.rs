@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::event::{Access, FileKind, LostEvents, Op, Record, TimeNs, now_ns};
+use crate::event::{Access, FileKind, LogEnd, LostEvents, Op, Record, TimeNs, now_ns};
 use crate::log::{LogError, LogWriter};
 
 /// How long the writer thread sleeps between drains of the queue.
@@ -90,6 +90,7 @@ impl Recorder {
             counters: Arc::clone(&counters),
             batch: Batch::default(),
             unannounced_losses: 0,
+            ending: false,
         };
         let handle = thread::Builder::new()
             .name(WRITER_THREAD_NAME.to_string())
@@ -309,6 +310,8 @@ struct WriterThread {
     batch: Batch,
     /// Records discarded by failed writes that no [`LostEvents`] marker on disk counts yet.
     unannounced_losses: u64,
+    /// The next batch is the last: it ends with [`Record::End`].
+    ending: bool,
 }
 
 impl WriterThread {
@@ -329,6 +332,9 @@ impl WriterThread {
                         let _ = done.send(());
                     }
                     Ok(Message::Finish) | Err(TryRecvError::Disconnected) => {
+                        // Stopping in order: the end record, written after everything else,
+                        // tells readers that nothing is missing.
+                        self.ending = true;
                         return self.write_batch();
                     }
                     Err(TryRecvError::Empty) => break,
@@ -357,7 +363,11 @@ impl WriterThread {
             let marker = lost_to_write_errors(self.unannounced_losses);
             errors.note_outcome(self.writer.append(&marker));
         }
-        for record in self.batch.take_records() {
+        let mut records = self.batch.take_records();
+        if self.ending {
+            records.push(Record::End(LogEnd { ts_ns: now_ns() }));
+        }
+        for record in records {
             errors.note_outcome(self.writer.append(&record));
         }
         errors.note_outcome(self.writer.flush());

@@ -241,6 +241,15 @@ pub struct LogStats {
     /// Some `traced` record shows that a process's network calls were watched (e.g. a
     /// service started by `depsetfs chroot` on a mount whose header could not know it).
     pub network_traced: bool,
+    /// Whether the log ends with the end record its recorder writes when it stops in order
+    /// (false: the recorder was killed, events after `last_record_ns` may be missing). None
+    /// for logs older than format version 3, which cannot tell.
+    pub ended_cleanly: Option<bool>,
+    /// The latest time a record names (the header's start when there is none).
+    pub last_record_ns: TimeNs,
+    /// Set by the reader's caller when a live daemon is still writing the log: no end record
+    /// is expected yet.
+    pub still_recording: bool,
 }
 
 impl LogStats {
@@ -256,6 +265,18 @@ impl LogStats {
             .iter()
             .filter(|(source, _)| source.as_str() != CONNECTOR_UNAVAILABLE_SOURCE)
             .map(|(source, count)| (source.as_str(), *count))
+    }
+
+    /// What to say when the log did not end cleanly (its recorder was killed), else None. A
+    /// log still being recorded has no end yet and gets no warning.
+    pub fn unclean_end(&self) -> Option<String> {
+        if self.ended_cleanly != Some(false) || self.still_recording {
+            return None;
+        }
+        Some(format!(
+            "the log did not end cleanly (its recorder was killed): events after {} may be missing",
+            describe_time(self.last_record_ns)
+        ))
     }
 
     /// The daemon could not listen to the proc connector: no fork, exec or exit was recorded.
@@ -459,3 +480,20 @@ impl ExecRole {
 pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;
+
+/// A time as UTC with milliseconds, e.g. `2026-11-27 11:34:56.789 UTC`.
+pub fn describe_time(ns: TimeNs) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let millis = ns / 1_000_000 % 1000;
+    let stamp = crate::state::utc_stamp(secs);
+    // utc_stamp is YYYYmmddTHHMMSSZ.
+    format!(
+        "{}-{}-{} {}:{}:{}.{millis:03} UTC",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    )
+}
