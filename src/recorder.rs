@@ -492,7 +492,8 @@ mod tests {
             stats,
             RecorderStats {
                 events: 3,
-                records_written: 1,
+                // The access and the end record.
+                records_written: 2,
                 write_errors: 0
             }
         );
@@ -589,7 +590,11 @@ mod tests {
         }
         recorder.finish().expect("finish");
 
-        let records = read_log(&path).expect("read log").records;
+        let mut records = read_log(&path).expect("read log").records;
+        assert!(
+            matches!(records.pop(), Some(Record::End(_))),
+            "the end record comes last, after the accesses"
+        );
         let expected = vec![
             fork.clone(),
             fork,
@@ -608,13 +613,13 @@ mod tests {
         recorder.record(Record::Exec(ExecEvent { ts_ns: 1, pid: 1 }));
         let first = recorder.finish().expect("finish");
         assert_eq!(first.events, 1);
-        assert_eq!(first.records_written, 2);
+        assert_eq!(first.records_written, 3, "access, exec and end");
 
         recorder.access(access(1, b"/b"));
         recorder.record(Record::Exec(ExecEvent { ts_ns: 2, pid: 2 }));
         assert_eq!(recorder.finish().expect("second finish"), first);
         assert_eq!(recorder.stats(), first);
-        assert_eq!(read_log(&path).expect("read log").records.len(), 2);
+        assert_eq!(read_log(&path).expect("read log").records.len(), 3);
     }
 
     #[test]
@@ -636,7 +641,7 @@ mod tests {
         recorder.access(access(1, b"/etc/ld.so.cache"));
         let stats = recorder.finish().expect("finish");
         assert_eq!(accesses_in(&path).len(), 2);
-        assert_eq!(stats.records_written, 2);
+        assert_eq!(stats.records_written, 3, "two accesses and the end");
     }
 
     #[test]
@@ -709,7 +714,7 @@ mod tests {
 
         let records = read_log(&path).expect("read log").records;
         match &records[..] {
-            [Record::Lost(marker), Record::Access(later)] => {
+            [Record::Lost(marker), Record::Access(later), Record::End(_)] => {
                 assert_eq!(marker.source, LOST_TO_WRITE_ERRORS);
                 assert_eq!(marker.count, 3);
                 assert_eq!(later, &access(1, b"/d"));
