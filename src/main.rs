@@ -12,8 +12,8 @@ use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, 
 
 use depsetfs::chroot::ChrootError;
 use depsetfs::event::TracedCommand;
-use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
+use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
@@ -641,7 +641,7 @@ fn flush_if_recording(log: &Path, state: &StateDir) -> bool {
     for control in live.into_iter().filter_map(|record| record.control) {
         if let Err(e) = depsetfs::netrec::request_log_flush(&control) {
             eprintln!(
-                "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last second may be missing",
+                "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last 100 ms may be missing",
                 log.display()
             );
         }

@@ -502,7 +502,7 @@ fn isolate_from_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
 
 /// How often the daemon hands its log to the kernel: what a `kill -9` of the daemon can lose
 /// (docs/log-format.md, "what survives kill -9").
-const FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// [`FLUSH_INTERVAL`], or `$DEPSETFS_FLUSH_MS` milliseconds (for measuring its cost).
 fn flush_interval() -> Duration {

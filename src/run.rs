@@ -170,7 +170,13 @@ fn front_and_worker(job: &Job, signals: &SignalSet) -> Result<RunReport, RunErro
         // SAFETY: prctl with plain integers; SIGUSR1 stays blocked and is taken in the wait
         // loop. If the front is already gone, getppid says so.
         let orphaned = unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1 as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGUSR1 as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             libc::getppid() != front
         };
         let outcome = work(job, signals, orphaned);
@@ -452,6 +458,7 @@ fn stat_in_root(root: &OwnedFd, path: &Path) -> io::Result<libc::stat> {
     let relative = path.strip_prefix("/").unwrap_or(path);
     let name = CString::new(relative.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain data; zero is "no flags, no mode, no resolve flags".
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT;
@@ -753,7 +760,13 @@ fn wait_for_tree(
             kill_at = Some(now + limits.grace);
             // A terminal's signal has reached the command's process group already.
             if !received.from_kernel {
-                pass_on(received.signal, command, command_status.is_none(), me, daemon);
+                pass_on(
+                    received.signal,
+                    command,
+                    command_status.is_none(),
+                    me,
+                    daemon,
+                );
             }
         }
         let children: Vec<_> = children_of(me)
@@ -875,6 +888,7 @@ impl SignalSet {
         for signal in Self::SIGNALS {
             // SAFETY: sigaction is plain data; a null new action only reads the current one.
             let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: valid out pointer.
             unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) };
             if current.sa_sigaction == libc::SIG_IGN {
                 // SAFETY: setting the default disposition of a blocked signal.
@@ -907,7 +921,7 @@ impl SignalSet {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: valid pointers; the signals are blocked in this thread.
         let signal = unsafe { libc::sigtimedwait(&self.0, &mut info, &timeout) };
-        (signal > 0).then(|| Received {
+        (signal > 0).then_some(Received {
             signal,
             from_kernel: info.si_code == libc::SI_KERNEL,
         })
@@ -961,6 +975,68 @@ mod tests {
             path_in_mirror(Path::new("/srv/root"), Path::new("/home")),
             PathBuf::from("/")
         );
+    }
+
+    #[test]
+    fn worker_reports_read_back() {
+        let log = Path::new("/tmp/l.dlog");
+        let ok = parse_report("ok 143 1 15", log, "sh").expect("parses");
+        let report = ok.expect("ok");
+        assert_eq!(
+            (report.exit_code, report.killed, report.signal),
+            (143, 1, Some(15))
+        );
+        let plain = parse_report("ok 0 0 0", log, "sh").expect("parses");
+        assert_eq!(plain.expect("ok").signal, None);
+        assert!(matches!(
+            parse_report("notfound 2", log, "x"),
+            Some(Err(RunError::CommandNotFound { .. }))
+        ));
+        assert!(matches!(
+            parse_report("error mount failed", log, "x"),
+            Some(Err(RunError::Worker(m))) if m == "mount failed"
+        ));
+        assert!(parse_report("", log, "x").is_none());
+    }
+
+    #[test]
+    fn stale_mountpoint_names_carry_the_pid() {
+        assert_eq!(
+            stale_mountpoint_pid(b"depsetfs-run.1234.AbCdEf"),
+            Some(1234)
+        );
+        assert_eq!(stale_mountpoint_pid(b"depsetfs-run.AbCdEf"), None);
+        assert_eq!(stale_mountpoint_pid(b"depsetfs-run.12.toolong7"), None);
+        assert_eq!(stale_mountpoint_pid(b"other.1234.AbCdEf"), None);
+    }
+
+    #[test]
+    fn commands_are_resolved_inside_the_source_tree() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let root = crate::log::testing::ScratchDir::new("run-command");
+        let source = root.file("src");
+        std::fs::create_dir_all(source.join("usr/bin")).expect("mkdir");
+        let tool = source.join("usr/bin/tool");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(source.join("usr/bin/data"), "x").expect("write");
+        // An absolute symlink resolves inside the tree, not on the host.
+        symlink("/usr/bin/tool", source.join("usr/bin/alias")).expect("symlink");
+        let check = |command: &str| check_command(&source, Path::new("/"), &command.into());
+        assert!(check("/usr/bin/tool").is_ok());
+        assert!(check("/usr/bin/alias").is_ok());
+        assert!(matches!(
+            check("/usr/bin/data"),
+            Err(RunError::NotExecutable { .. })
+        ));
+        assert!(matches!(
+            check("/usr/bin/missing"),
+            Err(RunError::CommandNotFound { .. })
+        ));
+        assert!(matches!(
+            check("/usr/bin"),
+            Err(RunError::NotExecutable { .. })
+        ));
     }
 
     #[test]

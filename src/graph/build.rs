@@ -14,8 +14,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::event::{FIRST_VERSION_WITH_END, 
-    Access, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo, Record, TimeNs, intent,
+use crate::event::{
+    Access, FIRST_VERSION_WITH_END, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo,
+    Record, TimeNs, intent,
 };
 use crate::graph::network::{ImageNetUse, NetUses, add_network_endpoints};
 use crate::graph::{

@@ -497,3 +497,60 @@ pub fn describe_time(ns: TimeNs) -> String {
         &stamp[13..15]
     )
 }
+
+#[cfg(test)]
+mod end_tests {
+    use crate::event::{LogEnd, Record};
+    use crate::graph::build::graph_from_log;
+    use crate::log::LogWriter;
+    use crate::log::testing::{ScratchDir, access, header};
+
+    fn stats_of(records: &[Record], version: u32) -> super::LogStats {
+        let dir = ScratchDir::new("graph-end");
+        let path = dir.file("log");
+        let mut old = header();
+        old.version = version;
+        let mut writer = LogWriter::create(&path, &old).expect("create log");
+        for record in records {
+            writer.append(record).expect("append");
+        }
+        writer.flush().expect("flush");
+        graph_from_log(&path).expect("graph").stats
+    }
+
+    #[test]
+    fn only_a_final_end_record_ends_a_log_cleanly() {
+        let end = Record::End(LogEnd { ts_ns: 9_000 });
+        let read = Record::Access(access(1, b"/etc/hosts"));
+        let clean = stats_of(&[read.clone(), end.clone()], 3);
+        assert_eq!(clean.ended_cleanly, Some(true));
+        assert_eq!(clean.unclean_end(), None);
+
+        let killed = stats_of(std::slice::from_ref(&read), 3);
+        assert_eq!(killed.ended_cleanly, Some(false));
+        let warning = killed.unclean_end().expect("a warning");
+        assert!(warning.contains("may be missing"), "{warning}");
+        assert_eq!(killed.last_record_ns, header().started_ns.max(1_000));
+
+        let live = super::LogStats {
+            still_recording: true,
+            ..killed
+        };
+        assert_eq!(live.unclean_end(), None, "a live log is not cut short");
+
+        let reordered = stats_of(&[end, read.clone()], 3);
+        assert_eq!(reordered.ended_cleanly, Some(false));
+
+        let older = stats_of(&[read], 2);
+        assert_eq!(older.ended_cleanly, None, "version 2 cannot tell");
+        assert_eq!(older.unclean_end(), None);
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_with_milliseconds() {
+        assert_eq!(
+            super::describe_time(951_782_400_123_000_000),
+            "2000-02-29 00:00:00.123 UTC"
+        );
+    }
+}
