@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 /// Identifies a log file; the first value of every log is a [`LogHeader`] with this magic.
 pub const LOG_MAGIC: &str = "depsetfs-log";
 /// Bumped when a change to these types would make an older reader misread a log.
-pub const LOG_FORMAT_VERSION: u32 = 2;
+pub const LOG_FORMAT_VERSION: u32 = 3;
 /// The oldest version this depsetfs still reads: a version 1 log is a version 2 log without
-/// [`Record::Net`] records.
+/// [`Record::Net`] records, a version 2 log a version 3 log without [`Record::End`].
 pub const OLDEST_READABLE_VERSION: u32 = 1;
+/// The first version whose writer ends every cleanly closed log with [`Record::End`]: only
+/// from it on does a missing end record mean that the recorder was killed.
+pub const FIRST_VERSION_WITH_END: u32 = 3;
 
 /// Nanoseconds since the Unix epoch.
 pub type TimeNs = u64;
@@ -68,6 +71,31 @@ pub enum Record {
     Lost(LostEvents),
     /// A TCP/UDP/unix socket call of a process whose network calls depsetfs watches.
     Net(NetEvent),
+    /// The last record of a log whose recorder stopped in order (version 3).
+    End(LogEnd),
+}
+
+/// Written last when the recorder stops in order: a log without it (version 3 on) was cut
+/// short, and events after its last record may be missing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LogEnd {
+    pub ts_ns: TimeNs,
+}
+
+impl Record {
+    /// The latest time a record names (for an access, its last request).
+    pub fn time_ns(&self) -> TimeNs {
+        match self {
+            Record::Access(access) => access.last_ns,
+            Record::Process(info) => info.seen_ns,
+            Record::Fork(event) => event.ts_ns,
+            Record::Exec(event) => event.ts_ns,
+            Record::Exit(event) => event.ts_ns,
+            Record::Lost(event) => event.ts_ns,
+            Record::Net(event) => event.ts_ns,
+            Record::End(end) => end.ts_ns,
+        }
+    }
 }
 
 /// The filesystem operation a FUSE request asked for.

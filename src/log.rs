@@ -50,6 +50,23 @@ pub enum LogError {
     },
     #[error("{path}: cannot encode record: {reason}")]
     Encode { path: PathBuf, reason: String },
+    #[error(
+        "--log {path}: the file exists; pass --overwrite-log to replace it, or choose another path"
+    )]
+    Exists { path: PathBuf },
+}
+
+/// Refuses to record over an existing file (a log of an earlier run, or anything else) unless
+/// `overwrite` is given: recording truncates it.
+pub fn check_new_log(path: &Path, overwrite: bool) -> Result<(), LogError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) if !overwrite => Err(LogError::Exists {
+            path: path.to_path_buf(),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LogError::io(path, source)),
+    }
 }
 
 impl LogError {

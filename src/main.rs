@@ -12,8 +12,9 @@ use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, 
 
 use depsetfs::chroot::ChrootError;
 use depsetfs::event::TracedCommand;
+use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
 use depsetfs::export::{self, ExportError, ExportOptions};
-use depsetfs::graph::{Graph, GraphError, build::graph_from_log};
+use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
@@ -98,6 +99,9 @@ struct MountArgs {
     /// Where to write the log (default: a new file under the state directory's logs/).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Replace the file given with --log if it exists (else an existing file is refused).
+    #[arg(long, requires = "log")]
+    overwrite_log: bool,
     #[command(flatten)]
     speed: SpeedArgs,
     mountpoint: PathBuf,
@@ -398,9 +402,16 @@ struct RunArgs {
     source: PathBuf,
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Replace the file given with --log if it exists (else an existing file is refused).
+    #[arg(long, requires = "log")]
+    overwrite_log: bool,
     /// Seconds to wait for the command and what it leaves behind before killing them.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Seconds the command has to end after SIGTERM, SIGINT or SIGHUP to run was passed on to
+    /// it, before everything it started is killed.
+    #[arg(long, default_value_t = run::DEFAULT_GRACE.as_secs())]
+    grace: u64,
     #[command(flatten)]
     speed: SpeedArgs,
     /// The command and its arguments.
@@ -583,7 +594,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
 fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCode, CliError> {
     let (source, mountpoint) = mount::check_mount_request(&args.source, &args.mountpoint)?;
     let log = match args.log {
-        Some(log) => absolute_log_path(&log)?,
+        Some(log) => new_log_path(&log, args.overwrite_log)?,
         None => state.new_log_path()?,
     };
     args.speed.confine_to_cpus()?;
@@ -661,19 +672,28 @@ fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError
 }
 
 fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
-    let log = args.log.as_deref().map(absolute_log_path).transpose()?;
+    let log = args
+        .log
+        .as_deref()
+        .map(|log| new_log_path(log, args.overwrite_log))
+        .transpose()?;
     args.speed.confine_to_cpus()?;
     let options = RunOptions {
         source: args.source,
         log,
         timeout: Duration::from_secs(args.timeout),
+        grace: Duration::from_secs(args.grace),
         speed: args.speed.options(),
         argv: args.command,
     };
     let report = run::run(&options, state)?;
     if report.killed > 0 {
+        let after = match report.signal {
+            Some(signal) => format!("the --grace period after signal {signal}"),
+            None => "--timeout".to_owned(),
+        };
         eprintln!(
-            "depsetfs: killed {} process(es) still running after --timeout",
+            "depsetfs: killed {} process(es) still running after {after}",
             report.killed
         );
     }
@@ -681,13 +701,21 @@ fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, CliError> {
     Ok(ExitCode::from(report.exit_code.clamp(0, 255) as u8))
 }
 
-/// The log to read, written out first if a live daemon is still recording it.
-fn log_path(log: Option<&Path>, state: &StateDir) -> Result<PathBuf, CliError> {
+/// The log to read, written out first if a live daemon is still recording it (then true).
+fn log_path(log: Option<&Path>, state: &StateDir) -> Result<(PathBuf, bool), CliError> {
     let path = match log {
         Some(path) => absolute_log_path(path)?,
         None => state.last_log()?,
     };
-    flush_if_recording(&path, state);
+    let live = flush_if_recording(&path, state);
+    Ok((path, live))
+}
+
+/// The `--log` of `mount` or `run`, made absolute; an existing file only with
+/// `--overwrite-log`.
+fn new_log_path(path: &Path, overwrite: bool) -> Result<PathBuf, CliError> {
+    let path = absolute_log_path(path)?;
+    depsetfs::log::check_new_log(&path, overwrite)?;
     Ok(path)
 }
 
@@ -701,30 +729,61 @@ fn absolute_log_path(path: &Path) -> Result<PathBuf, CliError> {
 
 /// A live daemon writes its log once a second: ask it to write now, so that `dump --set` right
 /// after the service ran sees all of it.
-fn flush_if_recording(log: &Path, state: &StateDir) {
-    let live = state
+fn flush_if_recording(log: &Path, state: &StateDir) -> bool {
+    let live: Vec<_> = state
         .mounts()
         .into_iter()
-        .filter(|record| record.log == log && mount::daemon_alive(record.pid));
-    for control in live.filter_map(|record| record.control) {
+        .filter(|record| record.log == log && mount::daemon_alive(record.pid))
+        .collect();
+    let recording = !live.is_empty();
+    for control in live.into_iter().filter_map(|record| record.control) {
         if let Err(e) = depsetfs::netrec::request_log_flush(&control) {
             eprintln!(
-                "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last second may be missing",
+                "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last 100 ms may be missing",
                 log.display()
             );
         }
     }
+    recording
+}
+
+/// One warning line for a log whose recorder was killed (with where its tail was cut, if it
+/// was), or for a cut tail alone.
+fn warn_if_incomplete(path: &Path, stats: &LogStats) {
+    let cut = stats
+        .truncated_at
+        .map(|offset| format!("; its last record is cut short at byte {offset}"));
+    match (stats.unclean_end(), cut) {
+        (Some(unclean), cut) => eprintln!(
+            "depsetfs: warning: {}: {unclean}{}",
+            path.display(),
+            cut.unwrap_or_default()
+        ),
+        (None, Some(_)) => eprintln!(
+            "depsetfs: warning: {}: the last record is cut short at byte {} (the recorder was stopped mid-write); everything before it is used",
+            path.display(),
+            stats.truncated_at.unwrap_or(0)
+        ),
+        (None, None) => {}
+    }
 }
 
 fn load_log(log: Option<&Path>, state: &StateDir) -> Result<LogContents, CliError> {
-    let path = log_path(log, state)?;
+    let (path, live) = log_path(log, state)?;
     let contents = read_log(&path)?;
-    if let Some(offset) = contents.truncated_at {
-        eprintln!(
-            "depsetfs: warning: {}: the last record is cut short at byte {offset} (the recorder was stopped mid-write); everything before it is shown",
-            path.display()
-        );
-    }
+    let stats = LogStats {
+        truncated_at: contents.truncated_at,
+        ended_cleanly: (contents.header.version >= FIRST_VERSION_WITH_END)
+            .then(|| matches!(contents.records.last(), Some(Record::End(_)))),
+        last_record_ns: contents
+            .records
+            .iter()
+            .map(Record::time_ns)
+            .fold(contents.header.started_ns, u64::max),
+        still_recording: live,
+        ..LogStats::default()
+    };
+    warn_if_incomplete(&path, &stats);
     Ok(contents)
 }
 
@@ -1054,14 +1113,10 @@ fn warn_if_rules_emptied<'a>(rules: &Rules, sets: impl IntoIterator<Item = &'a S
 }
 
 fn load_graph(log: Option<&Path>, state: &StateDir) -> Result<Graph, CliError> {
-    let path = log_path(log, state)?;
-    let graph = graph_from_log(&path)?;
-    if let Some(offset) = graph.stats.truncated_at {
-        eprintln!(
-            "depsetfs: warning: {}: the last record is cut short at byte {offset}; everything before it is used",
-            path.display()
-        );
-    }
+    let (path, live) = log_path(log, state)?;
+    let mut graph = graph_from_log(&path)?;
+    graph.stats.still_recording = live;
+    warn_if_incomplete(&path, &graph.stats);
     let lost = graph.stats.lost_events();
     if lost > 0 {
         eprintln!(

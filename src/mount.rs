@@ -294,6 +294,20 @@ pub fn check_mount_request(
 /// Starts `depsetfs __serve` and waits until it is serving (or failed). On failure, anything
 /// the daemon mounted is unmounted again.
 pub fn start_daemon(options: &ServeOptions, state: &StateDir) -> Result<Child, MountError> {
+    spawn_daemon(options, state, None)
+}
+
+/// [`start_daemon`] for `run`: the daemon gets SIGTERM (writes its log and exits) when the
+/// calling thread dies, however it dies.
+pub fn start_tied_daemon(options: &ServeOptions, state: &StateDir) -> Result<Child, MountError> {
+    spawn_daemon(options, state, Some(libc::SIGTERM))
+}
+
+fn spawn_daemon(
+    options: &ServeOptions,
+    state: &StateDir,
+    parent_death_signal: Option<libc::c_int>,
+) -> Result<Child, MountError> {
     let stderr = state.open_daemon_log()?;
     let exe = std::fs::read_link("/proc/self/exe")
         .map_err(io_err("find", Path::new("/proc/self/exe")))?;
@@ -303,10 +317,14 @@ pub fn start_daemon(options: &ServeOptions, state: &StateDir) -> Result<Child, M
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
-    // SAFETY: setsid is async-signal-safe; the daemon must outlive the caller's terminal session.
+    // SAFETY: setsid and prctl are async-signal-safe; the daemon must outlive the caller's
+    // terminal session.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::setsid();
+            if let Some(signal) = parent_death_signal {
+                libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0);
+            }
             Ok(())
         });
     }
@@ -419,7 +437,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     let writer = LogWriter::create(&options.log, &header)?;
     state.set_last_log(&options.log)?;
     block_termination_signals();
-    let recorder = Recorder::start(writer, Duration::from_secs(1))
+    let recorder = Recorder::start(writer, flush_interval())
         .map_err(io_err("start the log writer for", &options.log))?;
     let tracker = ProcessTracker::new(recorder.clone(), Some(options.mountpoint.clone()));
     let mut warnings = Vec::new();
@@ -494,6 +512,18 @@ fn isolate_from_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
     sys::set_propagation(Path::new("/"), libc::MS_PRIVATE)
         .map_err(io_err("make mounts private under", Path::new("/")))?;
     sys::umount(mountpoint, libc::MNT_DETACH).map_err(io_err("detach", mountpoint))
+}
+
+/// How often the daemon hands its log to the kernel: what a `kill -9` of the daemon can lose
+/// (docs/log-format.md, "what survives kill -9").
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// [`FLUSH_INTERVAL`], or `$DEPSETFS_FLUSH_MS` milliseconds (for measuring its cost).
+fn flush_interval() -> Duration {
+    std::env::var("DEPSETFS_FLUSH_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(FLUSH_INTERVAL, Duration::from_millis)
 }
 
 /// How long a cached entry lives at most with `--entry-cache` (changes made outside the mirror

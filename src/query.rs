@@ -362,6 +362,16 @@ pub fn write_stats_human(stats: &Stats, out: &mut dyn Write) -> io::Result<()> {
     if let Some(at) = log.truncated_at {
         writeln!(out, "truncated        at byte {at}")?;
     }
+    match (log.ended_cleanly, log.still_recording) {
+        (_, true) => writeln!(out, "end              still being recorded")?,
+        (Some(true), false) => writeln!(out, "end              clean")?,
+        (Some(false), false) => writeln!(
+            out,
+            "end              not clean (the recorder was killed): events after {} may be missing",
+            crate::graph::describe_time(log.last_record_ns)
+        )?,
+        (None, false) => {}
+    }
     Ok(())
 }
 

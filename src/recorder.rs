@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::event::{Access, FileKind, LostEvents, Op, Record, TimeNs, now_ns};
+use crate::event::{Access, FileKind, LogEnd, LostEvents, Op, Record, TimeNs, now_ns};
 use crate::log::{LogError, LogWriter};
 
 /// How long the writer thread sleeps between drains of the queue.
@@ -90,6 +90,7 @@ impl Recorder {
             counters: Arc::clone(&counters),
             batch: Batch::default(),
             unannounced_losses: 0,
+            ending: false,
         };
         let handle = thread::Builder::new()
             .name(WRITER_THREAD_NAME.to_string())
@@ -309,6 +310,8 @@ struct WriterThread {
     batch: Batch,
     /// Records discarded by failed writes that no [`LostEvents`] marker on disk counts yet.
     unannounced_losses: u64,
+    /// The next batch is the last: it ends with [`Record::End`].
+    ending: bool,
 }
 
 impl WriterThread {
@@ -329,6 +332,9 @@ impl WriterThread {
                         let _ = done.send(());
                     }
                     Ok(Message::Finish) | Err(TryRecvError::Disconnected) => {
+                        // Stopping in order: the end record, written after everything else,
+                        // tells readers that nothing is missing.
+                        self.ending = true;
                         return self.write_batch();
                     }
                     Err(TryRecvError::Empty) => break,
@@ -357,7 +363,11 @@ impl WriterThread {
             let marker = lost_to_write_errors(self.unannounced_losses);
             errors.note_outcome(self.writer.append(&marker));
         }
-        for record in self.batch.take_records() {
+        let mut records = self.batch.take_records();
+        if self.ending {
+            records.push(Record::End(LogEnd { ts_ns: now_ns() }));
+        }
+        for record in records {
             errors.note_outcome(self.writer.append(&record));
         }
         errors.note_outcome(self.writer.flush());
@@ -482,7 +492,8 @@ mod tests {
             stats,
             RecorderStats {
                 events: 3,
-                records_written: 1,
+                // The access and the end record.
+                records_written: 2,
                 write_errors: 0
             }
         );
@@ -579,7 +590,11 @@ mod tests {
         }
         recorder.finish().expect("finish");
 
-        let records = read_log(&path).expect("read log").records;
+        let mut records = read_log(&path).expect("read log").records;
+        assert!(
+            matches!(records.pop(), Some(Record::End(_))),
+            "the end record comes last, after the accesses"
+        );
         let expected = vec![
             fork.clone(),
             fork,
@@ -598,13 +613,13 @@ mod tests {
         recorder.record(Record::Exec(ExecEvent { ts_ns: 1, pid: 1 }));
         let first = recorder.finish().expect("finish");
         assert_eq!(first.events, 1);
-        assert_eq!(first.records_written, 2);
+        assert_eq!(first.records_written, 3, "access, exec and end");
 
         recorder.access(access(1, b"/b"));
         recorder.record(Record::Exec(ExecEvent { ts_ns: 2, pid: 2 }));
         assert_eq!(recorder.finish().expect("second finish"), first);
         assert_eq!(recorder.stats(), first);
-        assert_eq!(read_log(&path).expect("read log").records.len(), 2);
+        assert_eq!(read_log(&path).expect("read log").records.len(), 3);
     }
 
     #[test]
@@ -626,7 +641,7 @@ mod tests {
         recorder.access(access(1, b"/etc/ld.so.cache"));
         let stats = recorder.finish().expect("finish");
         assert_eq!(accesses_in(&path).len(), 2);
-        assert_eq!(stats.records_written, 2);
+        assert_eq!(stats.records_written, 3, "two accesses and the end");
     }
 
     #[test]
@@ -699,7 +714,7 @@ mod tests {
 
         let records = read_log(&path).expect("read log").records;
         match &records[..] {
-            [Record::Lost(marker), Record::Access(later)] => {
+            [Record::Lost(marker), Record::Access(later), Record::End(_)] => {
                 assert_eq!(marker.source, LOST_TO_WRITE_ERRORS);
                 assert_eq!(marker.count, 3);
                 assert_eq!(later, &access(1, b"/d"));

@@ -88,7 +88,8 @@ impl UsageIndex {
                 | Record::Exec(_)
                 | Record::Exit(_)
                 | Record::Lost(_)
-                | Record::Net(_) => {}
+                | Record::Net(_)
+                | Record::End(_) => {}
             }
         }
         index

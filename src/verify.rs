@@ -429,6 +429,7 @@ fn run_in_root(
         source: root,
         log: Some(log.to_path_buf()),
         timeout: options.timeout,
+        grace: run::DEFAULT_GRACE,
         speed: crate::mount::SpeedOptions::default(),
         argv: options.argv.clone(),
     };

@@ -270,7 +270,9 @@ fn passthrough_records_opens_but_not_reads() {
         let out = ns_script(
             &t,
             300,
-            &format!(r#""$DEPSETFS" run {options} --log "$T/log" --timeout 240 -- cat "$T/data""#),
+            &format!(
+                r#""$DEPSETFS" run {options} --log "$T/log" --overwrite-log --timeout 240 -- cat "$T/data""#
+            ),
         );
         out.assert_ok("depsetfs run -- cat");
         assert_eq!(out.stdout.len(), 1 << 20, "cat printed the whole file");

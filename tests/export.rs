@@ -183,7 +183,7 @@ mkdir -p "$T/src/proc" "$T/src/sys" "$T/src/dev""#,
     let traced = ns_script(
         &t,
         120,
-        r#""$DEPSETFS" run --source "$T/src" --log "$T/log" -- sh -c 'read x < /data/a; read y < /data/b; read z < /data/cap; echo $x $y $z'"#,
+        r#""$DEPSETFS" run --source "$T/src" --log "$T/log" --overwrite-log -- sh -c 'read x < /data/a; read y < /data/b; read z < /data/cap; echo $x $y $z'"#,
     );
     traced.assert_ok("run on the source tree");
     assert_eq!(traced.stdout.trim(), "one one cap");

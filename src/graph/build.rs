@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::event::{
-    Access, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo, Record, TimeNs, intent,
+    Access, FIRST_VERSION_WITH_END, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo,
+    Record, TimeNs, intent,
 };
 use crate::graph::network::{ImageNetUse, NetUses, add_network_endpoints};
 use crate::graph::{
@@ -101,12 +102,16 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     pub fn new(header: LogHeader) -> GraphBuilder {
         GraphBuilder {
-            header,
             processes: BTreeMap::new(),
             execs: Vec::new(),
             exits: Vec::new(),
             forks: Vec::new(),
-            stats: LogStats::default(),
+            stats: LogStats {
+                ended_cleanly: (header.version >= FIRST_VERSION_WITH_END).then_some(false),
+                last_record_ns: header.started_ns,
+                ..LogStats::default()
+            },
+            header,
             net: NetUses::default(),
         }
     }
@@ -114,7 +119,13 @@ impl GraphBuilder {
     /// First pass: one record.
     pub fn observe(&mut self, record: &Record) {
         self.stats.records += 1;
+        self.stats.last_record_ns = self.stats.last_record_ns.max(record.time_ns());
+        if let Some(ended) = &mut self.stats.ended_cleanly {
+            // Only an end record that nothing follows ends a log cleanly.
+            *ended = matches!(record, Record::End(_));
+        }
         match record {
+            Record::End(_) => {}
             Record::Access(access) => {
                 self.count_access(access);
                 let id = ProcessId {

@@ -241,6 +241,15 @@ pub struct LogStats {
     /// Some `traced` record shows that a process's network calls were watched (e.g. a
     /// service started by `depsetfs chroot` on a mount whose header could not know it).
     pub network_traced: bool,
+    /// Whether the log ends with the end record its recorder writes when it stops in order
+    /// (false: the recorder was killed, events after `last_record_ns` may be missing). None
+    /// for logs older than format version 3, which cannot tell.
+    pub ended_cleanly: Option<bool>,
+    /// The latest time a record names (the header's start when there is none).
+    pub last_record_ns: TimeNs,
+    /// Set by the reader's caller when a live daemon is still writing the log: no end record
+    /// is expected yet.
+    pub still_recording: bool,
 }
 
 impl LogStats {
@@ -256,6 +265,18 @@ impl LogStats {
             .iter()
             .filter(|(source, _)| source.as_str() != CONNECTOR_UNAVAILABLE_SOURCE)
             .map(|(source, count)| (source.as_str(), *count))
+    }
+
+    /// What to say when the log did not end cleanly (its recorder was killed), else None. A
+    /// log still being recorded has no end yet and gets no warning.
+    pub fn unclean_end(&self) -> Option<String> {
+        if self.ended_cleanly != Some(false) || self.still_recording {
+            return None;
+        }
+        Some(format!(
+            "the log did not end cleanly (its recorder was killed): events after {} may be missing",
+            describe_time(self.last_record_ns)
+        ))
     }
 
     /// The daemon could not listen to the proc connector: no fork, exec or exit was recorded.
@@ -459,3 +480,77 @@ impl ExecRole {
 pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;
+
+/// A time as UTC with milliseconds, e.g. `2026-11-27 11:34:56.789 UTC`.
+pub fn describe_time(ns: TimeNs) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let millis = ns / 1_000_000 % 1000;
+    let stamp = crate::state::utc_stamp(secs);
+    // utc_stamp is YYYYmmddTHHMMSSZ.
+    format!(
+        "{}-{}-{} {}:{}:{}.{millis:03} UTC",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    )
+}
+
+#[cfg(test)]
+mod end_tests {
+    use crate::event::{LogEnd, Record};
+    use crate::graph::build::graph_from_log;
+    use crate::log::LogWriter;
+    use crate::log::testing::{ScratchDir, access, header};
+
+    fn stats_of(records: &[Record], version: u32) -> super::LogStats {
+        let dir = ScratchDir::new("graph-end");
+        let path = dir.file("log");
+        let mut old = header();
+        old.version = version;
+        let mut writer = LogWriter::create(&path, &old).expect("create log");
+        for record in records {
+            writer.append(record).expect("append");
+        }
+        writer.flush().expect("flush");
+        graph_from_log(&path).expect("graph").stats
+    }
+
+    #[test]
+    fn only_a_final_end_record_ends_a_log_cleanly() {
+        let end = Record::End(LogEnd { ts_ns: 9_000 });
+        let read = Record::Access(access(1, b"/etc/hosts"));
+        let clean = stats_of(&[read.clone(), end.clone()], 3);
+        assert_eq!(clean.ended_cleanly, Some(true));
+        assert_eq!(clean.unclean_end(), None);
+
+        let killed = stats_of(std::slice::from_ref(&read), 3);
+        assert_eq!(killed.ended_cleanly, Some(false));
+        let warning = killed.unclean_end().expect("a warning");
+        assert!(warning.contains("may be missing"), "{warning}");
+        assert_eq!(killed.last_record_ns, header().started_ns.max(1_000));
+
+        let live = super::LogStats {
+            still_recording: true,
+            ..killed
+        };
+        assert_eq!(live.unclean_end(), None, "a live log is not cut short");
+
+        let reordered = stats_of(&[end, read.clone()], 3);
+        assert_eq!(reordered.ended_cleanly, Some(false));
+
+        let older = stats_of(&[read], 2);
+        assert_eq!(older.ended_cleanly, None, "version 2 cannot tell");
+        assert_eq!(older.unclean_end(), None);
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_with_milliseconds() {
+        assert_eq!(
+            super::describe_time(951_782_400_123_000_000),
+            "2000-02-29 00:00:00.123 UTC"
+        );
+    }
+}
