@@ -114,6 +114,8 @@ fn seed_sequence_php_page_reading_mariadb_runs_from_the_strict_set() {
     replay.assert_ok("the services in the exported root");
     assert_eq!(page_of(&replay), page, "{}", replay.describe());
     assert_netns_gone(&t, &replay);
+    // Nothing in the exported set is broken on arrival: every ELF file loads in the root.
+    assert_every_elf_loads(&t.join("root"));
 }
 
 /// Exports the strict set to `$T/root` and starts the three services there, each through its

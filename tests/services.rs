@@ -29,6 +29,12 @@ fn trace_then_verify(t: &TestDir, cmd: &[&str], clean: impl Fn()) -> (Outcome, O
         "{}",
         verified.describe()
     );
+    // Every ELF file of the exported root loads there (issue 15: whole, a stub, or absent).
+    assert!(
+        verified.stderr.contains("0 files would not load"),
+        "{}",
+        verified.describe()
+    );
     (traced, verified)
 }
 

@@ -5,7 +5,10 @@
 //! object that names none, the one the export's executables of the same class and machine use.
 //! The loader resolves `DT_NEEDED` through the root's `ld.so.cache`, `RUNPATH` and default
 //! directories exactly as a program started there would, and stops at the first library it
-//! cannot find. A file whose loader is not in the root cannot load either. Static files, object
+//! cannot find. A file whose loader is not in the root cannot load either. A shared object whose
+//! missing library is in the root all the same, in a directory the loader does not search (the
+//! JDK's `lib/libjava.so` needs `lib/server/libjvm.so`), is a plugin that its program loads after
+//! that library, and is not reported. Static files, object
 //! files, the stub program and files of a class or byte order this reader does not parse are
 //! not checked. `--list` maps and lists, it runs none of the file's code.
 
@@ -69,6 +72,11 @@ pub fn unloadable_files(root: &Path) -> io::Result<Vec<Unloadable>> {
             continue;
         };
         if let Some(missing) = list_in_root(root, loader, path)? {
+            if facts.interpreter.is_none() && provided_in_root(&elves, &missing) {
+                // A plugin library (libjava.so needing libjvm.so from lib/server/): it is
+                // loaded by a program that has loaded the library first, which is in the root.
+                continue;
+            }
             broken.push(Unloadable {
                 path: path.clone(),
                 missing,
@@ -76,6 +84,14 @@ pub fn unloadable_files(root: &Path) -> io::Result<Vec<Unloadable>> {
         }
     }
     Ok(broken)
+}
+
+/// Whether a shared object named `library` (a file name, as `DT_NEEDED` says it) is among the
+/// root's ELF files, in any directory.
+fn provided_in_root(elves: &BTreeMap<Vec<u8>, ElfFacts>, library: &str) -> bool {
+    elves
+        .keys()
+        .any(|path| path.rsplit(|&b| b == b'/').next() == Some(library.as_bytes()))
 }
 
 /// Runs `loader --list file` chrooted in `root`; the library it could not find, if any.
@@ -223,6 +239,18 @@ fn read_at(head: &[u8], file: &mut std::fs::File, offset: u64, size: u64) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_library_found_anywhere_in_the_root_counts_as_provided() {
+        let facts = ElfFacts {
+            family: (2, 62),
+            interpreter: None,
+        };
+        let elves = BTreeMap::from([(b"/usr/lib/jvm/java/lib/server/libjvm.so".to_vec(), facts)]);
+        assert!(provided_in_root(&elves, "libjvm.so"));
+        assert!(!provided_in_root(&elves, "libjvm.so.1"));
+        assert!(!provided_in_root(&elves, "server/libjvm.so"));
+    }
 
     #[test]
     fn the_missing_library_is_read_from_the_loader_message() {

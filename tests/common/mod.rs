@@ -587,8 +587,8 @@ pub fn show_set(set: &BTreeSet<String>) -> String {
 /// files ("not a dynamic executable") pass.
 pub fn assert_every_elf_loads(root: &Path) {
     let loader = "/lib64/ld-linux-x86-64.so.2";
-    let mut broken = Vec::new();
-    let mut checked = 0;
+    let mut elves = Vec::new();
+    let mut names = BTreeSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
@@ -604,25 +604,40 @@ pub fn assert_every_elf_loads(root: &Path) {
                     .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
                     .is_ok()
                 && &head == b"\x7fELF";
-            if !is_elf {
-                continue;
-            }
-            let inside = Path::new("/").join(entry.path().strip_prefix(root).unwrap());
-            let out = Command::new(host_command("timeout"))
-                .args(["30", &host_command("chroot")])
-                .arg(root)
-                .args([loader, "--list"])
-                .arg(&inside)
-                .env_clear()
-                .output()
-                .unwrap();
-            checked += 1;
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() && stderr.contains("error while loading shared libraries") {
-                broken.push(format!("{}: {}", inside.display(), stderr.trim()));
+            if is_elf {
+                names.insert(entry.file_name().to_string_lossy().into_owned());
+                elves.push(entry.path());
             }
         }
     }
-    assert!(checked > 0, "no ELF file in {}", root.display());
+    assert!(!elves.is_empty(), "no ELF file in {}", root.display());
+    let mut broken = Vec::new();
+    for path in elves {
+        let inside = Path::new("/").join(path.strip_prefix(root).unwrap());
+        let out = Command::new(host_command("timeout"))
+            .args(["30", &host_command("chroot")])
+            .arg(root)
+            .args([loader, "--list"])
+            .arg(&inside)
+            .env_clear()
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        const MARK: &str = "error while loading shared libraries: ";
+        let Some(at) = stderr.find(MARK).filter(|_| !out.status.success()) else {
+            continue;
+        };
+        let missing = stderr[at + MARK.len()..]
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim();
+        // A plugin library whose dependency is in the root, where its program loads it first
+        // (the JDK's lib/libjava.so and lib/server/libjvm.so).
+        let plugin = inside.to_string_lossy().contains(".so") && names.contains(missing);
+        if !plugin {
+            broken.push(format!("{}: {}", inside.display(), stderr.trim()));
+        }
+    }
     assert!(broken.is_empty(), "would not load:\n{}", broken.join("\n"));
 }
