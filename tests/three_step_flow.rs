@@ -318,7 +318,7 @@ fn helpers_handle_a_newline_in_the_mountpoint_name() {
 for name in $'mi\nrror' $'ends-with-newline\n' 'back\134slash and space'; do
   mp=$T/$name
   mkdir "$mp"
-  "$DEPSETFS" mount --log "$T/log" "$mp" 2>/dev/null
+  "$DEPSETFS" mount --overwrite-log --log "$T/log" "$mp" 2>/dev/null
   "$HELPERS/chroot-prepare" "$mp"
   echo "proc_bound=$(test -r "$mp/proc/self/stat" && echo yes)"
   "$HELPERS/chroot-release" "$mp"
