@@ -54,7 +54,7 @@ pub fn chroot(mountpoint: &Path, argv: &[OsString], state: &StateDir) -> Result<
         move |source| ChrootError::Io { path, source }
     };
     let mp = mount::resolve_mountpoint(mountpoint).map_err(io_err(mountpoint))?;
-    let ours = mount::mount_at(&mp)
+    let ours = crate::sys::mountinfo::mount_at(&mp)
         .map_err(io_err(&mp))?
         .is_some_and(|info| info.fs_type == FS_TYPE);
     if !ours {

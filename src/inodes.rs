@@ -135,7 +135,7 @@ impl Node {
 /// A descriptor (not `O_PATH`: open_by_handle_at refuses those) of the root of mount
 /// `mount_id`, found in /proc/self/mountinfo.
 fn mount_descriptor(mount_id: i32) -> Option<OwnedFd> {
-    let mounts = crate::mount::read_mountinfo().ok()?;
+    let mounts = crate::sys::mountinfo::read_mountinfo().ok()?;
     let mount = mounts.iter().rev().find(|m| m.id == mount_id)?;
     crate::sys::open_path(
         &mount.mount_point,

@@ -13,7 +13,6 @@
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +32,7 @@ use crate::process::{CONNECTOR_UNAVAILABLE_SOURCE, ProcessTracker};
 use crate::recorder::Recorder;
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
+use crate::sys::mountinfo::mount_at;
 
 /// The filesystem type shown in /proc/self/mountinfo.
 pub const FS_TYPE: &str = "fuse.depsetfs";
@@ -150,62 +150,6 @@ impl ServeOptions {
         args.push(self.mountpoint.clone().into());
         args
     }
-}
-
-/// One line of /proc/self/mountinfo.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountInfo {
-    /// The mount id (first field).
-    pub id: i32,
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-    /// `major:minor` of the filesystem.
-    pub device: String,
-}
-
-/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
-            if let Ok(value) = u8::from_str_radix(digits, 8) {
-                out.push(value);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
-}
-
-pub fn read_mountinfo() -> io::Result<Vec<MountInfo>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
-}
-
-fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
-    let (before, after) = line.split_once(" - ")?;
-    let fields: Vec<&str> = before.split(' ').collect();
-    let fs_type = after.split(' ').next()?;
-    Some(MountInfo {
-        id: fields.first()?.parse().ok()?,
-        mount_point: unescape_mountinfo(fields.get(4)?),
-        fs_type: fs_type.to_owned(),
-        device: (*fields.get(2)?).to_owned(),
-    })
-}
-
-/// The topmost mount at exactly `path`, if any.
-pub fn mount_at(path: &Path) -> io::Result<Option<MountInfo>> {
-    Ok(read_mountinfo()?
-        .into_iter()
-        .rev()
-        .find(|m| m.mount_point == path))
 }
 
 /// How many symlinks `resolve_mountpoint` follows, as the kernel's path walk (ELOOP after 40).
@@ -755,16 +699,6 @@ fn abort_connection(device: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_lines_parse_with_escapes() {
-        let line = r"36 35 0:52 / /srv/my\040mirror rw,relatime shared:1 - fuse.depsetfs depsetfs rw,user_id=0";
-        let info = parse_mountinfo_line(line).expect("parses");
-        assert_eq!(info.mount_point, PathBuf::from("/srv/my mirror"));
-        assert_eq!(info.fs_type, "fuse.depsetfs");
-        assert_eq!(info.device, "0:52");
-        assert_eq!(info.id, 36);
-    }
 
     #[test]
     fn mountpoints_resolve_through_symlinks_of_the_path_and_its_parents()

@@ -513,7 +513,7 @@ pub fn bind_chroot_mounts(mountpoint: &Path) -> Result<(), RunError> {
 pub fn release_chroot_mounts(mountpoint: &Path) {
     for name in CHROOT_BINDS.iter().rev() {
         let target = mountpoint.join(name);
-        while mount::mount_at(&target).ok().flatten().is_some() {
+        while sys::mountinfo::mount_at(&target).ok().flatten().is_some() {
             if sys::umount(&target, libc::MNT_DETACH).is_err() {
                 break;
             }
