@@ -8,8 +8,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::mirror::network::HandOver;
 use crate::mount::{self, FS_TYPE};
-use crate::netrec::HandOver;
 use crate::run::{HeldCommand, RunError};
 use crate::state::{StateDir, StateError};
 

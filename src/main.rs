@@ -737,7 +737,7 @@ fn flush_if_recording(log: &Path, state: &StateDir) -> bool {
         .collect();
     let recording = !live.is_empty();
     for control in live.into_iter().filter_map(|record| record.control) {
-        if let Err(e) = depsetfs::netrec::request_log_flush(&control) {
+        if let Err(e) = depsetfs::mirror::network::request_log_flush(&control) {
             eprintln!(
                 "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last 100 ms may be missing",
                 log.display()

@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 
 use fuser::{Config, Session, SessionACL};
 
-use crate::entry_cache::EntryCache;
 use crate::event::{
     LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
 };
-use crate::fs::{CachePolicy, MirrorFs};
 use crate::log::{LogError, LogWriter};
-use crate::netrec;
-use crate::process::{CONNECTOR_UNAVAILABLE_SOURCE, ProcessTracker};
-use crate::recorder::Recorder;
+use crate::mirror::entry_cache::EntryCache;
+use crate::mirror::fs::{CachePolicy, MirrorFs};
+use crate::mirror::network;
+use crate::mirror::process::{CONNECTOR_UNAVAILABLE_SOURCE, ProcessTracker};
+use crate::mirror::recorder::Recorder;
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
 use crate::sys::mountinfo::mount_at;
@@ -81,9 +81,9 @@ const DEFAULT_ATTR_TIMEOUT_MS: u64 = 1000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpeedOptions {
     pub threads: usize,
-    /// Kernel FUSE passthrough for read-only opens (see [`crate::passthrough`]).
+    /// Kernel FUSE passthrough for read-only opens (see [`crate::mirror::io_mode`]).
     pub passthrough: bool,
-    /// Entries cached per process (see [`crate::entry_cache`]).
+    /// Entries cached per process (see [`crate::mirror::entry_cache`]).
     pub entry_cache: bool,
     /// How long the kernel may reuse attributes, in milliseconds (0: fidelity "full").
     pub attr_timeout_ms: u64,
@@ -412,7 +412,7 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     let session = Session::from_fd(fs, fuse, SessionACL::All, config)
         .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
     let control = state.control_socket(&options.mountpoint);
-    let control = match netrec::start_control_socket(&control, recorder.clone(), tracker.clone()) {
+    let control = match network::start_control_socket(&control, recorder.clone(), tracker.clone()) {
         Ok(()) => Some(control),
         Err(e) if options.network => return Err(MountError::Daemon(e.to_string())),
         Err(e) => {

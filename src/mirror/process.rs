@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use proc_fs::read_process_info;
 
 use crate::event::Record;
-use crate::recorder::Recorder;
+use crate::mirror::recorder::Recorder;
 use connector::{ConnectorSocket, PROC_CN_MCAST_LISTEN, SubscriptionWatch};
 use events::EventHandler;
 use exec_capture::ExecCapturer;

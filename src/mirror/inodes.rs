@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::event::FileKind;
-use crate::passthrough::IoMode;
+use crate::mirror::io_mode::IoMode;
 
 /// The FUSE node number of the mirror's root.
 pub const ROOT_NODE: u64 = 1;
@@ -96,7 +96,7 @@ pub struct Node {
     pub kind: FileKind,
     path: Mutex<Arc<[u8]>>,
     lookups: AtomicU64,
-    /// How the kernel may do I/O on this file's opens (see [`crate::passthrough`]).
+    /// How the kernel may do I/O on this file's opens (see [`crate::mirror::io_mode`]).
     pub io: Mutex<IoMode>,
 }
 
