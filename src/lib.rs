@@ -2,20 +2,17 @@
 //! mirror of `/`. See docs/ARCHITECTURE.md for the map of the modules.
 
 pub mod capture;
-pub mod chroot;
-pub mod doctor;
 pub mod dump;
 pub mod event;
 pub mod export;
 pub mod graph;
+pub mod launch;
 pub mod log;
 pub mod mirror;
-pub mod mount;
 pub mod names;
 pub mod progress;
 pub mod query;
 pub mod rules;
-pub mod run;
 pub mod select;
 pub mod set;
 pub mod state;

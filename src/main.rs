@@ -10,21 +10,21 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use depsetfs::chroot::ChrootError;
 use depsetfs::event::TracedCommand;
 use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
 use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
+use depsetfs::launch::chroot::ChrootError;
+use depsetfs::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
+use depsetfs::launch::run::{self, RunError, RunOptions};
 use depsetfs::log::{LogContents, LogError, read_log};
-use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
-use depsetfs::run::{RunError, RunOptions};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
 use depsetfs::set::SetOptions;
 use depsetfs::state::{StateDir, StateError};
 use depsetfs::strategy::{Strategy, StrategyOptions, StrategySet, compute};
 use depsetfs::verify::{self, SetInputs, VerifyError, VerifyOptions};
-use depsetfs::{dump, query, run, sys};
+use depsetfs::{dump, query, sys};
 
 #[derive(Parser)]
 #[command(
@@ -574,7 +574,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         Command::SynthLog(args) => synth_log_command(args),
         Command::Run(args) => run_command(args, &state),
         Command::Chroot(args) => {
-            let code = depsetfs::chroot::chroot(&args.mountpoint, &args.command, &state)?;
+            let code = depsetfs::launch::chroot::chroot(&args.mountpoint, &args.command, &state)?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Command::Serve(args) => serve_command(args, &state),
@@ -642,7 +642,7 @@ fn public_command() -> clap::Command {
 }
 
 fn doctor_command() -> Result<ExitCode, CliError> {
-    let report = depsetfs::doctor::run_checks();
+    let report = depsetfs::launch::doctor::run_checks();
     write_stdout(|out| report.render(out))?;
     Ok(if report.essentials_ok() {
         ExitCode::SUCCESS

@@ -1,16 +1,16 @@
 //! `depsetfs chroot MOUNTPOINT [--] CMD ARGS...`: the third step of the manual flow (`mount`,
 //! `mount-helpers/chroot-prepare`, then this instead of a plain `chroot`). It checks that
 //! MOUNTPOINT is a depsetfs mirror whose daemon is alive and listens for network hand-overs,
-//! forks the held command of [`crate::run`] with the network filter, lets it hand the filter
+//! forks the held command of [`crate::launch::run`] with the network filter, lets it hand the filter
 //! to that daemon, chroot to MOUNTPOINT, change to `/` and exec CMD, and waits for it. A
 //! service started by plain `chroot` is recorded too, but without its network calls.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::launch::mount::{self, FS_TYPE};
+use crate::launch::run::{HeldCommand, RunError};
 use crate::mirror::network::HandOver;
-use crate::mount::{self, FS_TYPE};
-use crate::run::{HeldCommand, RunError};
 use crate::state::{StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ fn wait_exit_code(pid: libc::pid_t) -> i32 {
         // SAFETY: pid is our child; status is a valid out pointer.
         let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
         if waited == pid {
-            return crate::run::exit_code(status);
+            return crate::launch::run::exit_code(status);
         }
         if waited < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return 1;

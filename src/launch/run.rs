@@ -25,8 +25,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::event::TracedCommand;
+use crate::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::mirror::network::{self, HandOver, HandOverStep};
-use crate::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::state::{StateDir, StateError};
 use crate::sys;
 
