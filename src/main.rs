@@ -17,6 +17,7 @@ use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
 use depsetfs::launch::chroot::ChrootError;
 use depsetfs::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::launch::run::{self, RunError, RunOptions};
+use depsetfs::launch::umount;
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
@@ -554,7 +555,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
     match command {
         Command::Mount(args) => mount_command(args, &state),
         Command::Umount { mountpoint } => {
-            let report = mount::unmount(&mountpoint, &state)?;
+            let report = umount::unmount(&mountpoint, &state)?;
             if let Some(log) = report.log {
                 eprintln!("depsetfs: unmounted; log: {}", log.display());
             }
@@ -733,7 +734,7 @@ fn flush_if_recording(log: &Path, state: &StateDir) -> bool {
     let live: Vec<_> = state
         .mounts()
         .into_iter()
-        .filter(|record| record.log == log && mount::daemon_alive(record.pid))
+        .filter(|record| record.log == log && umount::daemon_alive(record.pid))
         .collect();
     let recording = !live.is_empty();
     for control in live.into_iter().filter_map(|record| record.control) {

@@ -8,8 +8,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::launch::mount::{self, FS_TYPE};
+use crate::launch::mount::FS_TYPE;
 use crate::launch::run::{HeldCommand, RunError};
+use crate::launch::umount;
 use crate::mirror::network::HandOver;
 use crate::state::{StateDir, StateError};
 
@@ -53,7 +54,7 @@ pub fn chroot(mountpoint: &Path, argv: &[OsString], state: &StateDir) -> Result<
         let path = path.to_owned();
         move |source| ChrootError::Io { path, source }
     };
-    let mp = mount::resolve_mountpoint(mountpoint).map_err(io_err(mountpoint))?;
+    let mp = umount::resolve_mountpoint(mountpoint).map_err(io_err(mountpoint))?;
     let ours = crate::sys::mountinfo::mount_at(&mp)
         .map_err(io_err(&mp))?
         .is_some_and(|info| info.fs_type == FS_TYPE);
@@ -63,7 +64,7 @@ pub fn chroot(mountpoint: &Path, argv: &[OsString], state: &StateDir) -> Result<
     let Some(record) = state.find_mount(&mp)? else {
         return Err(ChrootError::DaemonGone { path: mp });
     };
-    if !mount::daemon_alive(record.pid) {
+    if !umount::daemon_alive(record.pid) {
         return Err(ChrootError::DaemonGone { path: mp });
     }
     let Some(control) = record.control else {

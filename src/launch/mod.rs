@@ -9,3 +9,4 @@ pub mod chroot;
 pub mod doctor;
 pub mod mount;
 pub mod run;
+pub mod umount;
