@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use depsetfs::event::TracedCommand;
 use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
 use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
@@ -19,6 +18,7 @@ use depsetfs::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::launch::run::{self, RunError, RunOptions};
 use depsetfs::launch::umount;
 use depsetfs::log::{LogContents, LogError, read_log};
+use depsetfs::mirror::serve;
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
 use depsetfs::set::SetOptions;
@@ -429,20 +429,12 @@ struct ChrootArgs {
     command: Vec<OsString>,
 }
 
+/// `__serve`'s arguments, parsed by `ServeOptions::from_args` (which reads what
+/// `ServeOptions::to_args` writes).
 #[derive(Args)]
 struct ServeArgs {
-    #[arg(long)]
-    source: PathBuf,
-    #[arg(long)]
-    log: PathBuf,
-    /// Given explicitly by `mount`/`run` (`--cpus` was applied by them already).
-    #[command(flatten)]
-    speed: SpeedArgs,
-    #[arg(long)]
-    command_json: Option<String>,
-    #[arg(long)]
-    network: bool,
-    mountpoint: PathBuf,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -653,22 +645,10 @@ fn doctor_command() -> Result<ExitCode, CliError> {
 }
 
 fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError> {
-    let command = match args.command_json {
-        Some(json) => Some(
-            serde_json::from_str::<TracedCommand>(&json)
-                .map_err(|e| CliError::Usage(format!("--command-json: {e}")))?,
-        ),
-        None => None,
-    };
-    let options = ServeOptions {
-        source: args.source,
-        mountpoint: args.mountpoint,
-        log: args.log,
-        speed: args.speed.options(),
-        command,
-        network: args.network,
-    };
-    mount::serve(&options, state)?;
+    let options =
+        ServeOptions::from_args(std::iter::once(OsString::from("__serve")).chain(args.args))
+            .map_err(MountError::from)?;
+    serve::serve(&options, state).map_err(MountError::from)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,3 +19,4 @@ pub mod network;
 pub mod process;
 pub mod recorder;
 pub mod seccomp;
+pub mod serve;
