@@ -10,21 +10,22 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use depsetfs::chroot::ChrootError;
-use depsetfs::event::TracedCommand;
 use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
 use depsetfs::export::{self, ExportError, ExportOptions};
 use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
+use depsetfs::launch::chroot::ChrootError;
+use depsetfs::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
+use depsetfs::launch::run::{self, RunError, RunOptions};
+use depsetfs::launch::umount;
 use depsetfs::log::{LogContents, LogError, read_log};
-use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
+use depsetfs::mirror::serve;
 use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
-use depsetfs::run::{RunError, RunOptions};
 use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
 use depsetfs::set::SetOptions;
 use depsetfs::state::{StateDir, StateError};
 use depsetfs::strategy::{Strategy, StrategyOptions, StrategySet, compute};
 use depsetfs::verify::{self, SetInputs, VerifyError, VerifyOptions};
-use depsetfs::{dump, query, run, sys};
+use depsetfs::{dump, query, sys};
 
 #[derive(Parser)]
 #[command(
@@ -428,20 +429,12 @@ struct ChrootArgs {
     command: Vec<OsString>,
 }
 
+/// `__serve`'s arguments, parsed by `ServeOptions::from_args` (which reads what
+/// `ServeOptions::to_args` writes).
 #[derive(Args)]
 struct ServeArgs {
-    #[arg(long)]
-    source: PathBuf,
-    #[arg(long)]
-    log: PathBuf,
-    /// Given explicitly by `mount`/`run` (`--cpus` was applied by them already).
-    #[command(flatten)]
-    speed: SpeedArgs,
-    #[arg(long)]
-    command_json: Option<String>,
-    #[arg(long)]
-    network: bool,
-    mountpoint: PathBuf,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -554,7 +547,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
     match command {
         Command::Mount(args) => mount_command(args, &state),
         Command::Umount { mountpoint } => {
-            let report = mount::unmount(&mountpoint, &state)?;
+            let report = umount::unmount(&mountpoint, &state)?;
             if let Some(log) = report.log {
                 eprintln!("depsetfs: unmounted; log: {}", log.display());
             }
@@ -574,7 +567,7 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         Command::SynthLog(args) => synth_log_command(args),
         Command::Run(args) => run_command(args, &state),
         Command::Chroot(args) => {
-            let code = depsetfs::chroot::chroot(&args.mountpoint, &args.command, &state)?;
+            let code = depsetfs::launch::chroot::chroot(&args.mountpoint, &args.command, &state)?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Command::Serve(args) => serve_command(args, &state),
@@ -642,7 +635,7 @@ fn public_command() -> clap::Command {
 }
 
 fn doctor_command() -> Result<ExitCode, CliError> {
-    let report = depsetfs::doctor::run_checks();
+    let report = depsetfs::launch::doctor::run_checks();
     write_stdout(|out| report.render(out))?;
     Ok(if report.essentials_ok() {
         ExitCode::SUCCESS
@@ -652,22 +645,10 @@ fn doctor_command() -> Result<ExitCode, CliError> {
 }
 
 fn serve_command(args: ServeArgs, state: &StateDir) -> Result<ExitCode, CliError> {
-    let command = match args.command_json {
-        Some(json) => Some(
-            serde_json::from_str::<TracedCommand>(&json)
-                .map_err(|e| CliError::Usage(format!("--command-json: {e}")))?,
-        ),
-        None => None,
-    };
-    let options = ServeOptions {
-        source: args.source,
-        mountpoint: args.mountpoint,
-        log: args.log,
-        speed: args.speed.options(),
-        command,
-        network: args.network,
-    };
-    mount::serve(&options, state)?;
+    let options =
+        ServeOptions::from_args(std::iter::once(OsString::from("__serve")).chain(args.args))
+            .map_err(MountError::from)?;
+    serve::serve(&options, state).map_err(MountError::from)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -733,11 +714,11 @@ fn flush_if_recording(log: &Path, state: &StateDir) -> bool {
     let live: Vec<_> = state
         .mounts()
         .into_iter()
-        .filter(|record| record.log == log && mount::daemon_alive(record.pid))
+        .filter(|record| record.log == log && umount::daemon_alive(record.pid))
         .collect();
     let recording = !live.is_empty();
     for control in live.into_iter().filter_map(|record| record.control) {
-        if let Err(e) = depsetfs::netrec::request_log_flush(&control) {
+        if let Err(e) = depsetfs::mirror::network::request_log_flush(&control) {
             eprintln!(
                 "depsetfs: warning: {}: the daemon recording it did not write it out ({e}); the last 100 ms may be missing",
                 log.display()

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::event::TimeNs;
 use crate::graph::{FileEdge, Graph, LogStats, ProcessIx};
+use crate::mirror::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::names::NameBuf;
-use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::select::Selection;
 use crate::set::{Reason, SetOptions, describe_use, is_within};
 use crate::strategy::{Strategy, StrategySet, Stub, StubOrigin};

@@ -9,7 +9,7 @@
 //!
 //! `umount` kills the pid a registry entry names, so every file here is created by depsetfs
 //! with an explicit mode, never from the daemon's umask (0): directories 0755, registry entries
-//! and `daemon.log` 0644, logs 0600 (`crate::log`), control sockets 0600 (`crate::netrec`).
+//! and `daemon.log` 0644, logs 0600 (`crate::log`), control sockets 0600 (`crate::mirror::network`).
 //! An entry that is not a regular file owned by the caller or root, or that group or others
 //! can write, was not written by depsetfs and is refused ([`StateError::UntrustedRegistry`]).
 
@@ -248,11 +248,11 @@ impl StateDir {
     }
 
     /// Where the daemon of `mountpoint` listens for seccomp listeners
-    /// (`mounts/ctl-<hash>.sock`, see [`crate::netrec`]).
+    /// (`mounts/ctl-<hash>.sock`, see [`crate::mirror::network`]).
     pub fn control_socket(&self, mountpoint: &Path) -> PathBuf {
         self.root
             .join("mounts")
-            .join(crate::netrec::control_socket_name(mountpoint))
+            .join(crate::mirror::network::control_socket_name(mountpoint))
     }
 }
 

@@ -27,10 +27,10 @@ use crate::capture::StdoutToFile;
 use crate::event::{Op, Record};
 use crate::export::{self, ExportError, Stubs};
 use crate::graph::Graph;
+use crate::launch::run::{self, RunError, RunOptions};
 use crate::log::{LogError, read_log};
 use crate::progress::Progress;
 use crate::rules::Rules;
-use crate::run::{self, RunError, RunOptions};
 use crate::select::Selection;
 use crate::set::{
     DeploymentSet, SetOptions, SourceLookup, SourceTree, normalize_mirror_path, set_of_used_paths,
@@ -430,7 +430,7 @@ fn run_in_root(
         log: Some(log.to_path_buf()),
         timeout: options.timeout,
         grace: run::DEFAULT_GRACE,
-        speed: crate::mount::SpeedOptions::default(),
+        speed: crate::launch::mount::SpeedOptions::default(),
         argv: options.argv.clone(),
     };
     let outcome = run::run(&run_options, state);

@@ -311,7 +311,7 @@ fn open_nofollow(path: &Path) -> io::Result<std::fs::File> {
 
 /// Something mounted at or below `path`: removing it would reach into that filesystem.
 fn refuse_mounts_under(path: &Path) -> Result<(), ExportError> {
-    let Ok(mounts) = crate::mount::read_mountinfo() else {
+    let Ok(mounts) = crate::sys::mountinfo::read_mountinfo() else {
         return Ok(());
     };
     let bytes = path.as_os_str().as_bytes();

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::event::{FileKind, LogHeader, TimeNs};
-use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
+use crate::mirror::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::set::{ProcessId, UseKind, UseTotals};
 
 pub use build::{GraphBuilder, GraphError};

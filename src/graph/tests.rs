@@ -429,9 +429,10 @@ fn a_log_without_process_events_is_not_counted_as_lost_events() {
     let mut stats = LogStats::default();
     stats.lost.insert("proc-connector".to_string(), 2);
     assert!(!stats.process_events_unrecorded());
-    stats
-        .lost
-        .insert(crate::process::CONNECTOR_UNAVAILABLE_SOURCE.to_string(), 1);
+    stats.lost.insert(
+        crate::mirror::process::CONNECTOR_UNAVAILABLE_SOURCE.to_string(),
+        1,
+    );
     assert!(stats.process_events_unrecorded());
     assert_eq!(stats.lost_events(), 2);
     assert_eq!(

@@ -8,7 +8,7 @@
 use fuser::Errno;
 
 use super::errno;
-use crate::inodes::Node;
+use crate::mirror::inodes::Node;
 use crate::sys;
 
 /// Gives the just-created object open as `fd` in `parent` to the caller `uid`/`gid`.

@@ -13,8 +13,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use crate::process;
-use crate::seccomp;
+use crate::mirror::process;
+use crate::mirror::seccomp;
 
 /// What a check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

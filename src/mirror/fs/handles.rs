@@ -14,8 +14,8 @@ use fuser::{BackingId, Errno, FileHandle};
 
 use super::errno;
 use crate::event::intent;
-use crate::inodes::Node;
-use crate::passthrough::{FileStamp, OpenMode};
+use crate::mirror::inodes::Node;
+use crate::mirror::io_mode::{FileStamp, OpenMode};
 use crate::sys;
 
 /// An open file or directory handle.

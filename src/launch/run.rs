@@ -25,8 +25,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::event::TracedCommand;
-use crate::mount::{self, MountError, ServeOptions, SpeedOptions};
-use crate::netrec::{self, HandOver, HandOverStep};
+use crate::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
+use crate::mirror::network::{self, HandOver, HandOverStep};
 use crate::state::{StateDir, StateError};
 use crate::sys;
 
@@ -50,7 +50,7 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot record the network: {step}: {source} (set {env}=1 to run without it)", step = .step.describe(), env = netrec::DISABLE_ENV)]
+    #[error("cannot record the network: {step}: {source} (set {env}=1 to run without it)", step = .step.describe(), env = network::DISABLE_ENV)]
     NetworkSetup {
         step: HandOverStep,
         #[source]
@@ -215,7 +215,7 @@ fn supervise(worker: libc::pid_t, signals: &SignalSet) -> i32 {
 /// The worker's side: runs the command on a fresh mirror and ends everything it started.
 fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, RunError> {
     become_subreaper()?;
-    let hand_over = if netrec::enabled_by_env() {
+    let hand_over = if network::enabled_by_env() {
         let control = job.state.control_socket(&job.mountpoint);
         if let Some(dir) = control.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
@@ -513,7 +513,7 @@ pub fn bind_chroot_mounts(mountpoint: &Path) -> Result<(), RunError> {
 pub fn release_chroot_mounts(mountpoint: &Path) {
     for name in CHROOT_BINDS.iter().rev() {
         let target = mountpoint.join(name);
-        while mount::mount_at(&target).ok().flatten().is_some() {
+        while sys::mountinfo::mount_at(&target).ok().flatten().is_some() {
             if sys::umount(&target, libc::MNT_DETACH).is_err() {
                 break;
             }

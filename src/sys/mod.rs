@@ -4,6 +4,8 @@
 //! nothing else: no retries, no path resolution of its own. Everything relative to a directory
 //! takes a descriptor, so callers never re-resolve a path.
 
+pub mod mountinfo;
+
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

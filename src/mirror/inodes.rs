@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::event::FileKind;
-use crate::passthrough::IoMode;
+use crate::mirror::io_mode::IoMode;
 
 /// The FUSE node number of the mirror's root.
 pub const ROOT_NODE: u64 = 1;
@@ -96,7 +96,7 @@ pub struct Node {
     pub kind: FileKind,
     path: Mutex<Arc<[u8]>>,
     lookups: AtomicU64,
-    /// How the kernel may do I/O on this file's opens (see [`crate::passthrough`]).
+    /// How the kernel may do I/O on this file's opens (see [`crate::mirror::io_mode`]).
     pub io: Mutex<IoMode>,
 }
 
@@ -135,7 +135,7 @@ impl Node {
 /// A descriptor (not `O_PATH`: open_by_handle_at refuses those) of the root of mount
 /// `mount_id`, found in /proc/self/mountinfo.
 fn mount_descriptor(mount_id: i32) -> Option<OwnedFd> {
-    let mounts = crate::mount::read_mountinfo().ok()?;
+    let mounts = crate::sys::mountinfo::read_mountinfo().ok()?;
     let mount = mounts.iter().rev().find(|m| m.id == mount_id)?;
     crate::sys::open_path(
         &mount.mount_point,

@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Caller;
-use super::connector::ProcEvent;
-use super::details::DetailsRequest;
+use super::base::{Caller, DetailsRequest, ProcEvent};
 use super::tracking::Tracking;
 use crate::event::{
     ExecEvent, ExitEvent, ForkEvent, LostEvents, Record, TimeNs, now_ns, wall_ns_of_monotonic,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
+use super::base::{DetailsMessage, DetailsRequest};
 use super::exec_capture::ExecCapture;
 use super::proc_fs::read_process_info;
 use super::tracking::Tracking;
@@ -17,25 +18,6 @@ use crate::event::{ProcessInfo, Record, now_ns};
 /// `uid`/`gid` of a process that was gone before it could be read: `(uid_t)-1`, the kernel's
 /// "no id", rather than 0, which would claim root.
 pub(super) const UNKNOWN_ID: u32 = u32::MAX;
-
-/// A process to describe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct DetailsRequest {
-    pub pid: u32,
-    /// Start time when already known, else 0.
-    pub start: u64,
-    /// Parent when known from a fork event (used if the process is gone).
-    pub ppid: Option<u32>,
-    /// The tracking generation the request belongs to (see `TrackedProcess`).
-    pub generation: u64,
-    /// Asked for by an exec event: the new image is to be described.
-    pub after_exec: bool,
-}
-
-pub(super) enum DetailsMessage {
-    Describe(DetailsRequest),
-    Shutdown,
-}
 
 /// The details thread's body: describes processes until told to shut down, then describes
 /// whatever was queued before the shutdown so that no tracked process goes undescribed.

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::connector::ProcEvent;
-use super::details::{DetailsRequest, UNKNOWN_ID, describe, fill_from_exec, known_only};
+use super::base::{DetailsRequest, ProcEvent};
+use super::details::{UNKNOWN_ID, describe, fill_from_exec, known_only};
 use super::exec_capture::{ExecCall, ExecCapture};
 use super::*;
 use crate::event::{

@@ -11,9 +11,9 @@ use std::sync::mpsc::Sender;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use super::details::{DetailsMessage, DetailsRequest};
+use super::base::{Caller, DetailsMessage, DetailsRequest, RecordSink};
 use super::exec_capture::ExecCapture;
-use super::{Caller, RecordSink, proc_fs};
+use super::proc_fs;
 use crate::event::{LostEvents, Record, now_ns};
 
 /// `source` of the [`LostEvents`] emitted when a process could not be queued for description.

@@ -1,5 +1,5 @@
 //! Network recording: TCP/UDP (and unix) `connect`, `bind`, `listen` and `accept` calls never
-//! reach FUSE, so the process that execs the service installs the [`crate::seccomp`] filter
+//! reach FUSE, so the process that execs the service installs the [`crate::mirror::seccomp`] filter
 //! and hands the listener fd to the daemon over the daemon's **control socket**
 //! (`<state>/mounts/ctl-<hash of the mountpoint>.sock`, named in the mount registry). The
 //! daemon watches each listener on its own thread: for every stopped call it reads the
@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::event::{NetCall, NetEvent, NetFamily, Record, now_ns};
-use crate::process::ProcessTracker;
-use crate::recorder::Recorder;
-use crate::seccomp::{self, FILTER_LEN, Received};
+use crate::mirror::process::ProcessTracker;
+use crate::mirror::recorder::Recorder;
+use crate::mirror::seccomp::{self, FILTER_LEN, Received};
 
 /// Set to a non-empty value: `depsetfs run` does not install the filter (for measuring its
 /// cost; the log then says the network was not recorded).

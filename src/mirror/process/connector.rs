@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use super::ProcessError;
+use super::base::{ProcEvent, ProcessError};
 use super::events::EventHandler;
 use crate::event::monotonic_now_ns;
 
@@ -157,34 +157,6 @@ fn read_wire<T: WireStruct>(bytes: &[u8], offset: usize) -> Option<T> {
     // SAFETY: `field` holds exactly size_of::<T>() initialized bytes, any bit pattern is a
     // valid T (WireStruct), and read_unaligned makes no alignment assumption.
     Some(unsafe { std::ptr::read_unaligned(field.as_ptr().cast::<T>()) })
-}
-
-/// A process event, reduced to what depsetfs uses. Pids are as seen in the initial pid
-/// namespace (the only one the connector serves).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ProcEvent {
-    /// Answer to a (un)subscription request: `ack` is the request's `ack` plus one, `err` an
-    /// errno (0: accepted).
-    Ack {
-        ack: u32,
-        err: u32,
-    },
-    Fork {
-        parent_tgid: u32,
-        child_pid: u32,
-        child_tgid: u32,
-    },
-    Exec {
-        pid: u32,
-        tgid: u32,
-    },
-    Exit {
-        pid: u32,
-        tgid: u32,
-        status: i32,
-    },
-    /// Any other kind (uid, gid, sid, ptrace, comm, coredump), or a malformed event.
-    Other,
 }
 
 /// Calls `on_event` for every proc connector message in a received datagram, with the

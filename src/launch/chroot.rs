@@ -1,16 +1,17 @@
 //! `depsetfs chroot MOUNTPOINT [--] CMD ARGS...`: the third step of the manual flow (`mount`,
 //! `mount-helpers/chroot-prepare`, then this instead of a plain `chroot`). It checks that
 //! MOUNTPOINT is a depsetfs mirror whose daemon is alive and listens for network hand-overs,
-//! forks the held command of [`crate::run`] with the network filter, lets it hand the filter
+//! forks the held command of [`crate::launch::run`] with the network filter, lets it hand the filter
 //! to that daemon, chroot to MOUNTPOINT, change to `/` and exec CMD, and waits for it. A
 //! service started by plain `chroot` is recorded too, but without its network calls.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::mount::{self, FS_TYPE};
-use crate::netrec::HandOver;
-use crate::run::{HeldCommand, RunError};
+use crate::launch::mount::FS_TYPE;
+use crate::launch::run::{HeldCommand, RunError};
+use crate::launch::umount;
+use crate::mirror::network::HandOver;
 use crate::state::{StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +54,8 @@ pub fn chroot(mountpoint: &Path, argv: &[OsString], state: &StateDir) -> Result<
         let path = path.to_owned();
         move |source| ChrootError::Io { path, source }
     };
-    let mp = mount::resolve_mountpoint(mountpoint).map_err(io_err(mountpoint))?;
-    let ours = mount::mount_at(&mp)
+    let mp = umount::resolve_mountpoint(mountpoint).map_err(io_err(mountpoint))?;
+    let ours = crate::sys::mountinfo::mount_at(&mp)
         .map_err(io_err(&mp))?
         .is_some_and(|info| info.fs_type == FS_TYPE);
     if !ours {
@@ -63,7 +64,7 @@ pub fn chroot(mountpoint: &Path, argv: &[OsString], state: &StateDir) -> Result<
     let Some(record) = state.find_mount(&mp)? else {
         return Err(ChrootError::DaemonGone { path: mp });
     };
-    if !mount::daemon_alive(record.pid) {
+    if !umount::daemon_alive(record.pid) {
         return Err(ChrootError::DaemonGone { path: mp });
     }
     let Some(control) = record.control else {
@@ -83,7 +84,7 @@ fn wait_exit_code(pid: libc::pid_t) -> i32 {
         // SAFETY: pid is our child; status is a valid out pointer.
         let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
         if waited == pid {
-            return crate::run::exit_code(status);
+            return crate::launch::run::exit_code(status);
         }
         if waited < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return 1;

@@ -3,11 +3,13 @@
 //! processes through the Linux proc connector (fork, exec and exit records). This module owns
 //! the [`ProcessTracker`] and its three threads; the /proc formats live in `proc_fs`, the
 //! netlink wire format in `connector`, the meaning of connector events in `events`, the
-//! shared state in `tracking`, the off-request-path /proc reads in `details` and the argv of
-//! an exec, read while its exec open waits, in `exec_capture`. Only
+//! shared state in `tracking`, the off-request-path /proc reads in `details`, the argv of
+//! an exec, read while its exec open waits, in `exec_capture`, and the types these parts pass
+//! each other in `base`. Only
 //! processes seen in a request, and their descendants, are followed: the host's other
 //! activity is ignored.
 
+mod base;
 mod connector;
 mod details;
 mod events;
@@ -26,10 +28,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use base::{Caller, ProcessError};
 pub use proc_fs::read_process_info;
 
-use crate::event::Record;
-use crate::recorder::Recorder;
+use crate::mirror::recorder::Recorder;
+use base::RecordSink;
 use connector::{ConnectorSocket, PROC_CN_MCAST_LISTEN, SubscriptionWatch};
 use events::EventHandler;
 use exec_capture::ExecCapturer;
@@ -45,52 +48,6 @@ const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// details thread may be stuck reading /proc of a process that is itself stuck on the mirror,
 /// in which case it is left behind rather than hanging shutdown.
 const THREAD_STOP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Where the tracker's records go (the recorder in production, a capture in tests).
-type RecordSink = Arc<dyn Fn(Record) + Send + Sync>;
-
-/// The process behind a FUSE request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Caller {
-    /// Thread group id (the process id).
-    pub pid: u32,
-    /// The calling thread.
-    pub tid: u32,
-    /// Start of the process in clock ticks since boot; 0 if unknown.
-    pub start: u64,
-}
-
-impl Caller {
-    /// A request the kernel made on its own (FUSE pid 0, e.g. writeback).
-    pub const KERNEL: Caller = Caller {
-        pid: 0,
-        tid: 0,
-        start: 0,
-    };
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error(
-        "cannot listen to the Linux proc connector ({step}): {source} \
-         (it needs CAP_NET_ADMIN in the initial pid and user namespace)"
-    )]
-    ConnectorUnavailable {
-        step: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot start the {thread} thread: {source}")]
-    ThreadSpawn {
-        thread: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the proc connector is already running")]
-    AlreadyStarted,
-    #[error("the process tracker has been stopped")]
-    Stopped,
-}
 
 /// Counters of a [`ProcessTracker`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
