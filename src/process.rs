@@ -28,16 +28,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use proc_fs::read_process_info;
 
+pub use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::event::Record;
 use crate::recorder::Recorder;
 use connector::{ConnectorSocket, PROC_CN_MCAST_LISTEN, SubscriptionWatch};
 use events::EventHandler;
 use exec_capture::ExecCapturer;
 use tracking::Tracking;
-
-/// `source` of the [`crate::event::LostEvents`] a daemon records when it could not listen to
-/// the proc connector at all: the log has no fork, exec or exit records.
-pub const CONNECTOR_UNAVAILABLE_SOURCE: &str = "proc-connector-unavailable";
 
 /// How long `start_connector` waits for the kernel to acknowledge the subscription.
 const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(2);

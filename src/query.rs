@@ -11,10 +11,10 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::event::TimeNs;
 use crate::graph::{FileEdge, Graph, LogStats, ProcessIx};
 use crate::names::NameBuf;
-use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::select::Selection;
 use crate::set::{Reason, SetOptions, describe_use, is_within};
 use crate::strategy::{Strategy, StrategySet, Stub, StubOrigin};

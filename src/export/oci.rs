@@ -122,7 +122,7 @@ fn rfc3339_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     // utc_stamp: YYYYMMDDTHHMMSSZ.
-    let s = crate::state::utc_stamp(secs);
+    let s = crate::event::utc_stamp(secs);
     format!(
         "{}-{}-{}T{}:{}:{}Z",
         &s[0..4],

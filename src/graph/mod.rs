@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::event::{FileKind, LogHeader, TimeNs};
-use crate::process::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::set::{ProcessId, UseKind, UseTotals};
 
 pub use build::{GraphBuilder, GraphError};
@@ -485,7 +485,7 @@ mod tests;
 pub fn describe_time(ns: TimeNs) -> String {
     let secs = (ns / 1_000_000_000) as i64;
     let millis = ns / 1_000_000 % 1000;
-    let stamp = crate::state::utc_stamp(secs);
+    let stamp = crate::event::utc_stamp(secs);
     // utc_stamp is YYYYmmddTHHMMSSZ.
     format!(
         "{}-{}-{} {}:{}:{}.{millis:03} UTC",

@@ -431,7 +431,7 @@ fn a_log_without_process_events_is_not_counted_as_lost_events() {
     assert!(!stats.process_events_unrecorded());
     stats
         .lost
-        .insert(crate::process::CONNECTOR_UNAVAILABLE_SOURCE.to_string(), 1);
+        .insert(crate::event::CONNECTOR_UNAVAILABLE_SOURCE.to_string(), 1);
     assert!(stats.process_events_unrecorded());
     assert_eq!(stats.lost_events(), 2);
     assert_eq!(
