@@ -10,21 +10,22 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use depsetfs::analysis::closure::SetOptions;
+use depsetfs::analysis::graph::{Graph, GraphError, LogStats, build::graph_from_log};
+use depsetfs::analysis::rules::{DEFAULT_RULES, Rules, RulesError};
+use depsetfs::analysis::select::{ProcessMatcher, SelectError, Selection, Selector, select};
+use depsetfs::analysis::strategy::{Strategy, StrategyOptions, StrategySet, compute};
+use depsetfs::analysis::{dump, query};
 use depsetfs::chroot::ChrootError;
 use depsetfs::event::TracedCommand;
 use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
-use depsetfs::export::{self, ExportError, ExportOptions};
-use depsetfs::graph::{Graph, GraphError, LogStats, build::graph_from_log};
 use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
-use depsetfs::rules::{DEFAULT_RULES, Rules, RulesError};
 use depsetfs::run::{RunError, RunOptions};
-use depsetfs::select::{ProcessMatcher, SelectError, Selection, Selector, select};
-use depsetfs::set::SetOptions;
+use depsetfs::ship::export::{self, ExportError, ExportOptions};
+use depsetfs::ship::verify::{self, SetInputs, VerifyError, VerifyOptions};
 use depsetfs::state::{StateDir, StateError};
-use depsetfs::strategy::{Strategy, StrategyOptions, StrategySet, compute};
-use depsetfs::verify::{self, SetInputs, VerifyError, VerifyOptions};
-use depsetfs::{dump, query, run, sys};
+use depsetfs::{run, sys};
 
 #[derive(Parser)]
 #[command(
@@ -816,7 +817,7 @@ fn dump_set_command(
         let stubs: Vec<String> = result
             .stubs
             .iter()
-            .map(|stub| depsetfs::names::escape(&stub.path))
+            .map(|stub| depsetfs::analysis::names::escape(&stub.path))
             .collect();
         eprintln!(
             "depsetfs: {} binaries to replace by stubs (see --json): {}",
@@ -1085,13 +1086,13 @@ fn verify_command(
 }
 
 fn synth_log_command(args: SynthLogArgs) -> Result<ExitCode, CliError> {
-    let spec = depsetfs::synth::SynthSpec {
+    let spec = depsetfs::analysis::synth::SynthSpec {
         records: args.records,
         files: args.files,
         processes: args.processes,
         repeat: args.repeat,
     };
-    depsetfs::synth::write_synthetic_log(&args.out, spec)?;
+    depsetfs::analysis::synth::write_synthetic_log(&args.out, spec)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1257,7 +1258,7 @@ fn strategy_set(
 
 /// A path given on the command line as a normalized mirror path.
 fn mirror_path(path: &Path) -> Vec<u8> {
-    depsetfs::set::normalize_mirror_path(path.as_os_str().as_encoded_bytes())
+    depsetfs::analysis::closure::normalize_mirror_path(path.as_os_str().as_encoded_bytes())
 }
 
 fn write_json(value: &impl serde::Serialize, out: &mut dyn Write) -> io::Result<()> {

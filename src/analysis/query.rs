@@ -4,20 +4,20 @@
 //! summary table, one row per strategy) and `why PATH` (the chain of edges that put a path in
 //! the set, or the rule that kept it out). Each answer is a plain serializable value (the
 //! `--json` form) with a `write_human` for the terminal; nothing here computes a set. Names
-//! are [`NameBuf`]s: exact bytes in JSON, escaped in the human form ([`crate::names`]).
+//! are [`NameBuf`]s: exact bytes in JSON, escaped in the human form ([`crate::analysis::names`]).
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::analysis::closure::{Reason, SetOptions, describe_use, is_within};
+use crate::analysis::graph::{FileEdge, Graph, LogStats, ProcessIx};
+use crate::analysis::names::NameBuf;
+use crate::analysis::select::Selection;
+use crate::analysis::strategy::{Strategy, StrategySet, Stub, StubOrigin};
 use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::event::TimeNs;
-use crate::graph::{FileEdge, Graph, LogStats, ProcessIx};
-use crate::names::NameBuf;
-use crate::select::Selection;
-use crate::set::{Reason, SetOptions, describe_use, is_within};
-use crate::strategy::{Strategy, StrategySet, Stub, StubOrigin};
 
 /// Milliseconds since recording started, for human output.
 fn offset_ms(graph: &Graph, ts: TimeNs) -> f64 {
@@ -368,7 +368,7 @@ pub fn write_stats_human(stats: &Stats, out: &mut dyn Write) -> io::Result<()> {
         (Some(false), false) => writeln!(
             out,
             "end              not clean (the recorder was killed): events after {} may be missing",
-            crate::graph::describe_time(log.last_record_ns)
+            crate::analysis::graph::describe_time(log.last_record_ns)
         )?,
         (None, false) => {}
     }
@@ -543,7 +543,7 @@ fn in_set_verdict(result: &StrategySet, path: &[u8], reason: Reason) -> String {
             match below {
                 Some(entry) => format!(
                     "in the set: a parent directory of {}",
-                    crate::names::escape(&entry.path)
+                    crate::analysis::names::escape(&entry.path)
                 ),
                 None => "in the set: a parent directory of a path in the set".to_string(),
             }

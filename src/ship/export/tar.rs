@@ -13,7 +13,7 @@ use ::tar::{Builder, EntryType, Header};
 
 use super::ExportError;
 use super::walk::{Body, Item, Meta, Progress, Sink, Stubs, Totals, add_mount_dirs, walk};
-use crate::set::DeploymentSet;
+use crate::analysis::closure::DeploymentSet;
 
 /// What a tar stream carries besides the set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

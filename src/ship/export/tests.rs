@@ -8,8 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::analysis::closure::{Reason, SetEntry};
 use crate::event::FileKind;
-use crate::set::{Reason, SetEntry};
 
 struct Scratch(PathBuf);
 

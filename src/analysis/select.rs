@@ -7,8 +7,8 @@
 
 use regex::Regex;
 
-use crate::graph::{Graph, ProcessIx};
-use crate::set::normalize_mirror_path;
+use crate::analysis::closure::normalize_mirror_path;
+use crate::analysis::graph::{Graph, ProcessIx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {

@@ -5,7 +5,7 @@
 //! (read, exec, stat, readlink, readdir, and failed accesses kept as "missing"), file -> process
 //! for what produced a file (write, create, truncate, rename into, unlink), and process ->
 //! process for fork, exec chain and connect. The graph only describes what happened; which
-//! processes and files are *needed* is decided by [`crate::strategy`]. It is built in two
+//! processes and files are *needed* is decided by [`crate::analysis::strategy`]. It is built in two
 //! streaming passes over the log ([`build`]) so that memory grows with distinct processes,
 //! files and (process, file, use) triples, never with the number of events.
 
@@ -17,9 +17,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::analysis::closure::{ProcessId, UseKind, UseTotals};
 use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::event::{FileKind, LogHeader, TimeNs};
-use crate::set::{ProcessId, UseKind, UseTotals};
 
 pub use build::{GraphBuilder, GraphError};
 pub use uses::FileOp;
@@ -99,7 +99,7 @@ pub struct FileNode {
     /// Normalized absolute path in the mirror.
     pub path: Vec<u8>,
     /// The kind the daemon reported, preferring successful accesses. The size shipped comes
-    /// from the source tree when a set is computed (see [`crate::set::SourceTree`]).
+    /// from the source tree when a set is computed (see [`crate::analysis::closure::SourceTree`]).
     pub kind: FileKind,
     /// Whether any access succeeded; when none did, the path is "missing".
     pub succeeded: bool,
@@ -500,8 +500,8 @@ pub fn describe_time(ns: TimeNs) -> String {
 
 #[cfg(test)]
 mod end_tests {
+    use crate::analysis::graph::build::graph_from_log;
     use crate::event::{LogEnd, Record};
-    use crate::graph::build::graph_from_log;
     use crate::log::LogWriter;
     use crate::log::testing::{ScratchDir, access, header};
 

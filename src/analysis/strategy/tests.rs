@@ -2,11 +2,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::*;
+use crate::analysis::closure::{UsageIndex, deployment_set};
+use crate::analysis::graph::fixture::{Proc, Trace};
+use crate::analysis::rules::Rules;
+use crate::analysis::select::{ProcessMatcher, Selector, select};
 use crate::event::{FileKind, Op, Record};
-use crate::graph::fixture::{Proc, Trace};
-use crate::rules::Rules;
-use crate::select::{ProcessMatcher, Selector, select};
-use crate::set::{UsageIndex, deployment_set};
 
 const INIT: Proc = Proc { pid: 1, start: 0 };
 const SHELL: Proc = Proc { pid: 10, start: 1 };
@@ -508,7 +508,8 @@ fn the_default_selection_is_the_command_and_its_descendants() {
         children: true,
     }];
     let with_children = select(&graph, &children).unwrap_or_else(|e| panic!("{e}"));
-    let chosen = |selection: &crate::select::Selection| selection.processes().collect::<Vec<_>>();
+    let chosen =
+        |selection: &crate::analysis::select::Selection| selection.processes().collect::<Vec<_>>();
     assert_eq!(chosen(&with_children), chosen(&selection));
     let nothing = vec![Selector {
         matcher: ProcessMatcher::Pid(4242),

@@ -23,20 +23,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::capture::StdoutToFile;
-use crate::event::{Op, Record};
-use crate::export::{self, ExportError, Stubs};
-use crate::graph::Graph;
-use crate::log::{LogError, read_log};
-use crate::progress::Progress;
-use crate::rules::Rules;
-use crate::run::{self, RunError, RunOptions};
-use crate::select::Selection;
-use crate::set::{
+use crate::analysis::closure::{
     DeploymentSet, SetOptions, SourceLookup, SourceTree, normalize_mirror_path, set_of_used_paths,
 };
+use crate::analysis::graph::Graph;
+use crate::analysis::rules::Rules;
+use crate::analysis::select::Selection;
+use crate::analysis::strategy::{GraphFacts, StrategyOptions, compute};
+use crate::event::{Op, Record};
+use crate::log::{LogError, read_log};
+use crate::run::{self, RunError, RunOptions};
+use crate::ship::capture::StdoutToFile;
+use crate::ship::export::{self, ExportError, Stubs};
+use crate::ship::progress::Progress;
 use crate::state::StateDir;
-use crate::strategy::{GraphFacts, StrategyOptions, compute};
 
 pub mod loadable;
 
@@ -489,8 +489,8 @@ pub fn find_misses(log: &Path, original: &SetOptions) -> Result<Vec<Miss>, Verif
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::closure::{Reason, SetEntry};
     use crate::event::FileKind;
-    use crate::set::{Reason, SetEntry};
 
     fn entry(path: &str) -> SetEntry {
         SetEntry {

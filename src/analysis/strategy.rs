@@ -10,20 +10,20 @@
 //! half: without its libraries it would break on arrival), stubs (binaries exec'd by a needed
 //! parent but not needed themselves, and those only looked up), include/exclude globs. The closure over
 //! parents and symlink chains, the never-shipped trees and the existence check are
-//! [`crate::set`]'s, shared by every strategy.
+//! [`crate::analysis::closure`]'s, shared by every strategy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::event::{FileKind, TimeNs};
-use crate::graph::{EndpointIx, FileIx, Graph, ProcessIx, ProcessLink};
-use crate::rules::{PathGlob, Rules, first_match, matches_process};
-use crate::select::Selection;
-use crate::set::{
+use crate::analysis::closure::{
     DeploymentSet, PathFacts, ProcessId, SetOptions, SetUser, UseKind, describe_use, parent_of,
     set_of_used_paths,
 };
+use crate::analysis::graph::{EndpointIx, FileIx, Graph, ProcessIx, ProcessLink};
+use crate::analysis::rules::{PathGlob, Rules, first_match, matches_process};
+use crate::analysis::select::Selection;
+use crate::event::{FileKind, TimeNs};
 
 /// The strategies, in the seed's order (the order of `depsetfs report`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -221,7 +221,7 @@ impl StrategySet {
             .set
             .entries
             .iter()
-            .any(|entry| entry.reason == crate::set::Reason::Used);
+            .any(|entry| entry.reason == crate::analysis::closure::Reason::Used);
         let (path, glob) = self.excluded.first().filter(|_| !used_left)?;
         Some(format!(
             "{}: the exclude rules removed every path the selection used ({} excluded, e.g. {} by {glob:?}); the {} set is {}",

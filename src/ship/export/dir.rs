@@ -16,7 +16,7 @@ use super::ExportError;
 use super::walk::{
     Body, Item, Meta, Progress, Sink, Stubs, Totals, add_mount_dirs, host_path, walk,
 };
-use crate::set::DeploymentSet;
+use crate::analysis::closure::DeploymentSet;
 
 /// Writes the set as a tree rooted at `root` (created here), with empty directories to mount
 /// on ([`add_mount_dirs`]): a root to chroot into.

@@ -18,9 +18,9 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::analysis::closure::DeploymentSet;
 use crate::event::LogHeader;
-use crate::progress::Progress;
-use crate::set::DeploymentSet;
+use crate::ship::progress::Progress;
 
 pub use output::{check_output, remove_any};
 pub use walk::{Stubs, Totals};

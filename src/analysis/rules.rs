@@ -11,7 +11,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::select::{ProcessMatcher, Selector};
+use crate::analysis::select::{ProcessMatcher, Selector};
 
 /// The built-in rules, as a rules file.
 pub const DEFAULT_RULES: &str = r#"# depsetfs rules. `depsetfs rules --default` prints this file; copy it, edit it, pass it
@@ -163,7 +163,7 @@ impl Rules {
         const KERNEL_TREES: [&[u8]; 3] = [b"/dev", b"/proc", b"/sys"];
         KERNEL_TREES
             .iter()
-            .any(|tree| crate::set::is_within(path, tree))
+            .any(|tree| crate::analysis::closure::is_within(path, tree))
             || first_match(&self.noise, path).is_some()
     }
 }

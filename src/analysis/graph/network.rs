@@ -10,9 +10,11 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::analysis::closure::{ProcessId, UseTotals};
+use crate::analysis::graph::{
+    EndpointKey, EndpointNode, Graph, ProcessEdge, ProcessIx, ProcessLink,
+};
 use crate::event::{NetCall, NetEvent, NetFamily, TimeNs};
-use crate::graph::{EndpointKey, EndpointNode, Graph, ProcessEdge, ProcessIx, ProcessLink};
-use crate::set::{ProcessId, UseTotals};
 
 /// What one process did with one address, added up: the key of [`NetUses`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
+use crate::analysis::closure::UseKind;
 use crate::event::{Op, intent};
-use crate::set::UseKind;
 
 /// The operation an edge stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

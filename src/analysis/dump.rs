@@ -4,19 +4,19 @@
 //! also writes a strategy's set with its needed processes, stubs and outputs. It owns the
 //! output shapes only; it computes nothing. Names are never lossy: JSON writes a name that is
 //! not UTF-8 as its bytes, the path list escapes awkward bytes or ends each path with NUL
-//! ([`crate::names`]). Every writer returns I/O errors (a closed pipe included) instead of
+//! ([`crate::analysis::names`]). Every writer returns I/O errors (a closed pipe included) instead of
 //! panicking.
 
 use std::io::{self, BufWriter, Write};
 
 use serde::Serialize;
 
+use crate::analysis::closure::{DeploymentSet, SetEntry, SetUser};
+use crate::analysis::graph::Graph;
+use crate::analysis::names::{JsonName, escape};
+use crate::analysis::strategy::StrategySet;
 use crate::event::{Access, ProcessInfo, Record, TimeNs, intent};
-use crate::graph::Graph;
 use crate::log::LogContents;
-use crate::names::{JsonName, escape};
-use crate::set::{DeploymentSet, SetEntry, SetUser};
-use crate::strategy::StrategySet;
 
 /// The header, then one line per record, then `{"type":"truncated","at":N}` when the log was
 /// cut short.
@@ -340,11 +340,11 @@ impl<'a> UserJson<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::closure::Reason;
     use crate::event::{
         Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LOG_FORMAT_VERSION, LOG_MAGIC,
         LogHeader, LostEvents, Op,
     };
-    use crate::set::Reason;
     use serde_json::Value;
 
     fn header() -> LogHeader {

@@ -285,7 +285,7 @@ mod tests {
             "{facts:?}"
         );
         let stub = std::env::temp_dir().join(format!("depsetfs-loadable-{}", std::process::id()));
-        std::fs::write(&stub, crate::export::stub::exit0_elf().unwrap()).unwrap();
+        std::fs::write(&stub, crate::ship::export::stub::exit0_elf().unwrap()).unwrap();
         let parsed = elf_facts(&stub).unwrap();
         std::fs::remove_file(&stub).unwrap();
         assert_eq!(parsed, None, "a static file is not checked");

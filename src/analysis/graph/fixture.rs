@@ -191,8 +191,8 @@ impl Trace {
         );
     }
 
-    pub fn graph(&self) -> crate::graph::Graph {
-        crate::graph::build::graph_from_records(&self.header, &self.records)
+    pub fn graph(&self) -> crate::analysis::graph::Graph {
+        crate::analysis::graph::build::graph_from_records(&self.header, &self.records)
     }
 }
 

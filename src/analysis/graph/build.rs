@@ -18,17 +18,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use crate::analysis::closure::{ProcessId, UseKind, UseTotals, normalize_mirror_path};
+use crate::analysis::graph::network::{ImageNetUse, NetUses, add_network_endpoints};
+use crate::analysis::graph::{
+    EndpointKey, EndpointNode, FileEdge, FileIx, FileNode, Graph, ImageKey, LogStats, ProcessEdge,
+    ProcessIx, ProcessLink, ProcessNode,
+};
 use crate::event::{
     Access, FIRST_VERSION_WITH_END, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo,
     Record, TimeNs, intent,
 };
-use crate::graph::network::{ImageNetUse, NetUses, add_network_endpoints};
-use crate::graph::{
-    EndpointKey, EndpointNode, FileEdge, FileIx, FileNode, Graph, ImageKey, LogStats, ProcessEdge,
-    ProcessIx, ProcessLink, ProcessNode,
-};
 use crate::log::{LogError, LogReader};
-use crate::set::{ProcessId, UseKind, UseTotals, normalize_mirror_path};
 
 /// How long before an exec an exec-intent open may come and still belong to the new image.
 const EXEC_OPEN_WINDOW_NS: TimeNs = 1_000_000_000;

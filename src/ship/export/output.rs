@@ -17,8 +17,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ExportError;
+use crate::analysis::closure::{is_within, normalize_mirror_path};
 use crate::event::LogHeader;
-use crate::set::{is_within, normalize_mirror_path};
 
 /// The file in the root of every `dir` export and OCI layout that says depsetfs wrote it.
 pub const MARKER: &str = ".depsetfs-export";

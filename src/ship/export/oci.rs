@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::ExportError;
 use super::walk::{Progress, Stubs, Totals};
+use crate::analysis::closure::DeploymentSet;
 use crate::event::TracedCommand;
-use crate::set::DeploymentSet;
 
 /// The `PATH` of the image config: Debian's default for root.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
