@@ -1258,7 +1258,7 @@ fn strategy_set(
 
 /// A path given on the command line as a normalized mirror path.
 fn mirror_path(path: &Path) -> Vec<u8> {
-    depsetfs::analysis::closure::normalize_mirror_path(path.as_os_str().as_encoded_bytes())
+    depsetfs::analysis::paths::normalize_mirror_path(path.as_os_str().as_encoded_bytes())
 }
 
 fn write_json(value: &impl serde::Serialize, out: &mut dyn Write) -> io::Result<()> {

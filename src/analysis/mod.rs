@@ -7,10 +7,14 @@
 
 pub mod closure;
 pub mod dump;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod graph;
 pub mod names;
+pub mod paths;
 pub mod query;
 pub mod rules;
 pub mod select;
+pub mod source_tree;
 pub mod strategy;
 pub mod synth;

@@ -11,9 +11,11 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::analysis::closure::{Reason, SetOptions, describe_use, is_within};
+use crate::analysis::closure::{Reason, SetOptions};
+use crate::analysis::graph::uses::describe_use;
 use crate::analysis::graph::{FileEdge, Graph, LogStats, ProcessIx};
 use crate::analysis::names::NameBuf;
+use crate::analysis::paths::is_within;
 use crate::analysis::select::Selection;
 use crate::analysis::strategy::{Strategy, StrategySet, Stub, StubOrigin};
 use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;

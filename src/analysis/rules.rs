@@ -163,7 +163,7 @@ impl Rules {
         const KERNEL_TREES: [&[u8]; 3] = [b"/dev", b"/proc", b"/sys"];
         KERNEL_TREES
             .iter()
-            .any(|tree| crate::analysis::closure::is_within(path, tree))
+            .any(|tree| crate::analysis::paths::is_within(path, tree))
             || first_match(&self.noise, path).is_some()
     }
 }

@@ -7,8 +7,8 @@
 
 use regex::Regex;
 
-use crate::analysis::closure::normalize_mirror_path;
 use crate::analysis::graph::{Graph, ProcessIx};
+use crate::analysis::paths::normalize_mirror_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {

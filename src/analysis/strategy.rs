@@ -16,11 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::analysis::closure::{
-    DeploymentSet, PathFacts, ProcessId, SetOptions, SetUser, UseKind, describe_use, parent_of,
-    set_of_used_paths,
-};
+use crate::analysis::closure::{DeploymentSet, PathFacts, SetOptions, SetUser, set_of_used_paths};
+use crate::analysis::graph::uses::{ProcessId, UseKind, describe_use};
 use crate::analysis::graph::{EndpointIx, FileIx, Graph, ProcessIx, ProcessLink};
+use crate::analysis::paths::parent_of;
 use crate::analysis::rules::{PathGlob, Rules, first_match, matches_process};
 use crate::analysis::select::Selection;
 use crate::event::{FileKind, TimeNs};

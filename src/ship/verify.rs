@@ -23,12 +23,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::analysis::closure::{
-    DeploymentSet, SetOptions, SourceLookup, SourceTree, normalize_mirror_path, set_of_used_paths,
-};
+use crate::analysis::closure::{DeploymentSet, SetOptions, set_of_used_paths};
 use crate::analysis::graph::Graph;
+use crate::analysis::paths::normalize_mirror_path;
 use crate::analysis::rules::Rules;
 use crate::analysis::select::Selection;
+use crate::analysis::source_tree::{SourceLookup, SourceTree};
 use crate::analysis::strategy::{GraphFacts, StrategyOptions, compute};
 use crate::event::{Op, Record};
 use crate::log::{LogError, read_log};

@@ -18,12 +18,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::analysis::closure::{ProcessId, UseKind, UseTotals, normalize_mirror_path};
 use crate::analysis::graph::network::{ImageNetUse, NetUses, add_network_endpoints};
+use crate::analysis::graph::uses::{ProcessId, UseKind, UseTotals};
 use crate::analysis::graph::{
     EndpointKey, EndpointNode, FileEdge, FileIx, FileNode, Graph, ImageKey, LogStats, ProcessEdge,
     ProcessIx, ProcessLink, ProcessNode,
 };
+use crate::analysis::paths::normalize_mirror_path;
 use crate::event::{
     Access, FIRST_VERSION_WITH_END, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo,
     Record, TimeNs, intent,

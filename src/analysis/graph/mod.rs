@@ -11,13 +11,13 @@
 
 pub mod build;
 pub mod network;
-mod uses;
+pub mod uses;
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::analysis::closure::{ProcessId, UseKind, UseTotals};
+use crate::analysis::graph::uses::{ProcessId, UseKind, UseTotals};
 use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::event::{FileKind, LogHeader, TimeNs};
 
@@ -99,7 +99,7 @@ pub struct FileNode {
     /// Normalized absolute path in the mirror.
     pub path: Vec<u8>,
     /// The kind the daemon reported, preferring successful accesses. The size shipped comes
-    /// from the source tree when a set is computed (see [`crate::analysis::closure::SourceTree`]).
+    /// from the source tree when a set is computed (see [`crate::analysis::source_tree::SourceTree`]).
     pub kind: FileKind,
     /// Whether any access succeeded; when none did, the path is "missing".
     pub succeeded: bool,

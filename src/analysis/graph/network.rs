@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::analysis::closure::{ProcessId, UseTotals};
+use crate::analysis::graph::uses::{ProcessId, UseTotals};
 use crate::analysis::graph::{
     EndpointKey, EndpointNode, Graph, ProcessEdge, ProcessIx, ProcessLink,
 };

@@ -232,11 +232,11 @@ fn a_reused_pid_is_two_processes_and_each_exec_goes_to_the_right_one() {
     let graph = trace.graph();
     assert_eq!(
         graph
-            .images_of(crate::analysis::closure::ProcessId { pid: 50, start: 1 })
+            .images_of(crate::analysis::graph::uses::ProcessId { pid: 50, start: 1 })
             .len(),
         1
     );
-    let images = graph.images_of(crate::analysis::closure::ProcessId {
+    let images = graph.images_of(crate::analysis::graph::uses::ProcessId {
         pid: 50,
         start: 100,
     });

@@ -5,8 +5,54 @@
 
 use serde::Serialize;
 
-use crate::analysis::closure::UseKind;
-use crate::event::{Op, intent};
+use crate::event::{Op, TimeNs, intent};
+
+/// A process as the log tells them apart: pids are reused, (pid, start time) is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// Clock ticks since boot.
+    pub start: u64,
+}
+
+/// What distinguishes one kind of use of a path by one process from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UseKind {
+    pub op: Op,
+    /// [`intent`] bits as recorded.
+    pub intent: u32,
+    /// 0 on success, else the errno the process got.
+    pub errno: i32,
+    /// The path was the second path of the operation (the new name of a rename or link, the
+    /// destination of copy_file_range).
+    pub as_target: bool,
+}
+
+/// Totals over all records of one [`UseKind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UseTotals {
+    pub count: u64,
+    pub bytes: u64,
+    pub first_ns: TimeNs,
+    pub last_ns: TimeNs,
+}
+
+/// "open(read,exec)", "lookup", "rename(to)". Intent is shown for opens only: read and
+/// write records repeat their open's intent.
+pub fn describe_use(kind: &UseKind) -> String {
+    let mut details: Vec<&str> = Vec::new();
+    if kind.as_target {
+        details.push("to");
+    }
+    if matches!(kind.op, Op::Open | Op::Create | Op::Opendir) {
+        details.extend(intent::names(kind.intent));
+    }
+    if details.is_empty() {
+        kind.op.name().to_string()
+    } else {
+        format!("{}({})", kind.op.name(), details.join(","))
+    }
+}
 
 /// The operation an edge stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

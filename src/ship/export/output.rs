@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ExportError;
-use crate::analysis::closure::{is_within, normalize_mirror_path};
+use crate::analysis::paths::{is_within, normalize_mirror_path};
 use crate::event::LogHeader;
 
 /// The file in the root of every `dir` export and OCI layout that says depsetfs wrote it.

@@ -16,7 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::analysis::closure::{DeploymentSet, parent_of};
+use crate::analysis::closure::DeploymentSet;
+use crate::analysis::paths::parent_of;
 use crate::event::FileKind;
 use crate::sys::{self, XattrAnswer};
 
