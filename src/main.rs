@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use depsetfs::analysis::closure::SetOptions;
 use depsetfs::analysis::graph::{Graph, GraphError, LogStats, build::graph_from_log};
+use depsetfs::analysis::plan::Plan;
 use depsetfs::analysis::rules::{DEFAULT_RULES, Rules, RulesError};
-use depsetfs::analysis::select::{ProcessMatcher, SelectError, Selection, Selector, select};
-use depsetfs::analysis::strategy::{Strategy, StrategyOptions, StrategySet, compute};
+use depsetfs::analysis::select::{ProcessMatcher, SelectError, Selector};
+use depsetfs::analysis::strategy::{Strategy, StrategyOptions, StrategySet};
 use depsetfs::analysis::{dump, query};
 use depsetfs::chroot::ChrootError;
 use depsetfs::event::TracedCommand;
@@ -23,7 +23,7 @@ use depsetfs::log::{LogContents, LogError, read_log};
 use depsetfs::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::run::{RunError, RunOptions};
 use depsetfs::ship::export::{self, ExportError, ExportOptions};
-use depsetfs::ship::verify::{self, SetInputs, VerifyError, VerifyOptions};
+use depsetfs::ship::verify::{self, VerifyError, VerifyOptions};
 use depsetfs::state::{StateDir, StateError};
 use depsetfs::{run, sys};
 
@@ -226,12 +226,8 @@ struct SetArgs {
 
 impl SetArgs {
     /// The graph, rules and selection these options name.
-    fn sources(
-        &self,
-        matches: Option<&ArgMatches>,
-        state: &StateDir,
-    ) -> Result<SetSources, CliError> {
-        SetSources::load(self.log.as_deref(), self.rules.as_deref(), matches, state)
+    fn plan(&self, matches: Option<&ArgMatches>, state: &StateDir) -> Result<Plan, CliError> {
+        load_plan(self.log.as_deref(), self.rules.as_deref(), matches, state)
     }
 
     fn strategy_options(&self, stubs: bool) -> StrategyOptions {
@@ -805,14 +801,13 @@ fn dump_set_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let SetSources {
-        graph,
-        rules,
-        selection,
-    } = SetSources::load(args.log.as_deref(), args.rules.as_deref(), matches, state)?;
-    warn_if_network_not_recorded(&graph);
-    let result = strategy_set(&graph, &selection, &rules, args.strategy, args.stubs);
-    warn_if_rules_emptied(&rules, [&result]);
+    let plan = load_plan(args.log.as_deref(), args.rules.as_deref(), matches, state)?;
+    warn_if_network_not_recorded(&plan.graph);
+    let result = plan.set(&StrategyOptions {
+        strategy: args.strategy,
+        stubs: args.stubs,
+    });
+    warn_if_rules_emptied(&plan.rules, [&result]);
     if !args.json && !result.stubs.is_empty() {
         let stubs: Vec<String> = result
             .stubs
@@ -827,7 +822,7 @@ fn dump_set_command(
     }
     write_stdout(|out| {
         if args.json {
-            dump::write_strategy_set_json(&graph, &result, out)
+            dump::write_strategy_set_json(&plan.graph, &result, out)
         } else {
             let form = if args.null {
                 dump::PathList::Nul
@@ -845,18 +840,16 @@ fn ps_command(
     state: &StateDir,
     as_tree: bool,
 ) -> Result<ExitCode, CliError> {
-    let SetSources {
-        graph, selection, ..
-    } = SetSources::load(
+    let plan = load_plan(
         args.log.log.as_deref(),
         args.rules.as_deref(),
         matches,
         state,
     )?;
     let rows = if as_tree {
-        query::tree(&graph, &selection)
+        query::tree(&plan.graph, &plan.selection)
     } else {
-        query::ps(&graph, &selection)
+        query::ps(&plan.graph, &plan.selection)
     };
     write_stdout(|out| match (args.log.json, as_tree) {
         (true, _) => write_json(&rows, out),
@@ -871,31 +864,26 @@ fn why_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
-    let SetSources {
-        graph,
-        rules,
-        selection,
-    } = SetSources::load(
+    let plan = load_plan(
         analysis.log.log.as_deref(),
         analysis.rules.as_deref(),
         matches,
         state,
     )?;
-    warn_if_network_not_recorded(&graph);
-    let result = strategy_set(&graph, &selection, &rules, args.strategy, analysis.stubs);
-    warn_if_rules_emptied(&rules, [&result]);
+    warn_if_network_not_recorded(&plan.graph);
+    let result = plan.set(&StrategyOptions {
+        strategy: args.strategy,
+        stubs: analysis.stubs,
+    });
+    warn_if_rules_emptied(&plan.rules, [&result]);
     let path = mirror_path(&args.path);
-    let answer = query::why(
-        &graph,
-        &result,
-        &SetOptions::from_header(&graph.header),
-        &path,
-    );
+    let answer = query::why(&plan.graph, &result, &plan.set_options(), &path);
+    let graph = &plan.graph;
     write_stdout(|out| {
         if analysis.log.json {
             write_json(&answer, out)
         } else {
-            query::write_why_human(&graph, &answer, out)
+            query::write_why_human(graph, &answer, out)
         }
     })
 }
@@ -951,7 +939,7 @@ fn report_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
-    let sources = SetSources::load(
+    let plan = load_plan(
         analysis.log.log.as_deref(),
         analysis.rules.as_deref(),
         matches,
@@ -960,16 +948,13 @@ fn report_command(
     let sets: Vec<StrategySet> = Strategy::ALL
         .iter()
         .map(|&strategy| {
-            strategy_set(
-                &sources.graph,
-                &sources.selection,
-                &sources.rules,
+            plan.set(&StrategyOptions {
                 strategy,
-                analysis.stubs,
-            )
+                stubs: analysis.stubs,
+            })
         })
         .collect();
-    warn_if_rules_emptied(&sources.rules, &sets);
+    warn_if_rules_emptied(&plan.rules, &sets);
     let mut rows = query::report(&sets);
     if args.verify {
         let options = verify_options(args.command, Duration::from_secs(args.timeout));
@@ -978,7 +963,7 @@ fn report_command(
                 strategy: row.strategy,
                 stubs: analysis.stubs,
             };
-            row.works = Some(verify::works(&sources.inputs(&strategy), &options, state)?);
+            row.works = Some(verify::works(&plan, &strategy, &options, state)?);
         }
     }
     write_stdout(|out| {
@@ -1008,10 +993,9 @@ fn export_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let sources = args.set.sources(matches, state)?;
+    let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
-    let inputs = sources.inputs(&strategy);
-    let (set, stubs) = inputs.shipment(&Default::default());
+    let (set, stubs) = plan.shipment(&strategy, &Default::default());
     let options = ExportOptions {
         format: args.format,
         output: args.output,
@@ -1019,7 +1003,7 @@ fn export_command(
         progress: true,
         stubs,
     };
-    let report = export::export(&sources.graph.header, &set, &options)?;
+    let report = export::export(&plan.graph.header, &set, &options)?;
     eprintln!("depsetfs: {}", report.summary());
     if !options.stubs.is_empty() {
         eprintln!(
@@ -1046,9 +1030,8 @@ fn verify_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
-    let sources = args.set.sources(matches, state)?;
+    let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
-    let inputs = sources.inputs(&strategy);
     let argv = match &args.script {
         Some(script) => verify::script_argv(script)?,
         None => args.command,
@@ -1066,7 +1049,7 @@ fn verify_command(
         expect_stdout,
         ..verify_options(argv, Duration::from_secs(args.timeout))
     };
-    let report = verify::verify(&inputs, &options, state, &mut |round| {
+    let report = verify::verify(&plan, &strategy, &options, state, &mut |round| {
         eprintln!("depsetfs: {}", verify::describe_round(round));
         for miss in &round.misses {
             eprintln!("depsetfs:   miss: {}", miss.describe());
@@ -1141,53 +1124,22 @@ fn load_rules(path: Option<&Path>) -> Result<Rules, CliError> {
     })
 }
 
-/// What a set is computed from: the log's graph, the rules and the selection.
-struct SetSources {
-    graph: Graph,
-    rules: Rules,
-    selection: Selection,
-}
-
-impl SetSources {
-    fn load(
-        log: Option<&Path>,
-        rules: Option<&Path>,
-        matches: Option<&ArgMatches>,
-        state: &StateDir,
-    ) -> Result<SetSources, CliError> {
-        let graph = load_graph(log, state)?;
-        let rules = load_rules(rules)?;
-        let selection = selection(&graph, &rules, matches)?;
-        Ok(SetSources {
-            graph,
-            rules,
-            selection,
-        })
-    }
-
-    fn inputs<'a>(&'a self, strategy: &'a StrategyOptions) -> SetInputs<'a> {
-        SetInputs {
-            graph: &self.graph,
-            selection: &self.selection,
-            rules: &self.rules,
-            strategy,
-        }
-    }
-}
-
-/// The selectors of the command line in order (a --children applies to the selector just
-/// before it), then those of the rules file; none: the default selection.
-fn selection(
-    graph: &Graph,
-    rules: &Rules,
+/// The graph, rules and selection of an analysis command: the selectors of the command line
+/// in order (a --children applies to the selector just before it), then those of the rules
+/// file; none: the default selection.
+fn load_plan(
+    log: Option<&Path>,
+    rules: Option<&Path>,
     matches: Option<&ArgMatches>,
-) -> Result<Selection, CliError> {
-    let mut selectors = match matches {
+    state: &StateDir,
+) -> Result<Plan, CliError> {
+    let graph = load_graph(log, state)?;
+    let rules = load_rules(rules)?;
+    let selectors = match matches {
         Some(matches) => command_line_selectors(matches)?,
         None => Vec::new(),
     };
-    selectors.extend(rules.select.iter().cloned());
-    Ok(select(graph, &selectors)?)
+    Ok(Plan::new(graph, rules, selectors)?)
 }
 
 fn command_line_selectors(matches: &ArgMatches) -> Result<Vec<Selector>, CliError> {
@@ -1237,23 +1189,6 @@ fn command_line_selectors(matches: &ArgMatches) -> Result<Vec<Selector>, CliErro
         }
     }
     Ok(selectors)
-}
-
-fn strategy_set(
-    graph: &Graph,
-    selection: &Selection,
-    rules: &Rules,
-    strategy: Strategy,
-    stubs: bool,
-) -> StrategySet {
-    let options = StrategyOptions { strategy, stubs };
-    compute(
-        graph,
-        selection,
-        rules,
-        &SetOptions::from_header(&graph.header),
-        &options,
-    )
 }
 
 /// A path given on the command line as a normalized mirror path.

@@ -12,6 +12,7 @@ pub(crate) mod fixtures;
 pub mod graph;
 pub mod names;
 pub mod paths;
+pub mod plan;
 pub mod query;
 pub mod rules;
 pub mod select;

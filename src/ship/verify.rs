@@ -23,18 +23,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::analysis::closure::{DeploymentSet, SetOptions, set_of_used_paths};
-use crate::analysis::graph::Graph;
+use crate::analysis::closure::SetOptions;
 use crate::analysis::paths::normalize_mirror_path;
-use crate::analysis::rules::Rules;
-use crate::analysis::select::Selection;
+use crate::analysis::plan::Plan;
 use crate::analysis::source_tree::{SourceLookup, SourceTree};
-use crate::analysis::strategy::{GraphFacts, StrategyOptions, compute};
+use crate::analysis::strategy::StrategyOptions;
 use crate::event::{Op, Record};
 use crate::log::{LogError, read_log};
 use crate::run::{self, RunError, RunOptions};
 use crate::ship::capture::StdoutToFile;
-use crate::ship::export::{self, ExportError, Stubs};
+use crate::ship::export::{self, ExportError};
 use crate::ship::progress::Progress;
 use crate::state::StateDir;
 
@@ -200,7 +198,8 @@ pub fn script_argv(path: &Path) -> Result<Vec<OsString>, VerifyError> {
 /// One round without `--iterate`: does the set run the command? A set that lacks the command
 /// itself does not. The command's stdout goes to our stderr: stdout is for the answer.
 pub fn works(
-    inputs: &SetInputs<'_>,
+    plan: &Plan,
+    strategy: &StrategyOptions,
     options: &VerifyOptions,
     state: &StateDir,
 ) -> Result<bool, VerifyError> {
@@ -215,76 +214,23 @@ pub fn works(
         .map_err(io_error(Path::new("standard error"), "duplicate"))?;
     let _to_stderr =
         StdoutToFile::new(&stderr).map_err(io_error(Path::new("standard output"), "redirect"))?;
-    match verify(inputs, &once, state, &mut |_| {}) {
+    match verify(plan, strategy, &once, state, &mut |_| {}) {
         Ok(report) => Ok(report.passed()),
         Err(VerifyError::CommandNotFound { .. }) => Ok(false),
         Err(other) => Err(other),
     }
 }
 
-/// What the set is computed from: the same inputs as `dump --set`.
-pub struct SetInputs<'a> {
-    pub graph: &'a Graph,
-    pub selection: &'a Selection,
-    pub rules: &'a Rules,
-    pub strategy: &'a StrategyOptions,
-}
-
-impl SetInputs<'_> {
-    /// The set of `dump --set`, plus `extra` paths closed like used paths (excludes do not
-    /// apply to them: they are what the command proved it needs).
-    pub fn set_with(&self, extra: &BTreeSet<Vec<u8>>) -> DeploymentSet {
-        self.shipment(extra).0
-    }
-
-    /// [`Self::set_with`], and the stubs: with `strategy.stubs`, the binaries the strategy
-    /// lists as stubs are added to the set (with their directories and symlinks) and returned,
-    /// to be shipped as the stub program.
-    pub fn shipment(&self, extra: &BTreeSet<Vec<u8>>) -> (DeploymentSet, Stubs) {
-        let options = SetOptions::from_header(&self.graph.header);
-        let result = compute(
-            self.graph,
-            self.selection,
-            self.rules,
-            &options,
-            self.strategy,
-        );
-        let stubs: Stubs = result.stubs.iter().map(|stub| stub.path.clone()).collect();
-        let mut added_paths = extra.clone();
-        added_paths.extend(stubs.iter().cloned());
-        if added_paths.is_empty() {
-            return (result.set, stubs);
-        }
-        let facts = GraphFacts::new(self.graph, &result.needed);
-        let added = set_of_used_paths(&added_paths, &options, &facts);
-        (merge_sets(result.set, added), stubs)
-    }
-}
-
-/// The union of two sets (the first one's entry wins for a path in both).
-pub fn merge_sets(base: DeploymentSet, added: DeploymentSet) -> DeploymentSet {
-    let mut entries: BTreeMap<Vec<u8>, _> = BTreeMap::new();
-    for entry in added.entries.into_iter().chain(base.entries) {
-        entries.insert(entry.path.clone(), entry);
-    }
-    let mut devices: BTreeSet<Vec<u8>> = base.required_devices.into_iter().collect();
-    devices.extend(added.required_devices);
-    DeploymentSet {
-        entries: entries.into_values().collect(),
-        required_devices: devices.into_iter().collect(),
-        dropped_missing: base.dropped_missing,
-    }
-}
-
 /// Runs the rounds; `each` sees every round as it ends.
 pub fn verify(
-    inputs: &SetInputs<'_>,
+    plan: &Plan,
+    strategy: &StrategyOptions,
     options: &VerifyOptions,
     state: &StateDir,
     each: &mut dyn FnMut(&Round),
 ) -> Result<VerifyReport, VerifyError> {
     let workdir = make_workdir()?;
-    let result = rounds(inputs, options, state, &workdir, each);
+    let result = rounds(plan, strategy, options, state, &workdir, each);
     if !options.keep {
         export::remove_any(&workdir);
     }
@@ -292,19 +238,20 @@ pub fn verify(
 }
 
 fn rounds(
-    inputs: &SetInputs<'_>,
+    plan: &Plan,
+    strategy: &StrategyOptions,
     options: &VerifyOptions,
     state: &StateDir,
     workdir: &Path,
     each: &mut dyn FnMut(&Round),
 ) -> Result<Vec<Round>, VerifyError> {
-    let header = &inputs.graph.header;
+    let header = &plan.graph.header;
     let source = PathBuf::from(&header.source);
     let cwd = header.command.as_ref().map(|c| c.cwd.as_bytes().to_vec());
     let mut extra = BTreeSet::new();
     let mut rounds = Vec::new();
     for number in 1..=options.iterate + 1 {
-        let (set, stubs) = inputs.shipment(&extra);
+        let (set, stubs) = plan.shipment(strategy, &extra);
         let root = workdir.join(format!("root-{number}"));
         let mut progress = Progress::on_stderr(format!("verify round {number}: exporting"), true);
         let totals =
@@ -489,37 +436,6 @@ pub fn find_misses(log: &Path, original: &SetOptions) -> Result<Vec<Miss>, Verif
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::closure::{Reason, SetEntry};
-    use crate::event::FileKind;
-
-    fn entry(path: &str) -> SetEntry {
-        SetEntry {
-            path: path.as_bytes().to_vec(),
-            kind: FileKind::File,
-            size: 1,
-            reason: Reason::Used,
-            users: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn merged_sets_are_sorted_and_unique() {
-        let base = DeploymentSet {
-            entries: vec![entry("/a"), entry("/c")],
-            required_devices: vec![b"/dev/null".to_vec()],
-            dropped_missing: 2,
-        };
-        let added = DeploymentSet {
-            entries: vec![entry("/b"), entry("/c")],
-            required_devices: vec![b"/dev/null".to_vec(), b"/dev/zero".to_vec()],
-            dropped_missing: 0,
-        };
-        let merged = merge_sets(base, added);
-        let paths: Vec<&[u8]> = merged.entries.iter().map(|e| e.path.as_slice()).collect();
-        assert_eq!(paths, [b"/a".as_slice(), b"/b", b"/c"]);
-        assert_eq!(merged.required_devices.len(), 2);
-        assert_eq!(merged.dropped_missing, 2);
-    }
 
     #[test]
     fn a_command_missing_from_the_root_is_named_as_such() {
