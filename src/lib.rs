@@ -6,6 +6,8 @@ pub mod chroot;
 pub mod doctor;
 pub mod entry_cache;
 pub mod event;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod fs;
 pub mod inodes;
 pub mod log;

@@ -276,11 +276,11 @@ pub fn existing_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::fixtures::*;
     use crate::analysis::graph::build::graph_from_records;
     use crate::analysis::select::{ProcessMatcher, Selector};
     use crate::analysis::strategy::Strategy;
     use crate::event::Op;
+    use crate::fixtures::*;
     use crate::log::LogContents;
     use std::io;
 

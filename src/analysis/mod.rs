@@ -7,8 +7,6 @@
 
 pub mod closure;
 pub mod dump;
-#[cfg(test)]
-pub(crate) mod fixtures;
 pub mod graph;
 pub mod names;
 pub mod paths;

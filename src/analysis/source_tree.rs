@@ -220,7 +220,7 @@ fn join_owned(components: &[Vec<u8>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::fixtures::{ScratchTree, build_source};
+    use crate::fixtures::{ScratchTree, build_source};
 
     #[test]
     fn symlinks_resolve_inside_the_source_root() -> io::Result<()> {

@@ -477,8 +477,6 @@ impl ExecRole {
 }
 
 #[cfg(test)]
-pub(crate) mod fixture;
-#[cfg(test)]
 mod tests;
 
 /// A time as UTC with milliseconds, e.g. `2026-11-27 11:34:56.789 UTC`.

@@ -1,6 +1,6 @@
-use super::fixture::{MS, Proc, Trace, exec_intent};
 use super::*;
 use crate::event::{FileKind, NetCall, Op, Record};
+use crate::fixtures::trace::{MS, Proc, Trace, exec_intent};
 
 const SHELL: Proc = Proc { pid: 10, start: 1 };
 const CHILD: Proc = Proc { pid: 11, start: 2 };

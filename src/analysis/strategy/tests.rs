@@ -2,10 +2,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::*;
-use crate::analysis::graph::fixture::{Proc, Trace};
 use crate::analysis::rules::Rules;
 use crate::analysis::select::{ProcessMatcher, Selector, select};
 use crate::event::{FileKind, Op, Record};
+use crate::fixtures::trace::{Proc, Trace};
 
 const INIT: Proc = Proc { pid: 1, start: 0 };
 const SHELL: Proc = Proc { pid: 10, start: 1 };
