@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_all_strategy_set_has_exactly_the_used_paths_and_their_closure() -> io::Result<()> {
-        let tree = ScratchTree::new("exact")?;
+        let tree = ScratchDir::new("set-exact");
         let (contents, options) = scenario(&tree)?;
         let set = real_set(&contents, &options, &[], Strategy::All).set;
         use Reason::*;
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn failed_lookups_kernel_trees_and_mountpoint_are_never_shipped() -> io::Result<()> {
-        let tree = ScratchTree::new("never")?;
+        let tree = ScratchDir::new("set-never");
         let (contents, options) = scenario(&tree)?;
         assert_eq!(
             options.mountpoint_in_mirror.as_deref(),
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn used_device_nodes_become_requirements() -> io::Result<()> {
-        let tree = ScratchTree::new("devices")?;
+        let tree = ScratchDir::new("set-devices");
         let (contents, options) = scenario(&tree)?;
         let set = real_set(&contents, &options, &[], Strategy::All).set;
         assert_eq!(set.required_devices, vec![b"/dev/null".to_vec()]);
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn deleted_and_renamed_away_files_are_dropped_and_counted() -> io::Result<()> {
-        let tree = ScratchTree::new("dropped")?;
+        let tree = ScratchDir::new("set-dropped");
         let (contents, options) = scenario(&tree)?;
         let set = real_set(&contents, &options, &[], Strategy::All).set;
         assert!(entry(&set, "/tmp/app.tmp").is_none());
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn users_carry_the_latest_process_details_and_successful_ops() -> io::Result<()> {
-        let tree = ScratchTree::new("users")?;
+        let tree = ScratchDir::new("set-users");
         let (contents, options) = scenario(&tree)?;
         let set = real_set(&contents, &options, &[], Strategy::All).set;
         let users = entry(&set, "/usr/bin/app").map(|entry| entry.users.clone());
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn device_nodes_found_in_the_source_are_requirements_wherever_they_are() -> io::Result<()> {
-        let tree = ScratchTree::new("mknod")?;
+        let tree = ScratchDir::new("set-mknod");
         tree.dir("/var/lib/app")?;
         tree.dir("/dev")?;
         tree.dir("/etc")?;
@@ -417,12 +417,12 @@ mod tests {
             used(SERVICE, Op::Readlink, "/etc/zero", FileKind::Unknown),
         ];
         let contents = LogContents {
-            header: header(&tree.root.to_string_lossy(), "/mnt/elsewhere"),
+            header: header(tree.root(), "/mnt/elsewhere"),
             records,
             truncated_at: None,
         };
         let options = SetOptions {
-            source: tree.root.clone(),
+            source: tree.root().to_path_buf(),
             mountpoint_in_mirror: None,
         };
         let set = real_set(&contents, &options, &[], Strategy::All).set;
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn process_selection_limits_the_used_paths() -> io::Result<()> {
-        let tree = ScratchTree::new("select")?;
+        let tree = ScratchDir::new("set-select");
         let (contents, options) = scenario(&tree)?;
         let helper = Selector {
             matcher: ProcessMatcher::Pid(HELPER.pid),

@@ -341,28 +341,9 @@ impl<'a> UserJson<'a> {
 mod tests {
     use super::*;
     use crate::analysis::closure::Reason;
-    use crate::event::{
-        Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LOG_FORMAT_VERSION, LOG_MAGIC,
-        LogHeader, LostEvents, Op,
-    };
+    use crate::event::{Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LostEvents, Op};
+    use crate::fixtures::header;
     use serde_json::Value;
-
-    fn header() -> LogHeader {
-        LogHeader {
-            magic: LOG_MAGIC.to_string(),
-            version: LOG_FORMAT_VERSION,
-            source: "/".to_string(),
-            mountpoint: "/mnt/depsetfs".to_string(),
-            host: "box".to_string(),
-            kernel: "6.8.0".to_string(),
-            started_ns: 1,
-            boot_time_ns: 0,
-            clock_ticks: 100,
-            fidelity: "full".to_string(),
-            network_recorded: false,
-            command: None,
-        }
-    }
 
     fn one_of_each_record() -> Vec<Record> {
         let open = Access {
@@ -460,7 +441,7 @@ mod tests {
     #[test]
     fn events_become_one_json_object_per_line() -> Result<(), Box<dyn std::error::Error>> {
         let contents = LogContents {
-            header: header(),
+            header: header("/", "/mnt/depsetfs"),
             records: one_of_each_record(),
             truncated_at: Some(4096),
         };
@@ -508,7 +489,7 @@ mod tests {
     #[test]
     fn an_untruncated_log_has_no_truncated_line() -> Result<(), Box<dyn std::error::Error>> {
         let contents = LogContents {
-            header: header(),
+            header: header("/", "/mnt/depsetfs"),
             records: Vec::new(),
             truncated_at: None,
         };
@@ -587,7 +568,7 @@ mod tests {
     #[test]
     fn a_closed_pipe_is_an_error_not_a_panic() {
         let contents = LogContents {
-            header: header(),
+            header: header("/", "/mnt/depsetfs"),
             records: one_of_each_record(),
             truncated_at: None,
         };

@@ -220,13 +220,13 @@ fn join_owned(components: &[Vec<u8>]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{ScratchTree, build_source};
+    use crate::fixtures::{ScratchDir, build_source};
 
     #[test]
     fn symlinks_resolve_inside_the_source_root() -> io::Result<()> {
-        let tree = ScratchTree::new("inside")?;
+        let tree = ScratchDir::new("set-inside");
         build_source(&tree)?;
-        let mut source = SourceTree::new(&tree.root);
+        let mut source = SourceTree::new(tree.root());
         let nothing_excluded = |_: &[u8]| false;
         let escape = resolve_symlinks(&mut source, b"/opt/x/escape", &nothing_excluded);
         assert_eq!(escape.links, vec![b"/opt/x/escape".to_vec()]);
@@ -253,9 +253,9 @@ mod tests {
 
     #[test]
     fn symlink_loops_stop_at_the_hop_limit() -> io::Result<()> {
-        let tree = ScratchTree::new("loop")?;
+        let tree = ScratchDir::new("set-loop");
         build_source(&tree)?;
-        let mut source = SourceTree::new(&tree.root);
+        let mut source = SourceTree::new(tree.root());
         let chain = resolve_symlinks(&mut source, b"/opt/x/loop", &|_| false);
         assert_eq!(chain.end, ChainEnd::TooManyHops);
         assert_eq!(chain.links.len(), SYMLINK_HOP_LIMIT + 1);
@@ -264,11 +264,11 @@ mod tests {
 
     #[test]
     fn a_symlinked_ancestor_is_not_followed_out_of_the_root() -> io::Result<()> {
-        let tree = ScratchTree::new("ancestor")?;
+        let tree = ScratchDir::new("set-ancestor");
         tree.dir("/real")?;
         // On the host this would lead to the real /etc; inside the root it must not.
         tree.link("/outside", "/etc")?;
-        let mut source = SourceTree::new(&tree.root);
+        let mut source = SourceTree::new(tree.root());
         assert_eq!(source.lookup(b"/outside/passwd"), SourceLookup::Missing);
         let chain = resolve_symlinks(&mut source, b"/outside/passwd", &|_| false);
         assert_eq!(chain.links, vec![b"/outside".to_vec()]);

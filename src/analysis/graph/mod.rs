@@ -500,8 +500,9 @@ pub fn describe_time(ns: TimeNs) -> String {
 mod end_tests {
     use crate::analysis::graph::build::graph_from_log;
     use crate::event::{LogEnd, Record};
+    use crate::fixtures::ScratchDir;
+    use crate::fixtures::records::{access, header};
     use crate::log::LogWriter;
-    use crate::log::testing::{ScratchDir, access, header};
 
     fn stats_of(records: &[Record], version: u32) -> super::LogStats {
         let dir = ScratchDir::new("graph-end");

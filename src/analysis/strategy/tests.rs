@@ -1,10 +1,10 @@
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use super::*;
 use crate::analysis::rules::Rules;
 use crate::analysis::select::{ProcessMatcher, Selector, select};
 use crate::event::{FileKind, Op, Record};
+use crate::fixtures::ScratchDir;
 use crate::fixtures::trace::{Proc, Trace};
 
 const INIT: Proc = Proc { pid: 1, start: 0 };
@@ -14,15 +14,11 @@ const READER: Proc = Proc { pid: 12, start: 3 };
 const OTHER: Proc = Proc { pid: 13, start: 4 };
 
 /// A source tree holding every path the scenarios use, removed when dropped.
-struct Source {
-    root: PathBuf,
-}
+struct Source(ScratchDir);
 
 impl Source {
     fn new(name: &str) -> Source {
-        let root =
-            std::env::temp_dir().join(format!("depsetfs-strategy-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let dir = ScratchDir::new(&format!("strategy-{name}"));
         for file in [
             "usr/bin/dash",
             "usr/bin/gen",
@@ -38,23 +34,13 @@ impl Source {
             "var/log/app.log",
             "run/app.sock",
         ] {
-            let path = root.join(file);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
-            }
-            std::fs::write(&path, file).unwrap_or_else(|e| panic!("{e}"));
+            dir.write(file, file).unwrap_or_else(|e| panic!("{e}"));
         }
-        Source { root }
+        Source(dir)
     }
 
     fn trace(&self) -> Trace {
-        Trace::new(&self.root.to_string_lossy())
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
+        Trace::new(&self.0.root().to_string_lossy())
     }
 }
 

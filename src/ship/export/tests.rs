@@ -10,26 +10,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::analysis::closure::{Reason, SetEntry};
 use crate::event::FileKind;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!(
-            "depsetfs-export-unit-{name}-{}",
-            std::process::id()
-        ));
-        remove_any(&path);
-        fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        remove_any(&self.0);
-    }
-}
+use crate::fixtures::{ScratchDir, header};
 
 /// src/{etc/{app.conf, app-link.conf (hard link), tz -> /outside}, empty/, outside}.
 fn make_source(root: &Path) -> PathBuf {
@@ -74,23 +55,6 @@ fn the_set() -> DeploymentSet {
     }
 }
 
-fn header(source: &Path, mountpoint: &str) -> LogHeader {
-    LogHeader {
-        magic: crate::event::LOG_MAGIC.to_string(),
-        version: crate::event::LOG_FORMAT_VERSION,
-        source: source.to_str().unwrap().to_string(),
-        mountpoint: mountpoint.to_string(),
-        host: "test".into(),
-        kernel: "test".into(),
-        started_ns: 0,
-        boot_time_ns: 0,
-        clock_ticks: 100,
-        fidelity: "full".into(),
-        network_recorded: false,
-        command: None,
-    }
-}
-
 fn options(format: Format, output: &Path) -> ExportOptions {
     ExportOptions {
         format,
@@ -103,9 +67,9 @@ fn options(format: Format, output: &Path) -> ExportOptions {
 
 #[test]
 fn dir_export_keeps_metadata_hard_links_symlinks_and_empty_dirs() {
-    let scratch = Scratch::new("dir");
-    let src = make_source(&scratch.0);
-    let out = scratch.0.join("out");
+    let scratch = ScratchDir::new("export-unit-dir");
+    let src = make_source(scratch.root());
+    let out = scratch.root().join("out");
     let report = export(
         &header(&src, "/nowhere"),
         &the_set(),
@@ -173,7 +137,7 @@ fn dir_export_keeps_metadata_hard_links_symlinks_and_empty_dirs() {
     let copied = read_xattrs(&fs::File::open(out.join("etc/app.conf")).unwrap()).unwrap();
     assert_eq!(copied, xattrs);
     // Nothing left under a temporary name.
-    let leftovers: Vec<_> = fs::read_dir(&scratch.0)
+    let leftovers: Vec<_> = fs::read_dir(scratch.root())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains("depsetfs-tmp"))
@@ -185,9 +149,9 @@ use walk::read_xattrs;
 
 #[test]
 fn tar_export_lists_the_set_with_links_and_xattrs() {
-    let scratch = Scratch::new("tar");
-    let src = make_source(&scratch.0);
-    let out = scratch.0.join("out.tar");
+    let scratch = ScratchDir::new("export-unit-tar");
+    let src = make_source(scratch.root());
+    let out = scratch.root().join("out.tar");
     export(
         &header(&src, "/nowhere"),
         &the_set(),
@@ -250,9 +214,9 @@ fn tar_export_lists_the_set_with_links_and_xattrs() {
 
 #[test]
 fn oci_export_writes_a_layout_whose_digests_match() {
-    let scratch = Scratch::new("oci");
-    let src = make_source(&scratch.0);
-    let out = scratch.0.join("image");
+    let scratch = ScratchDir::new("export-unit-oci");
+    let src = make_source(scratch.root());
+    let out = scratch.root().join("image");
     export(
         &header(&src, "/nowhere"),
         &the_set(),
@@ -320,11 +284,11 @@ fn forced(format: Format, output: &Path) -> ExportOptions {
 
 #[test]
 fn existing_outputs_are_kept_without_force_and_replaced_with_it() {
-    let scratch = Scratch::new("force");
-    let src = make_source(&scratch.0);
+    let scratch = ScratchDir::new("export-unit-force");
+    let src = make_source(scratch.root());
     let header = header(&src, "/nowhere");
     for format in [Format::Dir, Format::Tar, Format::Oci] {
-        let out = scratch.0.join(format!("out-{format:?}"));
+        let out = scratch.root().join(format!("out-{format:?}"));
         export(&header, &the_set(), &options(format, &out)).unwrap();
         let error = export(&header, &the_set(), &options(format, &out)).unwrap_err();
         assert!(matches!(error, ExportError::Exists(_)), "{error}");
@@ -337,11 +301,11 @@ fn existing_outputs_are_kept_without_force_and_replaced_with_it() {
         );
     }
     // An earlier export of another format is depsetfs's too.
-    let out = scratch.0.join("out-Dir");
+    let out = scratch.root().join("out-Dir");
     export(&header, &the_set(), &forced(Format::Tar, &out)).unwrap();
     assert!(fs::metadata(&out).unwrap().is_file());
     // An empty directory is replaced, with --force only.
-    let empty = scratch.0.join("empty");
+    let empty = scratch.root().join("empty");
     fs::create_dir(&empty).unwrap();
     let error = export(&header, &the_set(), &options(Format::Dir, &empty)).unwrap_err();
     assert!(matches!(error, ExportError::Exists(_)), "{error}");
@@ -351,11 +315,11 @@ fn existing_outputs_are_kept_without_force_and_replaced_with_it() {
 
 #[test]
 fn force_never_replaces_what_depsetfs_did_not_write() {
-    let scratch = Scratch::new("notours");
-    let src = make_source(&scratch.0);
+    let scratch = ScratchDir::new("export-unit-notours");
+    let src = make_source(scratch.root());
     let header = header(&src, "/nowhere");
     // A directory of someone's files, a mode of its own, a marker-like name that is not one.
-    let theirs = scratch.0.join("theirs");
+    let theirs = scratch.root().join("theirs");
     fs::create_dir(&theirs).unwrap();
     fs::write(theirs.join("notes"), b"keep me\n").unwrap();
     fs::create_dir(theirs.join("sub")).unwrap();
@@ -363,11 +327,11 @@ fn force_never_replaces_what_depsetfs_did_not_write() {
     fs::write(theirs.join(output::MARKER), b"not ours\n").unwrap();
     fs::set_permissions(&theirs, fs::Permissions::from_mode(0o1733)).unwrap();
     // A tar file that is not a depsetfs export, and a symlink to an export.
-    let tar = scratch.0.join("theirs.tar");
+    let tar = scratch.root().join("theirs.tar");
     fs::write(&tar, vec![7u8; 4096]).unwrap();
-    let link = scratch.0.join("link");
+    let link = scratch.root().join("link");
     std::os::unix::fs::symlink(&theirs, &link).unwrap();
-    let before = snapshot(&scratch.0);
+    let before = snapshot(scratch.root());
     for output in [&theirs, &tar, &link] {
         for format in [Format::Dir, Format::Tar, Format::Oci] {
             for force in [false, true] {
@@ -385,9 +349,9 @@ fn force_never_replaces_what_depsetfs_did_not_write() {
             }
         }
     }
-    assert_eq!(snapshot(&scratch.0), before, "something was changed");
+    assert_eq!(snapshot(scratch.root()), before, "something was changed");
     // A marker owned by another user does not make a directory ours.
-    let forged = scratch.0.join("forged");
+    let forged = scratch.root().join("forged");
     export(&header, &the_set(), &options(Format::Dir, &forged)).unwrap();
     let marker = forged.join(output::MARKER);
     if std::os::unix::fs::lchown(&marker, Some(4321), None).is_ok() {
@@ -402,8 +366,8 @@ fn force_never_replaces_what_depsetfs_did_not_write() {
 
 #[test]
 fn system_directories_and_homes_of_the_source_are_refused_even_empty() {
-    let scratch = Scratch::new("system");
-    let src = make_source(&scratch.0);
+    let scratch = ScratchDir::new("export-unit-system");
+    let src = make_source(scratch.root());
     let header = header(&src, "/nowhere");
     let cwd = std::env::current_dir().unwrap();
     for output in [
@@ -414,7 +378,7 @@ fn system_directories_and_homes_of_the_source_are_refused_even_empty() {
         PathBuf::from("/tmp/"),
         PathBuf::from("/tmp/."),
         src.clone(),
-        scratch.0.clone(),
+        scratch.root().to_path_buf(),
         cwd.clone(),
         cwd.parent().unwrap().to_path_buf(),
     ] {
@@ -427,7 +391,7 @@ fn system_directories_and_homes_of_the_source_are_refused_even_empty() {
         assert!(error.to_string().contains("even with --force"), "{error}");
     }
     // An empty source tree is still the source tree.
-    let empty_src = scratch.0.join("empty-src");
+    let empty_src = scratch.root().join("empty-src");
     fs::create_dir(&empty_src).unwrap();
     let error = check_output(&empty_src, &self::header(&empty_src, "/nowhere"), true);
     assert!(error.is_err(), "replaced an empty source tree");
@@ -435,16 +399,16 @@ fn system_directories_and_homes_of_the_source_are_refused_even_empty() {
 
 #[test]
 fn an_output_whose_directory_is_missing_is_named_in_one_line() {
-    let scratch = Scratch::new("noparent");
-    let src = make_source(&scratch.0);
-    let out = scratch.0.join("missing/out");
+    let scratch = ScratchDir::new("export-unit-noparent");
+    let src = make_source(scratch.root());
+    let out = scratch.root().join("missing/out");
     let error = export(
         &header(&src, "/nowhere"),
         &the_set(),
         &options(Format::Dir, &out),
     )
     .unwrap_err();
-    let missing = scratch.0.join("missing");
+    let missing = scratch.root().join("missing");
     assert_eq!(
         error.to_string(),
         format!(
@@ -460,9 +424,9 @@ fn an_output_whose_directory_is_missing_is_named_in_one_line() {
 
 #[test]
 fn outputs_inside_the_mountpoint_or_kernel_trees_are_refused() {
-    let scratch = Scratch::new("refuse");
-    let src = make_source(&scratch.0);
-    let mountpoint = scratch.0.join("mnt");
+    let scratch = ScratchDir::new("export-unit-refuse");
+    let src = make_source(scratch.root());
+    let mountpoint = scratch.root().join("mnt");
     fs::create_dir(&mountpoint).unwrap();
     let header = header(&src, mountpoint.to_str().unwrap());
     for output in [
@@ -480,19 +444,19 @@ fn outputs_inside_the_mountpoint_or_kernel_trees_are_refused() {
 
 #[test]
 fn a_failed_export_leaves_nothing_behind() {
-    let scratch = Scratch::new("fail");
-    let src = make_source(&scratch.0);
+    let scratch = ScratchDir::new("export-unit-fail");
+    let src = make_source(scratch.root());
     let mut set = the_set();
     // The parent is not an exported directory: skipped, not an error, nothing read under it.
     set.entries
         .push(entry("/etc/app.conf/inner", FileKind::File));
-    let out = scratch.0.join("out");
+    let out = scratch.root().join("out");
     let report = export(&header(&src, "/nowhere"), &set, &options(Format::Dir, &out)).unwrap();
     assert_eq!(report.totals.skipped, vec![b"/etc/app.conf/inner".to_vec()]);
     // A source tree that is gone: an error in every format, and no output.
-    let gone = scratch.0.join("gone");
+    let gone = scratch.root().join("gone");
     for format in [Format::Dir, Format::Tar, Format::Oci] {
-        let out = scratch.0.join(format!("out-{format:?}"));
+        let out = scratch.root().join(format!("out-{format:?}"));
         let error = export(
             &header(&gone, "/nowhere"),
             &the_set(),
@@ -504,7 +468,7 @@ fn a_failed_export_leaves_nothing_behind() {
         );
         assert!(!out.exists(), "{format:?}: left {}", out.display());
     }
-    let leftovers: Vec<_> = fs::read_dir(&scratch.0)
+    let leftovers: Vec<_> = fs::read_dir(scratch.root())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains("depsetfs-tmp"))
