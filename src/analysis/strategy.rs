@@ -679,7 +679,7 @@ fn launched_by(graph: &Graph, needed: &Needed, image: ProcessIx) -> Option<Proce
 pub struct GraphFacts<'a> {
     graph: &'a Graph,
     needed: &'a Needed,
-    /// Per process, the exe of its latest described image (as the usage index reports it).
+    /// Per process, the exe of its latest described image.
     exe_of: HashMap<ProcessId, String>,
 }
 

@@ -611,7 +611,7 @@ impl AccessPass {
             }
         };
         let node = &mut self.files[ix];
-        // As in the usage index: a successful access's kind wins over a failed one's.
+        // A successful access's kind wins over a failed one's.
         if access.kind != FileKind::Unknown && (access.succeeded() || !node.succeeded) {
             node.kind = access.kind;
         }
