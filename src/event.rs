@@ -20,6 +20,13 @@ pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// from it on does a missing end record mean that the recorder was killed.
 pub const FIRST_VERSION_WITH_END: u32 = 3;
 
+/// `source` of the [`LostEvents`] a daemon records when it could not listen to
+/// the proc connector at all: the log has no fork, exec or exit records.
+pub const CONNECTOR_UNAVAILABLE_SOURCE: &str = "proc-connector-unavailable";
+/// [`LostEvents::source`] of the marker written once writing works again after failed writes
+/// discarded records; its count is the number of records discarded.
+pub const LOST_TO_WRITE_ERRORS: &str = "log-write";
+
 /// Nanoseconds since the Unix epoch.
 pub type TimeNs = u64;
 
@@ -480,4 +487,37 @@ pub fn wall_ns_of_monotonic(monotonic_ns: u64) -> TimeNs {
     let monotonic_now = monotonic_now_ns();
     let wall = now_ns();
     wall.saturating_sub(monotonic_now.saturating_sub(monotonic_ns))
+}
+
+/// `YYYYmmddTHHMMSSZ` for a Unix time (civil-from-days, proleptic Gregorian).
+pub fn utc_stamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+        assert_eq!(utc_stamp(1_795_779_296), "20261127T113456Z");
+    }
 }

@@ -479,138 +479,6 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Helpers shared by the tests of this module and of the recorder.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use crate::event::{
-        Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LOG_FORMAT_VERSION, LOG_MAGIC,
-        LogHeader, LostEvents, Op, ProcessInfo, Record, TracedCommand, intent,
-    };
-
-    /// A fresh directory under the system temp dir, removed when dropped.
-    pub(crate) struct ScratchDir(PathBuf);
-
-    impl ScratchDir {
-        pub(crate) fn new(label: &str) -> ScratchDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "depsetfs-test-{label}-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("test scratch directory");
-            ScratchDir(dir)
-        }
-
-        pub(crate) fn file(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    pub(crate) fn header() -> LogHeader {
-        LogHeader {
-            magic: LOG_MAGIC.to_string(),
-            version: LOG_FORMAT_VERSION,
-            source: "/".to_string(),
-            mountpoint: "/run/depsetfs/mirror".to_string(),
-            host: "testhost".to_string(),
-            kernel: "6.1.0-test".to_string(),
-            started_ns: 1_700_000_000_000_000_000,
-            boot_time_ns: 1_699_000_000_000_000_000,
-            clock_ticks: 100,
-            fidelity: "full".to_string(),
-            network_recorded: false,
-            command: Some(TracedCommand {
-                argv: vec!["/usr/sbin/nginx".to_string(), "-g".to_string()],
-                cwd: "/".to_string(),
-                pid: 4242,
-            }),
-        }
-    }
-
-    pub(crate) fn access(pid: u32, path: &[u8]) -> Access {
-        Access {
-            pid,
-            tid: pid,
-            start: 12_345,
-            op: Op::Open,
-            path: path.to_vec(),
-            target: None,
-            errno: 0,
-            intent: intent::READ,
-            kind: FileKind::File,
-            count: 1,
-            bytes: 0,
-            first_ns: 1_000,
-            last_ns: 1_000,
-        }
-    }
-
-    /// One record of every variant, with paths that are not UTF-8.
-    pub(crate) fn every_record_variant() -> Vec<Record> {
-        let rename = Access {
-            op: Op::Rename,
-            target: Some(b"/tmp/new-\xff\xfe".to_vec()),
-            errno: libc::ENOENT,
-            intent: 0,
-            kind: FileKind::Unknown,
-            count: 3,
-            bytes: 4096,
-            first_ns: 10,
-            last_ns: u64::MAX,
-            ..access(7, b"/tmp/old-\x80name")
-        };
-        vec![
-            Record::Access(access(7, b"/etc/passwd")),
-            Record::Access(rename),
-            Record::Process(ProcessInfo {
-                pid: 7,
-                start: 12_345,
-                ppid: 1,
-                exe: b"/usr/bin/\xc3\x28odd".to_vec(),
-                argv: vec!["odd".to_string(), "--flag=é".to_string()],
-                uid: 1000,
-                gid: 1000,
-                seen_ns: 2_000,
-            }),
-            Record::Fork(ForkEvent {
-                ts_ns: 3_000,
-                parent: 7,
-                child: 8,
-                thread: true,
-            }),
-            Record::Exec(ExecEvent {
-                ts_ns: 4_000,
-                pid: 8,
-            }),
-            Record::Exit(ExitEvent {
-                ts_ns: 5_000,
-                pid: 8,
-                status: -1,
-            }),
-            Record::Lost(LostEvents {
-                ts_ns: 6_000,
-                source: "proc-connector".to_string(),
-                count: 17,
-            }),
-        ]
-    }
-
-    pub(crate) fn file_len(path: &Path) -> u64 {
-        std::fs::metadata(path).expect("log metadata").len()
-    }
-}
-
 #[cfg(test)]
 impl LogWriter {
     /// While `switch` is on, writes fail the way a filling disk makes them fail: the first
@@ -622,9 +490,10 @@ impl LogWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{ScratchDir, access, every_record_variant, file_len, header};
     use super::*;
     use crate::event::ExecEvent;
+    use crate::fixtures::ScratchDir;
+    use crate::fixtures::records::{access, every_record_variant, file_len, header};
 
     fn write_log(path: &Path, records: &[Record]) {
         let mut writer = LogWriter::create(path, &header()).expect("create log");

@@ -361,7 +361,7 @@ pid=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["pid"])' 
     let decoded: Vec<Vec<u8>> = lines
         .stdout
         .lines()
-        .map(|line| depsetfs::names::unescape(line).unwrap_or_else(|e| panic!("{e}")))
+        .map(|line| depsetfs::analysis::names::unescape(line).unwrap_or_else(|e| panic!("{e}")))
         .collect();
     assert_eq!(decoded, exact, "the line form does not round-trip");
     let newline = format!("{}/two\\nlines", dir.display());

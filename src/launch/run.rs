@@ -1013,7 +1013,7 @@ mod tests {
     #[test]
     fn commands_are_resolved_inside_the_source_tree() {
         use std::os::unix::fs::{PermissionsExt, symlink};
-        let root = crate::log::testing::ScratchDir::new("run-command");
+        let root = crate::fixtures::records::ScratchDir::new("run-command");
         let source = root.file("src");
         std::fs::create_dir_all(source.join("usr/bin")).expect("mkdir");
         let tool = source.join("usr/bin/tool");

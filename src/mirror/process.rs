@@ -38,10 +38,6 @@ use events::EventHandler;
 use exec_capture::ExecCapturer;
 use tracking::Tracking;
 
-/// `source` of the [`crate::event::LostEvents`] a daemon records when it could not listen to
-/// the proc connector at all: the log has no fork, exec or exit records.
-pub const CONNECTOR_UNAVAILABLE_SOURCE: &str = "proc-connector-unavailable";
-
 /// How long `start_connector` waits for the kernel to acknowledge the subscription.
 const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `stop` waits for each thread. The connector thread wakes every 200 ms; the

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::event::{Access, FileKind, LogEnd, LostEvents, Op, Record, TimeNs, now_ns};
+use crate::event::{
+    Access, FileKind, LOST_TO_WRITE_ERRORS, LogEnd, LostEvents, Op, Record, TimeNs, now_ns,
+};
 use crate::log::{LogError, LogWriter};
 
 /// How long the writer thread sleeps between drains of the queue.
@@ -25,9 +27,6 @@ const WRITER_THREAD_NAME: &str = "depsetfs-log";
 const SHORTEST_FLUSH_INTERVAL: Duration = Duration::from_millis(1);
 /// Keeps deadline arithmetic (`Instant + interval`) far from overflow.
 const LONGEST_FLUSH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
-/// [`LostEvents::source`] of the marker written once writing works again after failed writes
-/// discarded records; its count is the number of records discarded.
-pub const LOST_TO_WRITE_ERRORS: &str = "log-write";
 
 /// Counters of a [`Recorder`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -443,8 +442,8 @@ impl BatchErrors {
 mod tests {
     use super::*;
     use crate::event::{ExecEvent, ExitEvent, ForkEvent, intent};
+    use crate::fixtures::records::{ScratchDir, access, header};
     use crate::log::read_log;
-    use crate::log::testing::{ScratchDir, access, header};
 
     /// Long enough that a test's records all fall into one interval.
     const ONE_INTERVAL: Duration = Duration::from_secs(3600);
