@@ -2,12 +2,12 @@
 //! mirror of `/`. See docs/ARCHITECTURE.md for the map of the modules.
 
 pub mod analysis;
-pub mod event;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod launch;
 pub mod log;
 pub mod mirror;
+pub mod record;
 pub mod ship;
 pub mod state;
 pub mod sys;

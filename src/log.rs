@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, OLDEST_READABLE_VERSION, Record};
+use crate::record::{LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, OLDEST_READABLE_VERSION, Record};
 
 /// Buffered bytes past which [`LogWriter::append`] pushes them to the kernel without waiting
 /// for a [`LogWriter::flush`]: bounds the writer's memory during bursts.
@@ -491,9 +491,9 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::ExecEvent;
     use crate::fixtures::ScratchDir;
     use crate::fixtures::records::{access, every_record_variant, file_len, header};
+    use crate::record::ExecEvent;
 
     fn write_log(path: &Path, records: &[Record]) {
         let mut writer = LogWriter::create(path, &header()).expect("create log");

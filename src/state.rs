@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::utc_stamp;
+use crate::record::utc_stamp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

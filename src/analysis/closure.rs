@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use crate::analysis::paths::{KERNEL_TREES, is_within, normalize_mirror_path, parent_of};
 use crate::analysis::source_tree::{ChainEnd, SourceLookup, SourceTree, resolve_symlinks};
-use crate::event::{FileKind, LogHeader};
+use crate::record::{FileKind, LogHeader};
 
 /// Why a path is in the set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -279,9 +279,9 @@ mod tests {
     use crate::analysis::graph::build::graph_from_records;
     use crate::analysis::select::{ProcessMatcher, Selector};
     use crate::analysis::strategy::Strategy;
-    use crate::event::Op;
     use crate::fixtures::*;
     use crate::log::LogContents;
+    use crate::record::Op;
     use std::io;
 
     #[test]

@@ -15,8 +15,8 @@ use crate::analysis::closure::{DeploymentSet, SetEntry, SetUser};
 use crate::analysis::graph::Graph;
 use crate::analysis::names::{JsonName, escape};
 use crate::analysis::strategy::StrategySet;
-use crate::event::{Access, ProcessInfo, Record, TimeNs, intent};
 use crate::log::LogContents;
+use crate::record::{Access, ProcessInfo, Record, TimeNs, intent};
 
 /// The header, then one line per record, then `{"type":"truncated","at":N}` when the log was
 /// cut short.
@@ -341,8 +341,8 @@ impl<'a> UserJson<'a> {
 mod tests {
     use super::*;
     use crate::analysis::closure::Reason;
-    use crate::event::{Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LostEvents, Op};
     use crate::fixtures::header;
+    use crate::record::{Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LostEvents, Op};
     use serde_json::Value;
 
     fn one_of_each_record() -> Vec<Record> {

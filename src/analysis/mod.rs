@@ -1,5 +1,5 @@
 //! The analysis side: from a log to a deployment set. It reads only the contract (the records
-//! of [`crate::event`] and the log of [`crate::log`]), never the recording side: the log is
+//! of [`crate::record`] and the log of [`crate::log`]), never the recording side: the log is
 //! turned into a [`graph`] of processes, files and endpoints, a [`select`]ion of processes is
 //! made, the [`rules`] and a [`strategy`] say what the selection needs, and the [`closure`]
 //! adds what the source tree needs around it (parents, symlink chains, devices); [`query`]

@@ -94,7 +94,7 @@ pub fn merge_sets(base: DeploymentSet, added: DeploymentSet) -> DeploymentSet {
 mod tests {
     use super::*;
     use crate::analysis::closure::{Reason, SetEntry};
-    use crate::event::FileKind;
+    use crate::record::FileKind;
 
     fn entry(path: &str) -> SetEntry {
         SetEntry {

@@ -18,8 +18,8 @@ use crate::analysis::names::NameBuf;
 use crate::analysis::paths::is_within;
 use crate::analysis::select::Selection;
 use crate::analysis::strategy::{Strategy, StrategySet, Stub, StubOrigin};
-use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
-use crate::event::TimeNs;
+use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
+use crate::record::TimeNs;
 
 /// Milliseconds since recording started, for human output.
 fn offset_ms(graph: &Graph, ts: TimeNs) -> f64 {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::analysis::paths::{
     SYMLINK_HOP_LIMIT, join_components, normalize_mirror_path, parent_of,
 };
-use crate::event::FileKind;
+use crate::record::FileKind;
 
 /// What lstat says about a path of the source tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use crate::analysis::graph::{EndpointIx, FileIx, Graph, ProcessIx, ProcessLink};
 use crate::analysis::paths::parent_of;
 use crate::analysis::rules::{PathGlob, Rules, first_match, matches_process};
 use crate::analysis::select::Selection;
-use crate::event::{FileKind, TimeNs};
+use crate::record::{FileKind, TimeNs};
 
 /// The strategies, in the seed's order (the order of `depsetfs report`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]

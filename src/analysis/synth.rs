@@ -7,11 +7,11 @@
 
 use std::path::Path;
 
-use crate::event::{
+use crate::log::{LogError, LogWriter};
+use crate::record::{
     Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader,
     Op, ProcessInfo, Record, intent,
 };
-use crate::log::{LogError, LogWriter};
 
 /// What to generate.
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,9 @@ use depsetfs::analysis::graph::{Graph, LogStats, build::graph_from_log};
 use depsetfs::analysis::plan::Plan;
 use depsetfs::analysis::rules::Rules;
 use depsetfs::analysis::select::{ProcessMatcher, Selector};
-use depsetfs::event::{FIRST_VERSION_WITH_END, Record};
 use depsetfs::launch::umount;
 use depsetfs::log::{LogContents, read_log};
+use depsetfs::record::{FIRST_VERSION_WITH_END, Record};
 use depsetfs::state::StateDir;
 
 use super::CliError;

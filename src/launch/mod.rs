@@ -3,7 +3,7 @@
 //! stops it (also after it died); `run` does the whole flow in a private namespace; `chroot`
 //! runs a command on a mounted mirror with the network recorded; `doctor` checks the machine
 //! for the mirror. This side may import the daemon (`crate::mirror`, to start it), the contract
-//! (`crate::event`, `crate::log`), the state directory and the system layer; never analysis.
+//! (`crate::record`, `crate::log`), the state directory and the system layer; never analysis.
 
 pub mod chroot;
 pub mod doctor;

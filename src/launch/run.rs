@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::event::TracedCommand;
 use crate::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::mirror::network::{self, HandOver, HandOverStep};
+use crate::record::TracedCommand;
 use crate::state::{StateDir, StateError};
 use crate::sys;
 

@@ -32,12 +32,12 @@ use fuser::{
 };
 
 use self::handles::{Handles, OpenHandle};
-use crate::event::{Access, FileKind, Op, intent, now_ns};
 use crate::mirror::entry_cache::EntryCache;
 use crate::mirror::inodes::{FileKey, InodeTable, Node};
 use crate::mirror::io_mode::{FileStamp, OpenMode};
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
+use crate::record::{Access, FileKind, Op, intent, now_ns};
 use crate::sys::{self, XattrAnswer};
 
 thread_local! {

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::event::FileKind;
 use crate::mirror::io_mode::IoMode;
+use crate::record::FileKind;
 
 /// The FUSE node number of the mirror's root.
 pub const ROOT_NODE: u64 = 1;

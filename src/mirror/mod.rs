@@ -8,7 +8,7 @@
 //! ([`process`]) through the [`recorder`], which writes the log (`crate::log`). Network calls
 //! never reach FUSE: they come through the [`seccomp`] filter and the control socket
 //! ([`network`]). The daemon's body (mount, isolate, serve, flush) is `serve`; starting and
-//! stopping it is `crate::launch`. This side imports only the contract (`crate::event`,
+//! stopping it is `crate::launch`. This side imports only the contract (`crate::record`,
 //! `crate::log`), the system layer (`crate::sys`) and the state directory (`crate::state`).
 
 pub mod entry_cache;

@@ -17,10 +17,10 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::event::{NetCall, NetEvent, NetFamily, Record, now_ns};
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::mirror::seccomp::{self, FILTER_LEN, Received};
+use crate::record::{NetCall, NetEvent, NetFamily, Record, now_ns};
 
 /// Set to a non-empty value: `depsetfs run` does not install the filter (for measuring its
 /// cost; the log then says the network was not recorded).

@@ -1,5 +1,5 @@
 //! Who is calling: maps the thread id of every FUSE request to its process ([`Caller`]),
-//! describes each process depsetfs sees ([`crate::event::ProcessInfo`]) and follows the
+//! describes each process depsetfs sees ([`crate::record::ProcessInfo`]) and follows the
 //! processes through the Linux proc connector (fork, exec and exit records). This module owns
 //! the [`ProcessTracker`] and its three threads; the /proc formats live in `proc_fs`, the
 //! netlink wire format in `connector`, the meaning of connector events in `events`, the

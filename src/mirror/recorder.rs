@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::event::{
+use crate::log::{LogError, LogWriter};
+use crate::record::{
     Access, FileKind, LOST_TO_WRITE_ERRORS, LogEnd, LostEvents, Op, Record, TimeNs, now_ns,
 };
-use crate::log::{LogError, LogWriter};
 
 /// How long the writer thread sleeps between drains of the queue.
 const DRAIN_PERIOD: Duration = Duration::from_millis(20);
@@ -441,9 +441,9 @@ impl BatchErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExecEvent, ExitEvent, ForkEvent, intent};
     use crate::fixtures::records::{ScratchDir, access, header};
     use crate::log::read_log;
+    use crate::record::{ExecEvent, ExitEvent, ForkEvent, intent};
 
     /// Long enough that a test's records all fall into one interval.
     const ONE_INTERVAL: Duration = Duration::from_secs(3600);

@@ -19,16 +19,16 @@ use std::time::Duration;
 use clap::Parser;
 use fuser::{Config, Session, SessionACL};
 
-use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
-use crate::event::{
-    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
-};
 use crate::log::{LogError, LogWriter};
 use crate::mirror::entry_cache::EntryCache;
 use crate::mirror::fs::{CachePolicy, MirrorFs};
 use crate::mirror::network;
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
+use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
+use crate::record::{
+    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
+};
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
 

@@ -25,11 +25,11 @@ use crate::analysis::graph::{
     ProcessIx, ProcessLink, ProcessNode,
 };
 use crate::analysis::paths::normalize_mirror_path;
-use crate::event::{
+use crate::log::{LogError, LogReader};
+use crate::record::{
     Access, FIRST_VERSION_WITH_END, FileKind, ForkEvent, LogHeader, NetCall, Op, ProcessInfo,
     Record, TimeNs, intent,
 };
-use crate::log::{LogError, LogReader};
 
 /// How long before an exec an exec-intent open may come and still belong to the new image.
 const EXEC_OPEN_WINDOW_NS: TimeNs = 1_000_000_000;

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::analysis::graph::uses::{ProcessId, UseKind, UseTotals};
-use crate::event::CONNECTOR_UNAVAILABLE_SOURCE;
-use crate::event::{FileKind, LogHeader, TimeNs};
+use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
+use crate::record::{FileKind, LogHeader, TimeNs};
 
 pub use build::{GraphBuilder, GraphError};
 pub use uses::FileOp;
@@ -483,7 +483,7 @@ mod tests;
 pub fn describe_time(ns: TimeNs) -> String {
     let secs = (ns / 1_000_000_000) as i64;
     let millis = ns / 1_000_000 % 1000;
-    let stamp = crate::event::utc_stamp(secs);
+    let stamp = crate::record::utc_stamp(secs);
     // utc_stamp is YYYYmmddTHHMMSSZ.
     format!(
         "{}-{}-{} {}:{}:{}.{millis:03} UTC",
@@ -499,10 +499,10 @@ pub fn describe_time(ns: TimeNs) -> String {
 #[cfg(test)]
 mod end_tests {
     use crate::analysis::graph::build::graph_from_log;
-    use crate::event::{LogEnd, Record};
     use crate::fixtures::ScratchDir;
     use crate::fixtures::records::{access, header};
     use crate::log::LogWriter;
+    use crate::record::{LogEnd, Record};
 
     fn stats_of(records: &[Record], version: u32) -> super::LogStats {
         let dir = ScratchDir::new("graph-end");

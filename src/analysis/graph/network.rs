@@ -1,4 +1,4 @@
-//! Network endpoints and connect edges from [`crate::event::NetEvent`] records. A process that
+//! Network endpoints and connect edges from [`crate::record::NetEvent`] records. A process that
 //! bound, listened on or accepted on an address serves it; a `connect` from another process to
 //! an address served at or before that time is a connect edge client -> server. Addresses
 //! match when they are equal, when the server bound the unspecified address of the family
@@ -14,7 +14,7 @@ use crate::analysis::graph::uses::{ProcessId, UseTotals};
 use crate::analysis::graph::{
     EndpointKey, EndpointNode, Graph, ProcessEdge, ProcessIx, ProcessLink,
 };
-use crate::event::{NetCall, NetEvent, NetFamily, TimeNs};
+use crate::record::{NetCall, NetEvent, NetFamily, TimeNs};
 
 /// What one process did with one address, added up: the key of [`NetUses`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,6 +1,6 @@
 use super::*;
-use crate::event::{FileKind, NetCall, Op, Record};
 use crate::fixtures::trace::{MS, Proc, Trace, exec_intent};
+use crate::record::{FileKind, NetCall, Op, Record};
 
 const SHELL: Proc = Proc { pid: 10, start: 1 };
 const CHILD: Proc = Proc { pid: 11, start: 2 };
@@ -112,7 +112,7 @@ fn what_execve_does_for_the_new_program_belongs_to_the_new_image() {
         FileKind::File,
         111,
     );
-    let read = crate::event::intent::READ;
+    let read = crate::record::intent::READ;
     trace.access_full(
         CHILD,
         Op::Read,
@@ -431,7 +431,7 @@ fn a_log_without_process_events_is_not_counted_as_lost_events() {
     assert!(!stats.process_events_unrecorded());
     stats
         .lost
-        .insert(crate::event::CONNECTOR_UNAVAILABLE_SOURCE.to_string(), 1);
+        .insert(crate::record::CONNECTOR_UNAVAILABLE_SOURCE.to_string(), 1);
     assert!(stats.process_events_unrecorded());
     assert_eq!(stats.lost_events(), 2);
     assert_eq!(

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::event::{Op, TimeNs, intent};
+use crate::record::{Op, TimeNs, intent};
 
 /// A process as the log tells them apart: pids are reused, (pid, start time) is not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -3,9 +3,9 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::analysis::rules::Rules;
 use crate::analysis::select::{ProcessMatcher, Selector, select};
-use crate::event::{FileKind, Op, Record};
 use crate::fixtures::ScratchDir;
 use crate::fixtures::trace::{Proc, Trace};
+use crate::record::{FileKind, Op, Record};
 
 const INIT: Proc = Proc { pid: 1, start: 0 };
 const SHELL: Proc = Proc { pid: 10, start: 1 };

@@ -13,9 +13,9 @@ use dashmap::DashMap;
 use fuser::{BackingId, Errno, FileHandle};
 
 use super::errno;
-use crate::event::intent;
 use crate::mirror::inodes::Node;
 use crate::mirror::io_mode::{FileStamp, OpenMode};
+use crate::record::intent;
 use crate::sys;
 
 /// An open file or directory handle.

@@ -8,7 +8,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::event::Record;
+use crate::record::Record;
 
 /// Where the tracker's records go (the recorder in production, a capture in tests).
 pub(super) type RecordSink = Arc<dyn Fn(Record) + Send + Sync>;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::base::{ProcEvent, ProcessError};
 use super::events::EventHandler;
-use crate::event::monotonic_now_ns;
+use crate::record::monotonic_now_ns;
 
 /// Multicast group and value of the process events connector (`cb_id`).
 const CN_IDX_PROC: u32 = 1;

@@ -13,7 +13,7 @@ use super::base::{DetailsMessage, DetailsRequest};
 use super::exec_capture::ExecCapture;
 use super::proc_fs::read_process_info;
 use super::tracking::Tracking;
-use crate::event::{ProcessInfo, Record, now_ns};
+use crate::record::{ProcessInfo, Record, now_ns};
 
 /// `uid`/`gid` of a process that was gone before it could be read: `(uid_t)-1`, the kernel's
 /// "no id", rather than 0, which would claim root.

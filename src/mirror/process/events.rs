@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::base::{Caller, DetailsRequest, ProcEvent};
 use super::tracking::Tracking;
-use crate::event::{
+use crate::record::{
     ExecEvent, ExitEvent, ForkEvent, LostEvents, Record, TimeNs, now_ns, wall_ns_of_monotonic,
 };
 

@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::event::{ProcessInfo, now_ns};
+use crate::record::{ProcessInfo, now_ns};
 
 /// The fields of /proc/PID/stat that depsetfs uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::base::{DetailsRequest, ProcEvent};
 use super::details::{UNKNOWN_ID, describe, fill_from_exec, known_only};
 use super::exec_capture::{ExecCall, ExecCapture};
 use super::*;
-use crate::event::{
+use crate::record::{
     ExecEvent, ExitEvent, ForkEvent, ProcessInfo, Record, monotonic_now_ns, now_ns,
 };
 

@@ -14,7 +14,7 @@ use dashmap::mapref::entry::Entry;
 use super::base::{Caller, DetailsMessage, DetailsRequest, RecordSink};
 use super::exec_capture::ExecCapture;
 use super::proc_fs;
-use crate::event::{LostEvents, Record, now_ns};
+use crate::record::{LostEvents, Record, now_ns};
 
 /// `source` of the [`LostEvents`] emitted when a process could not be queued for description.
 const DETAILS_LOST_SOURCE: &str = "process-details";

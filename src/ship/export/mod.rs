@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::analysis::closure::DeploymentSet;
-use crate::event::LogHeader;
+use crate::record::LogHeader;
 use crate::ship::progress::Progress;
 
 pub use output::{check_output, remove_any};

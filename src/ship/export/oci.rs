@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::ExportError;
 use super::walk::{Progress, Stubs, Totals};
 use crate::analysis::closure::DeploymentSet;
-use crate::event::TracedCommand;
+use crate::record::TracedCommand;
 
 /// The `PATH` of the image config: Debian's default for root.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -122,7 +122,7 @@ fn rfc3339_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     // utc_stamp: YYYYMMDDTHHMMSSZ.
-    let s = crate::event::utc_stamp(secs);
+    let s = crate::record::utc_stamp(secs);
     format!(
         "{}-{}-{}T{}:{}:{}Z",
         &s[0..4],

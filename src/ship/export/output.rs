@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::ExportError;
 use crate::analysis::paths::{is_within, normalize_mirror_path};
-use crate::event::LogHeader;
+use crate::record::LogHeader;
 
 /// The file in the root of every `dir` export and OCI layout that says depsetfs wrote it.
 pub const MARKER: &str = ".depsetfs-export";

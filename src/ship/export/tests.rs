@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::analysis::closure::{Reason, SetEntry};
-use crate::event::FileKind;
 use crate::fixtures::{ScratchDir, header};
+use crate::record::FileKind;
 
 /// src/{etc/{app.conf, app-link.conf (hard link), tz -> /outside}, empty/, outside}.
 fn make_source(root: &Path) -> PathBuf {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::analysis::closure::DeploymentSet;
 use crate::analysis::paths::parent_of;
-use crate::event::FileKind;
+use crate::record::FileKind;
 use crate::sys::{self, XattrAnswer};
 
 use super::ExportError;

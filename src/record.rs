@@ -1,4 +1,4 @@
-//! The event model: what depsetfs records, shared by recording and analysis.
+//! The records: what depsetfs records, the contract between recording and analysis.
 //!
 //! Every FUSE request becomes an [`Access`] (who, which operation, which path, the outcome, the
 //! open intent); the process tracker adds [`ProcessInfo`], fork, exec and exit records. These
