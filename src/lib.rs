@@ -29,4 +29,5 @@ pub mod state;
 pub mod strategy;
 pub mod synth;
 pub mod sys;
+pub mod ui;
 pub mod verify;

@@ -66,6 +66,13 @@ enum Command {
     Report(ReportArgs),
     /// Print the rules (`--default`: the built-in rules file).
     Rules(RulesArgs),
+    /// Serve a page to see the set and shape it (tweaks saved as the --rules file); prints
+    /// the URL to open.
+    Ui(UiArgs),
+    /// The process graph for Graphviz (`--format dot`) or scripts (`--format json`).
+    Graph(GraphArgs),
+    /// Suggestions: secrets and developer-box leftovers in the set, noise, outputs, stubs.
+    Suggest(SuggestArgs),
     /// Write the deployment set out of the source tree: a directory, a tar stream or an OCI
     /// image layout.
     Export(ExportArgs),
@@ -297,6 +304,55 @@ struct ReportArgs {
     /// With --verify: the command and its arguments.
     #[arg(last = true, requires = "verify")]
     command: Vec<OsString>,
+    /// Write the page of `depsetfs ui` as one self-contained HTML file (no server, tweaks
+    /// off) instead of the table.
+    #[arg(long, value_name = "FILE", conflicts_with = "verify")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct UiArgs {
+    /// The log to read (default: the state directory's last.log).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// The rules file to start from and to save to (it may not exist yet).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The strategy the page starts with.
+    #[arg(long, value_enum, default_value = "strict")]
+    strategy: Strategy,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// `dot` (Graphviz) or `json`.
+    #[arg(long, value_enum)]
+    format: GraphFormat,
+    /// Also draw the set's used files (dot).
+    #[arg(long)]
+    files: bool,
+    #[command(flatten)]
+    set: SetArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(Args)]
+struct SuggestArgs {
+    #[command(flatten)]
+    set: SetArgs,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -455,6 +511,8 @@ enum CliError {
     Export(#[from] ExportError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Ui(#[from] depsetfs::ui::UiError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -558,6 +616,9 @@ fn dispatch(command: Command, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         Command::Stats(args) => stats_command(args, &state),
         Command::Report(args) => report_command(args, matches, &state),
         Command::Rules(args) => rules_command(args),
+        Command::Ui(args) => ui_command(args, matches, &state),
+        Command::Graph(args) => graph_command(args, matches, &state),
+        Command::Suggest(args) => suggest_command(args, matches, &state),
         Command::Export(args) => export_command(args, matches, &state),
         Command::Verify(args) => verify_command(args, matches, &state),
         Command::SynthLog(args) => synth_log_command(args),
@@ -891,6 +952,17 @@ fn report_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
+    if let Some(html) = &args.html {
+        let session = ui_session(
+            analysis.log.log.as_deref(),
+            analysis.rules.as_deref(),
+            Strategy::Strict,
+            matches,
+            state,
+        )?;
+        depsetfs::ui::write_static_page(&session, html)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let sources = SetSources::load(
         analysis.log.log.as_deref(),
         analysis.rules.as_deref(),
@@ -926,6 +998,118 @@ fn report_command(
             write_json(&rows, out)
         } else {
             query::write_report_human(&rows, out)
+        }
+    })
+}
+
+/// The page's session: the graph, the rules file (the built-in rules when it does not exist
+/// yet) with the command line's selectors first, the strategy.
+fn ui_session(
+    log: Option<&Path>,
+    rules_path: Option<&Path>,
+    strategy: Strategy,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<depsetfs::ui::model::Session, CliError> {
+    let path = log_path(log, state)?;
+    let graph = load_graph(Some(&path), state)?;
+    let mut rules = match rules_path {
+        Some(rules) if rules.exists() => Rules::load(rules)?,
+        _ => Rules::built_in(),
+    };
+    if let Some(matches) = matches {
+        let mut selectors = command_line_selectors(matches)?;
+        selectors.append(&mut rules.select);
+        rules.select = selectors;
+    }
+    let session = depsetfs::ui::model::Session::new(
+        graph,
+        path,
+        rules,
+        rules_path.map(Path::to_path_buf),
+        strategy,
+    )
+    .map_err(depsetfs::ui::UiError::from)?;
+    Ok(session)
+}
+
+fn ui_command(
+    args: UiArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let session = ui_session(
+        args.log.as_deref(),
+        args.rules.as_deref(),
+        args.strategy,
+        matches,
+        state,
+    )?;
+    let server = depsetfs::ui::Server::bind(session, &args.listen)?;
+    // The URL holds the token: stdout, for the user (and scripts) only.
+    write_stdout(|out| {
+        writeln!(out, "{}", server.url())?;
+        out.flush()
+    })?;
+    eprintln!("depsetfs: serving the page; stop with Ctrl-C");
+    server.serve();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn graph_command(
+    args: GraphArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let sources = args.set.sources(matches, state)?;
+    let result = strategy_set(
+        &sources.graph,
+        &sources.selection,
+        &sources.rules,
+        args.set.strategy,
+        false,
+    );
+    write_stdout(|out| match args.format {
+        GraphFormat::Dot => out.write_all(
+            depsetfs::ui::graph_out::dot_with_files(
+                &sources.graph,
+                &sources.selection,
+                &result,
+                args.files,
+            )
+            .as_bytes(),
+        ),
+        GraphFormat::Json => write_json(
+            &depsetfs::ui::graph_out::json(&sources.graph, &sources.selection, &result),
+            out,
+        ),
+    })
+}
+
+fn suggest_command(
+    args: SuggestArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let sources = args.set.sources(matches, state)?;
+    let result = strategy_set(
+        &sources.graph,
+        &sources.selection,
+        &sources.rules,
+        args.set.strategy,
+        false,
+    );
+    let options = SetOptions::from_header(&sources.graph.header);
+    let suggestions =
+        depsetfs::ui::suggest::suggest(&sources.graph, &result, &sources.rules, &options);
+    write_stdout(|out| {
+        if args.json {
+            write_json(&suggestions, out)
+        } else {
+            for s in &suggestions {
+                writeln!(out, "{}\t{}\t{}", s.kind.name(), s.path, s.evidence)?;
+            }
+            Ok(())
         }
     })
 }
