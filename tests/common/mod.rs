@@ -626,3 +626,4 @@ pub fn assert_every_elf_loads(root: &Path) {
     assert!(checked > 0, "no ELF file in {}", root.display());
     assert!(broken.is_empty(), "would not load:\n{}", broken.join("\n"));
 }
+pub mod webdriver;
