@@ -275,7 +275,7 @@ fn leftovers(graph: &Graph, result: &StrategySet, out: &mut Vec<Suggestion>) {
         out.push(Suggestion {
             kind: Kind::DevLeftover,
             path: format!("{dir}/**"),
-            evidence: format!("{files} files, {bytes} bytes from {why}: a developer machine's, not the service's"),
+            evidence: format!("{files} files, {bytes} bytes from {why}: check that the service needs them"),
             accept: serde_json::json!({"action": "exclude", "glob": format!("{}/**", super::model::glob_escape(&dir))}),
         });
     }
