@@ -21,7 +21,14 @@ fn traced_log(t: &TestDir) -> String {
     fs::write(t.join("app/conf.txt"), "port = 8080\n").unwrap();
     fs::write(t.join("app/data/a"), "aaaa").unwrap();
     fs::write(t.join("app/data/b"), "bbbbbbbb").unwrap();
-    let script = "cat \"$1/app/conf.txt\" >/dev/null\ncat /etc/hostname >/dev/null\ncat \"$1\"/app/data/* >/dev/null\n";
+    // A private key the application reads: a secret that must not leave with the set.
+    fs::create_dir_all(t.join("app/tls")).unwrap();
+    fs::write(
+        t.join("app/tls/server.key"),
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBogus\n-----END EC PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let script = "cat \"$1/app/conf.txt\" >/dev/null\ncat /etc/hostname >/dev/null\ncat \"$1\"/app/data/* \"$1/app/tls/server.key\" >/dev/null\n";
     fs::write(t.join("app.sh"), script).unwrap();
     let out = ns_script(
         t,
@@ -177,6 +184,18 @@ fn a_tweak_on_the_page_is_saved_as_rules_that_the_command_line_reproduces() {
     let app_conf = format!("{}/app/conf.txt", t.str());
     assert!(cli_before.contains(&app_conf), "{cli_before:?}");
 
+    // The private key is flagged above everything; accepting the suggestion leaves it out.
+    let key = format!("{}/app/tls/server.key", t.str());
+    let alarm = browser.wait_text("#alarm", 30, |s| s.contains("secret"));
+    assert!(alarm.contains(&key), "{alarm}");
+    browser.click(
+        &browser
+            .find(".sugg.secret .accept")
+            .expect("the secret's accept button"),
+    );
+    let before = count(&browser.wait_text("#set-files", 30, |s| count(s) == before - 1));
+    assert!(!page_set(&browser).contains(&key));
+
     // Exclude the application's data directory through the rules form.
     let glob = format!("{}/app/data/**", t.str());
     let input = browser.find("#glob").expect("the glob input");
@@ -290,6 +309,36 @@ fn report_html_is_one_file_that_shows_the_strategies_without_a_server() {
     assert_eq!(files, cli.len());
     let tree = browser.wait_text("#files", 10, |s| s.contains("usr"));
     assert!(tree.contains("etc"), "{tree}");
+}
+
+#[test]
+fn suggest_flags_the_private_key_and_the_workspace() {
+    let t = TestDir::new("ui-suggest");
+    let log = traced_log(&t);
+    let out = depsetfs(
+        &t,
+        &["suggest", "--json", "--log", &log, "--strategy", "strict"],
+    );
+    out.assert_ok("suggest --json");
+    let list: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    let key = format!("{}/app/tls/server.key", t.str());
+    let secret = list
+        .iter()
+        .find(|s| s["kind"] == "secret" && s["path"] == key.as_str())
+        .unwrap_or_else(|| panic!("no secret suggestion for the key: {}", out.stdout));
+    assert!(
+        secret["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("PRIVATE KEY")),
+        "{secret}"
+    );
+    assert_eq!(secret["accept"]["action"], "exclude");
+    // The traced command ran in $T: the workspace is a leftover to look at; conf.txt is not a secret.
+    assert!(list.iter().any(|s| s["kind"] == "dev-leftover" && s["path"] == format!("{}/**", t.str()).as_str()), "{}", out.stdout);
+    assert!(
+        !list.iter().any(|s| s["kind"] == "secret"
+            && s["path"].as_str().is_some_and(|p| p.ends_with("conf.txt")))
+    );
 }
 
 #[test]

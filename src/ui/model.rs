@@ -899,3 +899,150 @@ pub fn fate_counts(computed: &Computed) -> BTreeMap<Fate, usize> {
 pub fn within(path: &[u8], dir: &[u8]) -> bool {
     is_within(path, dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::fixture::{Proc, Trace};
+
+    const SHELL: Proc = Proc { pid: 10, start: 1 };
+    const CAT: Proc = Proc { pid: 11, start: 2 };
+    const DATE: Proc = Proc { pid: 12, start: 3 };
+
+    /// A shell that runs cat (reads /etc/app.conf) and date (writes /var/log/app.log).
+    fn session(name: &str) -> (Session, PathBuf) {
+        let root = std::env::temp_dir().join(format!("depsetfs-ui-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for file in [
+            "usr/bin/dash",
+            "usr/bin/cat",
+            "usr/bin/date",
+            "etc/app.conf",
+            "var/log/app.log",
+        ] {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap_or(&root))
+                .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&path, file).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut trace = Trace::new(&root.to_string_lossy());
+        trace.command(SHELL.pid);
+        trace.info(SHELL, 1, "/usr/bin/dash", "sh -c x", 10);
+        trace.read(SHELL, "/usr/bin/dash", 11);
+        trace.spawn(SHELL, CAT, "/usr/bin/cat", "cat /etc/app.conf", 20);
+        trace.read(CAT, "/usr/bin/cat", 21);
+        trace.read(CAT, "/etc/app.conf", 22);
+        trace.spawn(SHELL, DATE, "/usr/bin/date", "date", 30);
+        trace.read(DATE, "/usr/bin/date", 31);
+        trace.write(DATE, "/var/log/app.log", 32);
+        let graph = trace.graph();
+        let session = Session::new(
+            graph,
+            root.join("log"),
+            Rules::built_in(),
+            Some(root.join("r.toml")),
+            Strategy::All,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        (session, root)
+    }
+
+    fn set_of(computed: &Computed) -> Vec<Vec<u8>> {
+        computed
+            .result
+            .set
+            .entries
+            .iter()
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_rules_text_means_what_the_lists_say() {
+        let lists = RuleLists::of(&Rules::built_in());
+        let text = lists.to_toml(Strategy::Strict, &["exclude \"odd\"\nline".to_string()]);
+        let again =
+            Rules::from_text(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(RuleLists::of(&again), lists);
+        assert_eq!(glob_escape("/a[1]*?.txt"), "/a[[]1[]][*][?].txt");
+    }
+
+    #[test]
+    fn tweaks_change_the_set_and_the_saved_file_reproduces_it() {
+        let (session, root) = session("tweaks");
+        let start = session.current();
+        assert!(set_of(&start).contains(&b"/etc/app.conf".to_vec()));
+        let after = session
+            .apply(Tweak::Exclude {
+                glob: "/etc/**".to_string(),
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!set_of(&after).contains(&b"/etc/app.conf".to_vec()));
+        assert_eq!(
+            after
+                .paths
+                .get(b"/etc/app.conf".as_slice())
+                .and_then(|p| p.fate),
+            Some(Fate::Excluded)
+        );
+        assert_eq!(session.previous(), Some(start.in_set()));
+        let unselected = session
+            .apply(Tweak::Select {
+                pid: DATE.pid,
+                on: false,
+                children: false,
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !unselected
+                .selection
+                .processes()
+                .any(|p| session.graph.processes[p].key.pid == DATE.pid)
+        );
+        // A bad glob changes nothing.
+        assert!(
+            session
+                .apply(Tweak::Include {
+                    glob: "relative".to_string()
+                })
+                .is_err()
+        );
+        assert_eq!(session.current().generation, unselected.generation);
+        // Saved, read back as `dump --set --rules` does: the same set.
+        let saved = session.save().unwrap_or_else(|e| panic!("{e}"));
+        let rules = Rules::load(&saved).unwrap_or_else(|e| panic!("{e}"));
+        let selection = select(&session.graph, &rules.select).unwrap_or_else(|e| panic!("{e}"));
+        let again = compute(
+            &session.graph,
+            &selection,
+            &rules,
+            &session.set_options,
+            &StrategyOptions {
+                strategy: Strategy::All,
+                stubs: false,
+            },
+        );
+        assert_eq!(again.set, unselected.result.set);
+        let reset = session
+            .apply(Tweak::Reset)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reset.result.set, start.result.set);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn the_last_selected_process_cannot_be_unselected() {
+        let (session, root) = session("last");
+        let error = session.apply(Tweak::Select {
+            pid: SHELL.pid,
+            on: false,
+            children: true,
+        });
+        assert!(
+            matches!(error, Err(ModelError::Tweak(_))),
+            "{:?}",
+            error.err()
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
