@@ -126,10 +126,26 @@ fn same_secret(given: &str, token: &str) -> bool {
             == 0
 }
 
+/// The Host header names the address listened on (or `localhost` on loopback); when listening
+/// on every address (`0.0.0.0`, `[::]`), any IP address with the port: a DNS-rebinding page
+/// sends its own domain name, never an IP literal.
+fn host_allowed(host: &str, hosts: &[String]) -> bool {
+    if hosts.iter().any(|h| h == host) {
+        return true;
+    }
+    let (Ok(given), Some(Ok(bound))) = (
+        host.parse::<SocketAddr>(),
+        hosts.first().map(|h| h.parse::<SocketAddr>()),
+    ) else {
+        return false;
+    };
+    bound.ip().is_unspecified() && given.port() == bound.port()
+}
+
 fn respond(request: &Request, token: &str, hosts: &[String], session: &Session) -> Response {
     if !request
         .header("host")
-        .is_some_and(|host| hosts.iter().any(|h| h == host))
+        .is_some_and(|host| host_allowed(host, hosts))
     {
         return Response::error(403, "unexpected Host header");
     }
@@ -236,6 +252,32 @@ fn api_get(path: &str, request: &Request, session: &Session) -> Option<Response>
         ),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_listening_address_is_a_good_host() {
+        let loopback = vec!["127.0.0.1:8080".to_string(), "localhost:8080".to_string()];
+        assert!(host_allowed("127.0.0.1:8080", &loopback));
+        assert!(host_allowed("localhost:8080", &loopback));
+        assert!(!host_allowed("attacker.example:8080", &loopback));
+        assert!(!host_allowed("127.0.0.1:9090", &loopback));
+        assert!(!host_allowed("10.0.0.5:8080", &loopback));
+        let any = vec!["0.0.0.0:8080".to_string()];
+        assert!(host_allowed("10.0.0.5:8080", &any));
+        assert!(!host_allowed("10.0.0.5:8081", &any));
+        assert!(!host_allowed("rebind.example:8080", &any));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_secret("abcd", "abcd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("abce", "abcd"));
+    }
 }
 
 #[derive(Serialize)]
