@@ -101,15 +101,17 @@ def main():
             print(f"open-until-strategies-table {time.monotonic() - start:.2f}")
             if args.exclude:
                 before = files(d)
+                gen = d.js("return document.body.dataset.generation")
                 d.js(f"document.getElementById('glob').value = {json.dumps(args.exclude)};"
                      "document.getElementById('glob-exclude').click();")
-                t = wait(d, f"return document.getElementById('set-files').textContent !== {json.dumps(before)}")
+                t = wait(d, f"return document.body.dataset.generation !== {json.dumps(gen)}")
                 print(f"tweak-exclude {t:.2f}  ({before} -> {files(d)} files)")
             if args.strategy:
                 before = files(d)
+                gen = d.js("return document.body.dataset.generation")
                 d.js(f"const s = document.getElementById('strategy'); s.value = {json.dumps(args.strategy)};"
                      "s.dispatchEvent(new Event('change'));")
-                t = wait(d, f"return document.getElementById('set-files').textContent !== {json.dumps(before)}")
+                t = wait(d, f"return document.body.dataset.generation !== {json.dumps(gen)}")
                 print(f"tweak-strategy {t:.2f}  ({before} -> {files(d)} files)")
             if args.screenshot:
                 for path in args.expand:

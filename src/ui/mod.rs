@@ -226,10 +226,8 @@ fn api_get(path: &str, request: &Request, session: &Session) -> Option<Response>
             Response::json(&why(session, &computed, &path))
         }
         "/api/audit" => Response::json(&model::audit(&computed)),
-        "/api/report" => Response::json(&computed.report(&session.graph, &session.set_options)),
-        "/api/suggest" => {
-            Response::json(&computed.suggestions(&session.graph, &session.set_options))
-        }
+        "/api/report" => Response::json(&session.report(&computed)),
+        "/api/suggest" => Response::json(&suggestions(session, &computed)),
         "/api/set" => {
             let paths: Vec<String> = computed
                 .result
@@ -349,6 +347,29 @@ fn summary(session: &Session, computed: &Computed) -> Summary {
         rules_path,
         static_page: false,
     }
+}
+
+/// At most this many suggestions of one kind go to the page.
+const SUGGESTIONS_PER_KIND: usize = 100;
+
+#[derive(Serialize)]
+struct Suggestions<'a> {
+    items: Vec<&'a suggest::Suggestion>,
+    counts: std::collections::BTreeMap<&'static str, usize>,
+}
+
+fn suggestions<'a>(session: &Session, computed: &'a Computed) -> Suggestions<'a> {
+    let all = computed.suggestions(&session.graph, &session.set_options);
+    let mut counts = std::collections::BTreeMap::new();
+    let mut items = Vec::new();
+    for suggestion in all {
+        let seen = counts.entry(suggestion.kind.name()).or_insert(0);
+        *seen += 1;
+        if *seen <= SUGGESTIONS_PER_KIND {
+            items.push(suggestion);
+        }
+    }
+    Suggestions { items, counts }
 }
 
 #[derive(Serialize)]
@@ -507,13 +528,10 @@ pub fn static_page(session: &Session, max_dirs: usize) -> String {
     s.can_save = false;
     put("/api/summary".into(), value(&s));
     put("/api/audit".into(), value(&model::audit(&computed)));
-    put(
-        "/api/report".into(),
-        value(&computed.report(&session.graph, &session.set_options)),
-    );
+    put("/api/report".into(), value(&session.report(&computed)));
     put(
         "/api/suggest".into(),
-        value(&computed.suggestions(&session.graph, &session.set_options)),
+        value(&suggestions(session, &computed)),
     );
     put(
         "/api/procs".into(),

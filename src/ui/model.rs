@@ -227,7 +227,7 @@ pub struct Computed {
     pub text: String,
     pub rules: Rules,
     pub selection: Selection,
-    pub result: StrategySet,
+    pub result: Arc<StrategySet>,
     /// The fate and size of every path of the tree (paths in the log, set entries and their
     /// directories).
     pub paths: HashMap<Vec<u8>, PathInfo>,
@@ -269,6 +269,35 @@ pub struct Session {
     edit: Mutex<Edit>,
     current: Mutex<Arc<Computed>>,
     previous: Mutex<Option<(u64, u64)>>,
+    cache: SetCache,
+}
+
+/// Recent sets by the rules text (without the notes) and strategy: switching back, resetting
+/// and switching to a strategy the table already computed take no new computation.
+#[derive(Default)]
+pub struct SetCache(Mutex<std::collections::VecDeque<(String, Arc<StrategySet>)>>);
+
+const CACHED_SETS: usize = 12;
+
+impl SetCache {
+    fn get(&self, key: &str) -> Option<Arc<StrategySet>> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, set)| set.clone())
+    }
+
+    fn put(&self, key: String, set: Arc<StrategySet>) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(k, _)| *k != key);
+        cache.push_front((key, set));
+        cache.truncate(CACHED_SETS);
+    }
+}
+
+fn cache_key(lists: &RuleLists, strategy: Strategy) -> String {
+    lists.to_toml(strategy, &[])
 }
 
 impl Session {
@@ -295,7 +324,17 @@ impl Session {
             })
             .collect();
         let lists = RuleLists::of(&rules);
-        let computed = compute_state(&graph, &set_options, &sizes, strategy, &lists, &[], 0)?;
+        let cache = SetCache::default();
+        let computed = compute_state(
+            &graph,
+            &set_options,
+            &sizes,
+            &cache,
+            strategy,
+            &lists,
+            &[],
+            0,
+        )?;
         Ok(Session {
             graph,
             set_options,
@@ -311,6 +350,7 @@ impl Session {
             }),
             current: Mutex::new(Arc::new(computed)),
             previous: Mutex::new(None),
+            cache,
         })
     }
 
@@ -337,6 +377,7 @@ impl Session {
             &self.graph,
             &self.set_options,
             &self.sizes,
+            &self.cache,
             strategy,
             &lists,
             &notes,
@@ -518,59 +559,61 @@ impl Session {
         Ok(path)
     }
 
+    /// The strategies table for `computed`'s rules and selection (computed once, on demand,
+    /// the missing strategies in parallel; the sets go to the cache for a later switch).
+    pub fn report<'a>(&self, computed: &'a Computed) -> &'a [ReportRow] {
+        computed.report.get_or_init(|| {
+            let found: Vec<(Strategy, String, Option<Arc<StrategySet>>)> = Strategy::ALL
+                .iter()
+                .map(|&strategy| {
+                    let key = cache_key(&computed.lists, strategy);
+                    let set = if strategy == computed.strategy {
+                        Some(computed.result.clone())
+                    } else {
+                        self.cache.get(&key)
+                    };
+                    (strategy, key, set)
+                })
+                .collect();
+            let sets: Vec<Arc<StrategySet>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = found
+                    .into_iter()
+                    .map(|(strategy, key, set)| {
+                        scope.spawn(move || match set {
+                            Some(set) => set,
+                            None => {
+                                let set = Arc::new(compute(
+                                    &self.graph,
+                                    &computed.selection,
+                                    &computed.rules,
+                                    &self.set_options,
+                                    &StrategyOptions {
+                                        strategy,
+                                        stubs: false,
+                                    },
+                                ));
+                                self.cache.put(key, set.clone());
+                                set
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|handle| handle.join().ok())
+                    .collect()
+            });
+            let owned: Vec<StrategySet> = sets.iter().map(|set| (**set).clone()).collect();
+            query::report(&owned)
+        })
+    }
+
     pub fn io_counts(&self, process: ProcessIx) -> (u32, u32) {
         self.io_counts.get(process).copied().unwrap_or((0, 0))
     }
 }
 
 impl Computed {
-    /// The strategies table for the current rules and selection (computed once, on demand).
-    pub fn report(&self, graph: &Graph, set_options: &SetOptions) -> &[ReportRow] {
-        self.report.get_or_init(|| {
-            let sets: Vec<StrategySet> = std::thread::scope(|scope| {
-                let handles: Vec<_> = Strategy::ALL
-                    .iter()
-                    .map(|&strategy| {
-                        scope.spawn(move || {
-                            if strategy == self.strategy {
-                                return None;
-                            }
-                            Some(compute(
-                                graph,
-                                &self.selection,
-                                &self.rules,
-                                set_options,
-                                &StrategyOptions {
-                                    strategy,
-                                    stubs: false,
-                                },
-                            ))
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(Strategy::ALL)
-                    .map(|(h, strategy)| match h.join().ok().flatten() {
-                        Some(set) => set,
-                        None if strategy == self.strategy => self.result.clone(),
-                        None => compute(
-                            graph,
-                            &self.selection,
-                            &self.rules,
-                            set_options,
-                            &StrategyOptions {
-                                strategy,
-                                stubs: false,
-                            },
-                        ),
-                    })
-                    .collect()
-            });
-            query::report(&sets)
-        })
-    }
-
     pub fn suggestions(&self, graph: &Graph, set_options: &SetOptions) -> &[Suggestion] {
         self.suggestions
             .get_or_init(|| suggest::suggest(graph, &self.result, &self.rules, set_options))
@@ -623,10 +666,12 @@ fn source_sizes(graph: &Graph, options: &SetOptions) -> HashMap<Vec<u8>, u64> {
     sizes
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compute_state(
     graph: &Graph,
     set_options: &SetOptions,
     sizes: &HashMap<Vec<u8>, u64>,
+    cache: &SetCache,
     strategy: Strategy,
     lists: &RuleLists,
     notes: &[String],
@@ -635,16 +680,24 @@ fn compute_state(
     let text = lists.to_toml(strategy, notes);
     let rules = Rules::from_text(Path::new("rules on the page"), &text)?;
     let selection = select(graph, &rules.select)?;
-    let result = compute(
-        graph,
-        &selection,
-        &rules,
-        set_options,
-        &StrategyOptions {
-            strategy,
-            stubs: false,
-        },
-    );
+    let key = cache_key(lists, strategy);
+    let result = match cache.get(&key) {
+        Some(set) => set,
+        None => {
+            let set = Arc::new(compute(
+                graph,
+                &selection,
+                &rules,
+                set_options,
+                &StrategyOptions {
+                    strategy,
+                    stubs: false,
+                },
+            ));
+            cache.put(key, set.clone());
+            set
+        }
+    };
     let (paths, children) = classify(graph, &rules, &result, set_options, sizes);
     Ok(Computed {
         generation,
