@@ -18,7 +18,9 @@ use crate::query::{self, ReportRow};
 use crate::rules::{Rules, RulesError, first_match};
 use crate::select::{ProcessMatcher, SelectError, Selection, Selector, select};
 use crate::set::{Reason, SetOptions, is_within};
-use crate::strategy::{Strategy, StrategyOptions, StrategySet, compute};
+use crate::strategy::{
+    Needed, Strategy, StrategyOptions, StrategySet, compute_with_needed, needed_processes,
+};
 
 use super::suggest::{self, Suggestion};
 
@@ -275,13 +277,17 @@ pub struct Session {
 /// Recent sets by the rules text (without the notes) and strategy: switching back, resetting
 /// and switching to a strategy the table already computed take no new computation.
 #[derive(Default)]
-pub struct SetCache(Mutex<std::collections::VecDeque<(String, Arc<StrategySet>)>>);
+pub struct SetCache {
+    sets: Mutex<std::collections::VecDeque<(String, Arc<StrategySet>)>>,
+    /// The needed images by what decides them (see [`needed_key`]).
+    needed: Mutex<std::collections::VecDeque<(String, Arc<Needed>)>>,
+}
 
 const CACHED_SETS: usize = 12;
 
 impl SetCache {
     fn get(&self, key: &str) -> Option<Arc<StrategySet>> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .iter()
             .find(|(k, _)| k == key)
@@ -289,11 +295,71 @@ impl SetCache {
     }
 
     fn put(&self, key: String, set: Arc<StrategySet>) {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|(k, _)| *k != key);
         cache.push_front((key, set));
         cache.truncate(CACHED_SETS);
     }
+
+    /// The set of `strategy` for these rules: from the cache, else computed (reusing the
+    /// needed images when only path rules changed since they were computed).
+    fn set(
+        &self,
+        graph: &Graph,
+        set_options: &SetOptions,
+        selection: &Selection,
+        rules: &Rules,
+        lists: &RuleLists,
+        strategy: Strategy,
+    ) -> Arc<StrategySet> {
+        let key = cache_key(lists, strategy);
+        if let Some(set) = self.get(&key) {
+            return set;
+        }
+        let needed_key = needed_key(lists, strategy);
+        let known = {
+            let cache = self.needed.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .iter()
+                .find(|(k, _)| *k == needed_key)
+                .map(|(_, n)| n.clone())
+        };
+        let needed = match known {
+            Some(needed) => needed,
+            None => {
+                let needed = Arc::new(needed_processes(graph, selection, rules, strategy));
+                let mut cache = self.needed.lock().unwrap_or_else(|p| p.into_inner());
+                cache.retain(|(k, _)| *k != needed_key);
+                cache.push_front((needed_key, needed.clone()));
+                cache.truncate(CACHED_SETS);
+                needed
+            }
+        };
+        let options = StrategyOptions {
+            strategy,
+            stubs: false,
+        };
+        let set = Arc::new(compute_with_needed(
+            graph,
+            rules,
+            set_options,
+            &options,
+            (*needed).clone(),
+        ));
+        self.put(key, set.clone());
+        set
+    }
+}
+
+/// What `needed_processes` depends on: the strategy, the selection and the process rules.
+fn needed_key(lists: &RuleLists, strategy: Strategy) -> String {
+    let only_processes = RuleLists {
+        include: Vec::new(),
+        exclude: Vec::new(),
+        drop_outputs: true,
+        ..lists.clone()
+    };
+    only_processes.to_toml(strategy, &[])
 }
 
 fn cache_key(lists: &RuleLists, strategy: Strategy) -> String {
@@ -560,51 +626,29 @@ impl Session {
     }
 
     /// The strategies table for `computed`'s rules and selection (computed once, on demand,
-    /// the missing strategies in parallel; the sets go to the cache for a later switch).
+    /// one strategy after the other: a second core stays free for the next tweak; each set
+    /// goes to the cache for a later switch).
     pub fn report<'a>(&self, computed: &'a Computed) -> &'a [ReportRow] {
         computed.report.get_or_init(|| {
-            let found: Vec<(Strategy, String, Option<Arc<StrategySet>>)> = Strategy::ALL
+            let sets: Vec<StrategySet> = Strategy::ALL
                 .iter()
                 .map(|&strategy| {
-                    let key = cache_key(&computed.lists, strategy);
                     let set = if strategy == computed.strategy {
-                        Some(computed.result.clone())
+                        computed.result.clone()
                     } else {
-                        self.cache.get(&key)
+                        self.cache.set(
+                            &self.graph,
+                            &self.set_options,
+                            &computed.selection,
+                            &computed.rules,
+                            &computed.lists,
+                            strategy,
+                        )
                     };
-                    (strategy, key, set)
+                    (*set).clone()
                 })
                 .collect();
-            let sets: Vec<Arc<StrategySet>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = found
-                    .into_iter()
-                    .map(|(strategy, key, set)| {
-                        scope.spawn(move || match set {
-                            Some(set) => set,
-                            None => {
-                                let set = Arc::new(compute(
-                                    &self.graph,
-                                    &computed.selection,
-                                    &computed.rules,
-                                    &self.set_options,
-                                    &StrategyOptions {
-                                        strategy,
-                                        stubs: false,
-                                    },
-                                ));
-                                self.cache.put(key, set.clone());
-                                set
-                            }
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .filter_map(|handle| handle.join().ok())
-                    .collect()
-            });
-            let owned: Vec<StrategySet> = sets.iter().map(|set| (**set).clone()).collect();
-            query::report(&owned)
+            query::report(&sets)
         })
     }
 
@@ -680,24 +724,7 @@ fn compute_state(
     let text = lists.to_toml(strategy, notes);
     let rules = Rules::from_text(Path::new("rules on the page"), &text)?;
     let selection = select(graph, &rules.select)?;
-    let key = cache_key(lists, strategy);
-    let result = match cache.get(&key) {
-        Some(set) => set,
-        None => {
-            let set = Arc::new(compute(
-                graph,
-                &selection,
-                &rules,
-                set_options,
-                &StrategyOptions {
-                    strategy,
-                    stubs: false,
-                },
-            ));
-            cache.put(key, set.clone());
-            set
-        }
-    };
+    let result = cache.set(graph, set_options, &selection, &rules, lists, strategy);
     let (paths, children) = classify(graph, &rules, &result, set_options, sizes);
     Ok(Computed {
         generation,
@@ -957,6 +984,7 @@ pub fn within(path: &[u8], dir: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::graph::fixture::{Proc, Trace};
+    use crate::strategy::compute;
 
     const SHELL: Proc = Proc { pid: 10, start: 1 };
     const CAT: Proc = Proc { pid: 11, start: 2 };
@@ -1039,6 +1067,19 @@ mod tests {
             Some(Fate::Excluded)
         );
         assert_eq!(session.previous(), Some(start.in_set()));
+        // Computed with the needed images of the start reused: the same as from scratch.
+        let fresh = compute(
+            &session.graph,
+            &after.selection,
+            &after.rules,
+            &session.set_options,
+            &StrategyOptions {
+                strategy: Strategy::All,
+                stubs: false,
+            },
+        );
+        assert_eq!(fresh.set, after.result.set);
+        assert_eq!(fresh.needed, after.result.needed);
         let unselected = session
             .apply(Tweak::Select {
                 pid: DATE.pid,
