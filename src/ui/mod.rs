@@ -546,6 +546,8 @@ pub fn static_page(session: &Session, max_dirs: usize) -> String {
     // Directories breadth-first from the root, largest first.
     let mut queue = std::collections::VecDeque::from([b"/".to_vec()]);
     let mut dirs = 0;
+    // `why` scans the set: a few thousand answers, not one per path of a big log.
+    let mut whys = 0;
     while let Some(dir) = queue.pop_front() {
         if dirs >= max_dirs {
             break;
@@ -556,10 +558,13 @@ pub fn static_page(session: &Session, max_dirs: usize) -> String {
             if row.has_children {
                 queue.push_back(model::path_bytes(&row.path));
             }
-            put(
-                format!("/api/why?path={}", url_encode(&row.path)),
-                value(&why(session, &computed, &model::path_bytes(&row.path))),
-            );
+            if whys < MAX_STATIC_WHYS {
+                whys += 1;
+                put(
+                    format!("/api/why?path={}", url_encode(&row.path)),
+                    value(&why(session, &computed, &model::path_bytes(&row.path))),
+                );
+            }
         }
         put(
             format!("/api/tree?path={}", url_encode(&escape(&dir))),
@@ -571,6 +576,9 @@ pub fn static_page(session: &Session, max_dirs: usize) -> String {
     let data = data.replace("</", "<\\/").replace("<!--", "<\\!--");
     PAGE.replacen(STATIC_MARK, &format!("window.DEPSETFS_STATIC = {data};"), 1)
 }
+
+/// At most this many why answers in a static page (the first rows, breadth-first).
+const MAX_STATIC_WHYS: usize = 3000;
 
 /// What the page's `encodeURIComponent` makes of a path.
 pub fn url_encode(text: &str) -> String {
@@ -591,7 +599,7 @@ fn value<T: Serialize + ?Sized>(answer: &T) -> serde_json::Value {
 
 /// Writes `report --html`'s file.
 pub fn write_static_page(session: &Session, path: &std::path::Path) -> Result<(), UiError> {
-    let page = static_page(session, 2000);
+    let page = static_page(session, 1000);
     std::fs::write(path, page).map_err(|source| UiError::Write {
         path: path.to_path_buf(),
         source,
