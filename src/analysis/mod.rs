@@ -17,3 +17,4 @@ pub mod select;
 pub mod source_tree;
 pub mod strategy;
 pub mod synth;
+pub mod ui;

@@ -254,6 +254,20 @@ pub fn compute(
     options: &StrategyOptions,
 ) -> StrategySet {
     let needed = needed_processes(graph, selection, rules, options.strategy);
+    compute_with_needed(graph, rules, set_options, options, needed)
+}
+
+/// [`compute`] for images already known to be needed: `needed_processes` depends only on the
+/// selection, the strategy and the noise, system set-up, exec-tolerant and stub rules, so a
+/// caller that changed only the path rules (include, exclude, drop_outputs) can reuse it
+/// (the page of `depsetfs ui` does).
+pub fn compute_with_needed(
+    graph: &Graph,
+    rules: &Rules,
+    set_options: &SetOptions,
+    options: &StrategyOptions,
+    needed: Needed,
+) -> StrategySet {
     let drop_outputs = rules.drop_outputs && options.strategy != Strategy::All;
     let (mut used, outputs) = used_paths(graph, &needed, drop_outputs);
     let looked_up_only = looked_up_executables(graph, &needed);

@@ -63,6 +63,10 @@ pub(crate) struct ReportArgs {
     /// With --verify: the command and its arguments.
     #[arg(last = true, requires = "verify")]
     pub(crate) command: Vec<OsString>,
+    /// Write the page of `depsetfs ui` as one self-contained HTML file (no server, tweaks
+    /// off) instead of the table.
+    #[arg(long, value_name = "FILE", conflicts_with = "verify")]
+    pub(crate) html: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -334,6 +338,10 @@ pub(crate) fn report_command(
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
     let analysis = &args.analysis;
+    if let Some(html) = &args.html {
+        let (log, rules) = (analysis.log.log.as_deref(), analysis.rules.as_deref());
+        return super::page::html_report(log, rules, html, matches, state);
+    }
     let plan = load_plan(
         analysis.log.log.as_deref(),
         analysis.rules.as_deref(),

@@ -2,12 +2,14 @@
 //! error type the subcommands end with ([`CliError`], printed as one `depsetfs: ...` line),
 //! clap's errors in that one-line form, and the dispatch to one thin function per subcommand,
 //! in one file per side: [`record`] (mount, umount, run, chroot, __serve, doctor, completions,
-//! man), [`analyse`] (dump, ps, tree, why, who, files, stats, report, rules), [`ship`] (export,
-//! verify), with [`load`] and [`output`] what they share.
+//! man), [`analyse`] (dump, ps, tree, why, who, files, stats, report, rules), [`page`] (ui,
+//! report --html, graph, suggest), [`ship`] (export, verify), with [`load`] and [`output`] what
+//! they share.
 
 mod analyse;
 mod load;
 mod output;
+mod page;
 mod record;
 mod ship;
 
@@ -15,6 +17,7 @@ use analyse::{
     AnalysisArgs, DumpArgs, FilesArgs, LogArgs, ReportArgs, RulesArgs, SynthLogArgs, WhoArgs,
     WhyArgs,
 };
+use page::{GraphArgs, SuggestArgs, UiArgs};
 use record::{ChrootArgs, MountArgs, RunArgs, ServeArgs};
 use ship::{ExportArgs, VerifyArgs};
 
@@ -76,6 +79,13 @@ pub(crate) enum Command {
     Report(ReportArgs),
     /// Print the rules (`--default`: the built-in rules file).
     Rules(RulesArgs),
+    /// Serve a page to see the set and shape it (tweaks saved as the --rules file); prints
+    /// the URL to open.
+    Ui(UiArgs),
+    /// The process graph for Graphviz (`--format dot`) or scripts (`--format json`).
+    Graph(GraphArgs),
+    /// Suggestions: secrets and developer-box leftovers in the set, noise, outputs, stubs.
+    Suggest(SuggestArgs),
     /// Write the deployment set out of the source tree: a directory, a tar stream or an OCI
     /// image layout.
     Export(ExportArgs),
@@ -122,6 +132,8 @@ pub(crate) enum CliError {
     Export(#[from] ExportError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Ui(#[from] depsetfs::analysis::ui::UiError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -208,6 +220,9 @@ pub(crate) fn dispatch(
         Command::Stats(args) => analyse::stats_command(args, &state),
         Command::Report(args) => analyse::report_command(args, matches, &state),
         Command::Rules(args) => analyse::rules_command(args),
+        Command::Ui(args) => page::ui_command(args, matches, &state),
+        Command::Graph(args) => page::graph_command(args, matches, &state),
+        Command::Suggest(args) => page::suggest_command(args, matches, &state),
         Command::SynthLog(args) => analyse::synth_log_command(args),
         Command::Export(args) => ship::export_command(args, matches, &state),
         Command::Verify(args) => ship::verify_command(args, matches, &state),

@@ -36,11 +36,15 @@ pub(crate) struct SetArgs {
 
 impl SetArgs {
     /// The graph, rules and selection these options name.
-    fn plan(&self, matches: Option<&ArgMatches>, state: &StateDir) -> Result<Plan, CliError> {
+    pub(crate) fn plan(
+        &self,
+        matches: Option<&ArgMatches>,
+        state: &StateDir,
+    ) -> Result<Plan, CliError> {
         load_plan(self.log.as_deref(), self.rules.as_deref(), matches, state)
     }
 
-    fn strategy_options(&self, stubs: bool) -> StrategyOptions {
+    pub(crate) fn strategy_options(&self, stubs: bool) -> StrategyOptions {
         StrategyOptions {
             strategy: self.strategy,
             stubs,

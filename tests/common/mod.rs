@@ -641,3 +641,4 @@ pub fn assert_every_elf_loads(root: &Path) {
     }
     assert!(broken.is_empty(), "would not load:\n{}", broken.join("\n"));
 }
+pub mod webdriver;
