@@ -307,6 +307,28 @@ fn rules_that_exclude_everything_warn_once() {
         "{}",
         warnings[0]
     );
+    // export reads the same plan and says the same, once.
+    let out = t.join("export");
+    let exported = depsetfs(
+        &t,
+        &[
+            "export",
+            "--log",
+            log.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--format",
+            "dir",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        rules_warnings(&exported).len(),
+        1,
+        "{}",
+        exported.describe()
+    );
 }
 
 /// Names are exact outside export too. A traced `cat` reads a file whose name holds a newline

@@ -57,22 +57,34 @@ impl Plan {
     /// apply to them: they are what the command proved it needs), and the stubs: with
     /// `strategy.stubs`, the binaries the strategy lists as stubs are added to the set (with
     /// their directories and symlinks) and returned, to be shipped as the stub program.
-    pub fn shipment(
-        &self,
-        strategy: &StrategyOptions,
-        extra: &BTreeSet<Vec<u8>>,
-    ) -> (DeploymentSet, BTreeSet<Vec<u8>>) {
+    pub fn shipment(&self, strategy: &StrategyOptions, extra: &BTreeSet<Vec<u8>>) -> Shipment {
         let result = self.set(strategy);
+        let rules_warning = result.rules_warning(&self.rules);
         let stubs: BTreeSet<Vec<u8>> = result.stubs.iter().map(|stub| stub.path.clone()).collect();
         let mut added_paths = extra.clone();
         added_paths.extend(stubs.iter().cloned());
-        if added_paths.is_empty() {
-            return (result.set, stubs);
+        let set = if added_paths.is_empty() {
+            result.set
+        } else {
+            let facts = GraphFacts::new(&self.graph, &result.needed);
+            let added = set_of_used_paths(&added_paths, &self.set_options(), &facts);
+            merge_sets(result.set, added)
+        };
+        Shipment {
+            set,
+            stubs,
+            rules_warning,
         }
-        let facts = GraphFacts::new(&self.graph, &result.needed);
-        let added = set_of_used_paths(&added_paths, &self.set_options(), &facts);
-        (merge_sets(result.set, added), stubs)
     }
+}
+
+/// What `export` and a `verify` round ship.
+pub struct Shipment {
+    pub set: DeploymentSet,
+    /// The binaries shipped as the stub program.
+    pub stubs: BTreeSet<Vec<u8>>,
+    /// Said once by the caller: the rules file removed every path the selection used.
+    pub rules_warning: Option<String>,
 }
 
 /// The union of two sets (the first one's entry wins for a path in both).

@@ -106,15 +106,18 @@ pub(crate) fn export_command(
 ) -> Result<ExitCode, CliError> {
     let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
-    let (set, stubs) = plan.shipment(&strategy, &Default::default());
+    let shipment = plan.shipment(&strategy, &Default::default());
+    if let Some(warning) = &shipment.rules_warning {
+        eprintln!("depsetfs: warning: {warning}");
+    }
     let options = ExportOptions {
         format: args.format,
         output: args.output,
         force: args.force,
         progress: true,
-        stubs,
+        stubs: shipment.stubs,
     };
-    let report = export::export(&plan.graph.header, &set, &options)?;
+    let report = export::export(&plan.graph.header, &shipment.set, &options)?;
     eprintln!("depsetfs: {}", report.summary());
     if !options.stubs.is_empty() {
         eprintln!(

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::analysis::closure::SetOptions;
 use crate::analysis::paths::normalize_mirror_path;
-use crate::analysis::plan::Plan;
+use crate::analysis::plan::{Plan, Shipment};
 use crate::analysis::source_tree::{SourceLookup, SourceTree};
 use crate::analysis::strategy::StrategyOptions;
 use crate::launch::run::{self, RunError, RunOptions};
@@ -251,7 +251,14 @@ fn rounds(
     let mut extra = BTreeSet::new();
     let mut rounds = Vec::new();
     for number in 1..=options.iterate + 1 {
-        let (set, stubs) = plan.shipment(strategy, &extra);
+        let Shipment {
+            set,
+            stubs,
+            rules_warning,
+        } = plan.shipment(strategy, &extra);
+        if let Some(warning) = rules_warning.filter(|_| number == 1) {
+            eprintln!("depsetfs: warning: {warning}");
+        }
         let root = workdir.join(format!("root-{number}"));
         let mut progress = Progress::on_stderr(format!("verify round {number}: exporting"), true);
         let totals =
