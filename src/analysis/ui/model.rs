@@ -661,8 +661,15 @@ impl Session {
 
 impl Computed {
     pub fn suggestions(&self, graph: &Graph, set_options: &SetOptions) -> &[Suggestion] {
-        self.suggestions
-            .get_or_init(|| suggest::suggest(graph, &self.result, &self.rules, set_options))
+        self.suggestions.get_or_init(|| {
+            suggest::suggest(
+                graph,
+                &self.result,
+                &self.rules,
+                set_options,
+                &self.selection,
+            )
+        })
     }
 
     pub fn in_set(&self) -> (u64, u64) {
