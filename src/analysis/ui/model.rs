@@ -848,12 +848,23 @@ fn classify(
     for (path, in_set, size) in leaves {
         let mut current = path;
         let mut first = true;
+        // Once a path is already among its parent's children, so is every directory above it:
+        // the rest of the walk only adds the totals.
+        let mut linked = false;
         loop {
-            let info = paths.entry(current.clone()).or_insert_with(|| PathInfo {
-                fate: None,
-                is_dir: true,
-                ..PathInfo::default()
-            });
+            if !paths.contains_key(&current) {
+                paths.insert(
+                    current.clone(),
+                    PathInfo {
+                        fate: None,
+                        is_dir: true,
+                        ..PathInfo::default()
+                    },
+                );
+            }
+            let Some(info) = paths.get_mut(&current) else {
+                break;
+            };
             if !first {
                 info.is_dir = true;
             }
@@ -868,7 +879,9 @@ fn classify(
             let Some(parent) = parent_path(&current) else {
                 break;
             };
-            children.entry(parent.clone()).or_default().insert(current);
+            if !linked {
+                linked = !children.entry(parent.clone()).or_default().insert(current);
+            }
             current = parent;
         }
     }
