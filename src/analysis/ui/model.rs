@@ -461,7 +461,15 @@ impl Session {
             before.result.set.entries.len() as u64,
             before.result.total_bytes(),
         ));
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = computed.clone();
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(|p| p.into_inner()),
+            computed.clone(),
+        );
+        // Freeing the last state's maps (every path's fate and the tree) is not the tweak's
+        // answer: done beside it (in place if no thread can be started).
+        let _ = std::thread::Builder::new()
+            .name("depsetfs-ui-free".to_string())
+            .spawn(move || drop((old, before)));
         Ok(computed)
     }
 
