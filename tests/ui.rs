@@ -386,3 +386,83 @@ fn graph_dot_renders_with_graphviz_and_json_names_the_processes() {
             .is_some_and(|f| f.iter().any(|f| f["path"] == "/etc/hostname"))
     );
 }
+
+#[test]
+fn a_unix_socket_connection_is_drawn_client_to_server() {
+    let t = TestDir::new("ui-conn");
+    // The client/server pair of tests/analysis.rs (selecting_a_unix_socket_client_pulls_in_the_server).
+    fs::write(
+        t.join("server.py"),
+        "import os, socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind(sys.argv[1])\n\
+         s.listen(1)\n\
+         c, _ = s.accept()\n\
+         c.sendall(b'pong')\n\
+         c.close()\n",
+    )
+    .unwrap();
+    fs::write(
+        t.join("client.py"),
+        "import socket, sys\n\
+         c = socket.socket(socket.AF_UNIX)\n\
+         c.connect(sys.argv[1])\n\
+         print(c.recv(4).decode())\n",
+    )
+    .unwrap();
+    fs::write(
+        t.join("socket.sh"),
+        format!(
+            "{PYTHON} {t}/server.py {t}/app.sock &\n\
+             for i in $(seq 100); do [ -S {t}/app.sock ] && break; sleep 0.05; done\n\
+             {PYTHON} {t}/client.py {t}/app.sock\n\
+             wait\n",
+            t = t.str()
+        ),
+    )
+    .unwrap();
+    ns_script(
+        &t,
+        300,
+        r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- sh "$T/socket.sh""#,
+    )
+    .assert_ok("depsetfs run -- sh socket.sh");
+    let log = t.log().to_str().unwrap().to_string();
+    // The static page draws from the same answer as the server's page.
+    let html = t.join("report.html");
+    depsetfs(
+        &t,
+        &["report", "--log", &log, "--html", html.to_str().unwrap()],
+    )
+    .assert_ok("report --html");
+    let browser = Browser::start(&t.join("chromium-profile"), 240);
+    browser.goto(&format!("file://{}", html.display()));
+    browser.wait_text("#connections", 60, |s| !s.contains("loading"));
+    let edges = browser.script(
+        "return [...document.querySelectorAll('#conn-svg path.conn-edge')].map((e) => {\
+           const node = (ix) => document.querySelector('#conn-svg .conn-node[data-ix=\"' + ix + '\"] title').textContent;\
+           return { client: node(e.dataset.clientIx), server: node(e.dataset.serverIx), endpoint: e.dataset.endpoint,\
+                    arrow: e.getAttribute('marker-end'), length: e.getTotalLength() }; })",
+    );
+    let edges = edges
+        .as_array()
+        .unwrap_or_else(|| panic!("edges: {edges}"))
+        .clone();
+    let socket = format!("unix:{}/app.sock", t.str());
+    let edge = edges
+        .iter()
+        .find(|e| {
+            e["endpoint"].as_str() == Some(socket.as_str())
+                && e["client"].as_str().unwrap_or("").contains("client.py")
+        })
+        .unwrap_or_else(|| panic!("no edge from client.py to {socket}: {edges:?}"));
+    assert!(
+        edge["server"].as_str().unwrap_or("").contains("server.py"),
+        "{edge}"
+    );
+    assert!(edge["arrow"].as_str().unwrap_or("").contains("arrow-unix"));
+    assert!(
+        edge["length"].as_f64().unwrap_or(0.0) > 50.0,
+        "drawn: {edge}"
+    );
+}

@@ -328,13 +328,16 @@ pub fn needed_processes(
     rules: &Rules,
     strategy: Strategy,
 ) -> Needed {
+    if strategy == Strategy::All {
+        // Every image is a root: the walk would add nothing (and building its writer index
+        // was a good part of a strategy switch on the page).
+        return Needed {
+            why: vec![Some(NeedReason::Everything); graph.processes.len()],
+        };
+    }
     let mut walk = NeedWalk::new(graph, rules, strategy);
     match strategy {
-        Strategy::All => {
-            for process in 0..graph.processes.len() {
-                walk.need(process, NeedReason::Everything);
-            }
-        }
+        Strategy::All => {} // returned above
         Strategy::Strict | Strategy::Exec => walk.seed_selection(selection),
         Strategy::System => {
             walk.seed_selection(selection);
@@ -352,7 +355,8 @@ struct NeedWalk<'a> {
     strategy: Strategy,
     why: Vec<Option<NeedReason>>,
     queue: Vec<ProcessIx>,
-    /// Per produced file: (producer, first time it produced it).
+    /// Per produced file that can pull its writers in (not noise, not a device): (producer,
+    /// first time it produced it).
     producers: HashMap<FileIx, Vec<(ProcessIx, TimeNs)>>,
 }
 
@@ -365,6 +369,12 @@ impl<'a> NeedWalk<'a> {
                 .or_default()
                 .push((edge.process, edge.totals.first_ns));
         }
+        // Noise and device files pull nothing: decided once per file here, not on every edge
+        // that uses it (matching the noise globs per edge was most of a page tweak's time).
+        producers.retain(|&file, _| {
+            let file = &graph.files[file];
+            !rules.is_noise(&file.path) && !is_device(file.kind)
+        });
         NeedWalk {
             graph,
             rules,
@@ -447,7 +457,8 @@ impl<'a> NeedWalk<'a> {
     }
 
     /// Writers of the files `process` used, when a write began before the use ended (a use
-    /// entirely before a write does not depend on it). Noise and device files pull nothing.
+    /// entirely before a write does not depend on it). Noise and device files pull nothing
+    /// (they are not in `producers`).
     fn follow_writers(&mut self, process: ProcessIx) {
         let graph = self.graph;
         for edge in graph.edges_of_process(process) {
@@ -457,10 +468,6 @@ impl<'a> NeedWalk<'a> {
             let Some(producers) = self.producers.get(&edge.file) else {
                 continue;
             };
-            let file = &graph.files[edge.file];
-            if self.rules.is_noise(&file.path) || is_device(file.kind) {
-                continue;
-            }
             let writers: Vec<ProcessIx> = producers
                 .iter()
                 .filter(|(writer, first)| *writer != process && *first <= edge.totals.last_ns)

@@ -154,7 +154,13 @@ pub(crate) fn suggest_command(
 ) -> Result<ExitCode, CliError> {
     let plan = args.set.plan(matches, state)?;
     let result = plan.set(&args.set.strategy_options(false));
-    let suggestions = suggest::suggest(&plan.graph, &result, &plan.rules, &plan.set_options());
+    let suggestions = suggest::suggest(
+        &plan.graph,
+        &result,
+        &plan.rules,
+        &plan.set_options(),
+        &plan.selection,
+    );
     write_stdout(|out| {
         if args.json {
             write_json(&suggestions, out)

@@ -226,6 +226,7 @@ fn api_get(path: &str, request: &Request, session: &Session) -> Option<Response>
             Response::json(&why(session, &computed, &path))
         }
         "/api/audit" => Response::json(&model::audit(&computed)),
+        "/api/connections" => Response::json(&connections(session, &computed)),
         "/api/report" => Response::json(&session.report(&computed)),
         "/api/suggest" => Response::json(&suggestions(session, &computed)),
         "/api/set" => {
@@ -388,6 +389,89 @@ fn tree(computed: &Computed, dir: &[u8]) -> TreeAnswer {
     }
 }
 
+/// At most this many connections are drawn.
+const CONNECTIONS_CAP: usize = 300;
+
+/// The connections view: process images joined by a connect (unix socket, TCP/UDP), client
+/// to server, for the page to draw.
+#[derive(Serialize)]
+struct Connections {
+    nodes: Vec<ConnNode>,
+    edges: Vec<ConnEdge>,
+    /// Connections in the log (more than `edges` when capped).
+    total: usize,
+}
+
+#[derive(Serialize)]
+struct ConnNode {
+    ix: usize,
+    pid: u32,
+    exec_index: u32,
+    label: String,
+    /// It accepted a connection (drawn in the servers' column).
+    server: bool,
+    selected: bool,
+    needed: bool,
+}
+
+#[derive(Serialize)]
+struct ConnEdge {
+    /// Indexes into `nodes`.
+    client: usize,
+    server: usize,
+    endpoint: String,
+    unix: bool,
+}
+
+fn connections(session: &Session, computed: &Computed) -> Connections {
+    use crate::analysis::graph::{EndpointKey, ProcessLink};
+    let graph = &session.graph;
+    let all: Vec<_> = graph
+        .process_edges
+        .iter()
+        .filter(|e| e.link == ProcessLink::Connect)
+        .collect();
+    let mut nodes: Vec<ConnNode> = Vec::new();
+    let mut index: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut node = |ix: usize, server: bool, nodes: &mut Vec<ConnNode>| -> usize {
+        let at = *index.entry(ix).or_insert_with(|| {
+            let image = &graph.processes[ix];
+            nodes.push(ConnNode {
+                ix,
+                pid: image.key.pid,
+                exec_index: image.key.exec_index,
+                label: graph.describe_process(ix),
+                server: false,
+                selected: computed.selection.contains(ix),
+                needed: computed.result.needed.contains(ix),
+            });
+            nodes.len() - 1
+        });
+        nodes[at].server |= server;
+        at
+    };
+    let mut edges = Vec::new();
+    for edge in all.iter().take(CONNECTIONS_CAP) {
+        let client = node(edge.from, false, &mut nodes);
+        let server = node(edge.to, true, &mut nodes);
+        let key = edge.endpoint.map(|e| &graph.endpoints[e].key);
+        edges.push(ConnEdge {
+            client,
+            server,
+            endpoint: key.map(EndpointKey::describe).unwrap_or_default(),
+            unix: matches!(
+                key,
+                Some(EndpointKey::UnixSocket(_) | EndpointKey::AbstractUnix(_))
+            ),
+        });
+    }
+    Connections {
+        nodes,
+        edges,
+        total: all.len(),
+    }
+}
+
 #[derive(Serialize)]
 struct ProcRow {
     ix: usize,
@@ -528,6 +612,10 @@ pub fn static_page(session: &Session, max_dirs: usize) -> String {
     s.can_save = false;
     put("/api/summary".into(), value(&s));
     put("/api/audit".into(), value(&model::audit(&computed)));
+    put(
+        "/api/connections".into(),
+        value(&connections(session, &computed)),
+    );
     put("/api/report".into(), value(&session.report(&computed)));
     put(
         "/api/suggest".into(),

@@ -461,7 +461,15 @@ impl Session {
             before.result.set.entries.len() as u64,
             before.result.total_bytes(),
         ));
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = computed.clone();
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(|p| p.into_inner()),
+            computed.clone(),
+        );
+        // Freeing the last state's maps (every path's fate and the tree) is not the tweak's
+        // answer: done beside it (in place if no thread can be started).
+        let _ = std::thread::Builder::new()
+            .name("depsetfs-ui-free".to_string())
+            .spawn(move || drop((old, before)));
         Ok(computed)
     }
 
@@ -661,8 +669,15 @@ impl Session {
 
 impl Computed {
     pub fn suggestions(&self, graph: &Graph, set_options: &SetOptions) -> &[Suggestion] {
-        self.suggestions
-            .get_or_init(|| suggest::suggest(graph, &self.result, &self.rules, set_options))
+        self.suggestions.get_or_init(|| {
+            suggest::suggest(
+                graph,
+                &self.result,
+                &self.rules,
+                set_options,
+                &self.selection,
+            )
+        })
     }
 
     pub fn in_set(&self) -> (u64, u64) {
@@ -841,12 +856,23 @@ fn classify(
     for (path, in_set, size) in leaves {
         let mut current = path;
         let mut first = true;
+        // Once a path is already among its parent's children, so is every directory above it:
+        // the rest of the walk only adds the totals.
+        let mut linked = false;
         loop {
-            let info = paths.entry(current.clone()).or_insert_with(|| PathInfo {
-                fate: None,
-                is_dir: true,
-                ..PathInfo::default()
-            });
+            if !paths.contains_key(&current) {
+                paths.insert(
+                    current.clone(),
+                    PathInfo {
+                        fate: None,
+                        is_dir: true,
+                        ..PathInfo::default()
+                    },
+                );
+            }
+            let Some(info) = paths.get_mut(&current) else {
+                break;
+            };
             if !first {
                 info.is_dir = true;
             }
@@ -861,7 +887,9 @@ fn classify(
             let Some(parent) = parent_path(&current) else {
                 break;
             };
-            children.entry(parent.clone()).or_default().insert(current);
+            if !linked {
+                linked = !children.entry(parent.clone()).or_default().insert(current);
+            }
             current = parent;
         }
     }

@@ -1,10 +1,11 @@
 //! Automatic suggestions for shaping a set, each with its evidence and the one rule that
 //! accepts it: secrets that would leave the machine (private keys by content or name, `.env`
 //! files, shadow, ssh and cloud credentials, tokens in home directories), developer-box
-//! leftovers (home directories, toolchain shims, the workspace), noise files (written by many
-//! unrelated processes, or the well-known ones), outputs (written, never read) and helpers a
-//! stub can stand in for (the strategy's stub candidates). Used by the page and by
-//! `depsetfs suggest`.
+//! leftovers (home directories, toolchain shims, the workspace), system set-up processes (a
+//! selected `mount`, `ip`, `mkdir`, `sysctl`… that ended before the service started: not part
+//! of the service), noise files (written by many unrelated processes, or the well-known ones),
+//! outputs (written, never read) and helpers a stub can stand in for (the strategy's stub
+//! candidates). Used by the page and by `depsetfs suggest`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -14,8 +15,10 @@ use serde::Serialize;
 
 use crate::analysis::closure::SetOptions;
 use crate::analysis::graph::Graph;
+use crate::analysis::graph::ProcessIx;
 use crate::analysis::names::escape;
 use crate::analysis::rules::Rules;
+use crate::analysis::select::Selection;
 use crate::analysis::strategy::StrategySet;
 
 /// What kind of suggestion, most serious first.
@@ -24,6 +27,7 @@ use crate::analysis::strategy::StrategySet;
 pub enum Kind {
     Secret,
     DevLeftover,
+    SystemSetup,
     Noise,
     Output,
     Stub,
@@ -34,6 +38,7 @@ impl Kind {
         match self {
             Kind::Secret => "secret",
             Kind::DevLeftover => "dev-leftover",
+            Kind::SystemSetup => "system-setup",
             Kind::Noise => "noise",
             Kind::Output => "output",
             Kind::Stub => "stub",
@@ -88,15 +93,56 @@ const DEV_DIRS: [&str; 11] = [
     "/.sdkman", "/.gradle", "/.m2",
 ];
 
+/// Programs that configure the system rather than serve: a selected run of one that ended
+/// before the service started is set-up, not the service (matched on the executable's and
+/// argv[0]'s last component, so busybox applets count too).
+const SETUP_TOOLS: [&str; 33] = [
+    "mount",
+    "umount",
+    "ip",
+    "ifconfig",
+    "route",
+    "tc",
+    "ethtool",
+    "brctl",
+    "iptables",
+    "ip6tables",
+    "nft",
+    "sysctl",
+    "modprobe",
+    "insmod",
+    "mkdir",
+    "chown",
+    "chmod",
+    "chgrp",
+    "ln",
+    "mknod",
+    "install",
+    "hostname",
+    "useradd",
+    "groupadd",
+    "adduser",
+    "addgroup",
+    "setcap",
+    "udevadm",
+    "swapon",
+    "ldconfig",
+    "systemd-tmpfiles",
+    "mkfs",
+    "losetup",
+];
+
 pub fn suggest(
     graph: &Graph,
     result: &StrategySet,
     rules: &Rules,
     options: &SetOptions,
+    selection: &Selection,
 ) -> Vec<Suggestion> {
     let mut out = Vec::new();
     secrets(result, options, &mut out);
     leftovers(graph, result, &mut out);
+    system_setup(graph, selection, &mut out);
     noise(graph, rules, &mut out);
     outputs(graph, result, &mut out);
     for stub in &result.stub_candidates {
@@ -122,6 +168,106 @@ fn exit_text(status: Option<i32>) -> String {
         Some(s) if s & 0x7f == 0 => format!("status {}", (s >> 8) & 0xff),
         Some(s) => format!("signal {}", s & 0x7f),
         None => "unknown".to_string(),
+    }
+}
+
+fn last_component(text: &str) -> &str {
+    text.rsplit('/').next().unwrap_or(text)
+}
+
+fn is_setup_tool(graph: &Graph, process: ProcessIx) -> bool {
+    let node = &graph.processes[process];
+    let exe = String::from_utf8_lossy(&node.exe);
+    let argv0 = node.argv.first().map_or("", String::as_str);
+    [last_component(&exe), last_component(argv0)]
+        .iter()
+        .any(|name| SETUP_TOOLS.contains(name))
+}
+
+/// The images `process` descends from (fork parents and exec predecessors).
+fn ancestors(graph: &Graph, process: ProcessIx) -> BTreeSet<ProcessIx> {
+    let mut found = BTreeSet::new();
+    let mut current = process;
+    loop {
+        let node = &graph.processes[current];
+        let Some(up) = node.exec_from.or(node.forked_by) else {
+            break;
+        };
+        if !found.insert(up) {
+            break;
+        }
+        current = up;
+    }
+    found
+}
+
+/// Selected runs of a set-up program (`SETUP_TOOLS`) that ended before a selected image that
+/// is neither set-up, nor one of their ancestors, nor replaced by an exec began (the
+/// service): the default selection,
+/// the whole traced command, takes a launch script's `mount`, `ip link`, `mkdir` and `sysctl`
+/// for the service. Accepting unselects the run and its descendants (a rule the rules file
+/// keeps as the remaining `[[select]]` pids).
+fn system_setup(graph: &Graph, selection: &Selection, out: &mut Vec<Suggestion>) {
+    let selected: Vec<ProcessIx> = selection.processes().collect();
+    let service: Vec<ProcessIx> = selected
+        .iter()
+        .copied()
+        .filter(|&p| {
+            // A fork's copy of its parent before an exec is not the service, what it runs is.
+            !is_setup_tool(graph, p)
+                && !graph.processes[p].exe.is_empty()
+                && graph.exec_successor(p).is_none()
+        })
+        .collect();
+    for &process in &selected {
+        if !is_setup_tool(graph, process) {
+            continue;
+        }
+        let node = &graph.processes[process];
+        let Some(end) = node.end_ns else {
+            continue;
+        };
+        let up = ancestors(graph, process);
+        let Some(&first) = service
+            .iter()
+            .filter(|&&s| !up.contains(&s) && graph.processes[s].begin_ns >= end)
+            .min_by_key(|&&s| graph.processes[s].begin_ns)
+        else {
+            continue;
+        };
+        let mut wrote: Vec<String> = graph
+            .edges_of_process(process)
+            .filter(|e| e.produces() && e.succeeded())
+            .map(|e| escape(&graph.files[e.file].path))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let more = wrote.len().saturating_sub(3);
+        wrote.truncate(3);
+        let changed = if wrote.is_empty() {
+            "changed no file".to_string()
+        } else {
+            format!(
+                "changed {}{}",
+                wrote.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        out.push(Suggestion {
+            kind: Kind::SystemSetup,
+            path: format!("pid {}: {}", node.key.pid, graph.describe_process(process)),
+            evidence: format!(
+                "set-up, not the service: it configures the system ({changed}) and ended {:.1} ms before {} started; selected as {}",
+                (graph.processes[first].begin_ns - end) as f64 / 1e6,
+                graph.describe_process(first),
+                selection.reason(process).unwrap_or("it was selected"),
+            ),
+            accept: serde_json::json!({"action": "select", "pid": node.key.pid, "on": false, "children": true}),
+        });
     }
 }
 
@@ -394,6 +540,65 @@ mod tests {
         assert!(secret_reason(b"/etc/passwd", &opts).is_none());
         assert!(secret_reason(b"/usr/lib/x86_64-linux-gnu/libc.so.6", &opts).is_none());
         std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn setup_runs_before_the_service_are_suggested_for_unselecting() {
+        use crate::analysis::select::select;
+        use crate::fixtures::trace::{Proc, Trace};
+        const SH: Proc = Proc { pid: 10, start: 1 };
+        const MOUNT: Proc = Proc { pid: 11, start: 2 };
+        const IP: Proc = Proc { pid: 12, start: 3 };
+        const SVC: Proc = Proc { pid: 13, start: 5 };
+        const LATE: Proc = Proc { pid: 14, start: 6 };
+        let mut trace = Trace::new("/nonexistent-source");
+        trace.command(SH.pid);
+        trace.info(SH, 1, "/usr/bin/dash", "sh -c start", 10);
+        trace.spawn(
+            SH,
+            MOUNT,
+            "/usr/bin/mount",
+            "mount -t tmpfs none /srv/tmp",
+            20,
+        );
+        trace.write(MOUNT, "/etc/mtab", 22);
+        trace.exit(MOUNT, 25);
+        trace.spawn(SH, IP, "/usr/sbin/ip", "ip link set lo up", 30);
+        trace.exit(IP, 35);
+        trace.spawn(SH, SVC, "/usr/sbin/svc", "svc --serve", 50);
+        trace.read(SVC, "/etc/svc.conf", 55);
+        // A mkdir the service runs itself, after it started: part of the service.
+        trace.spawn(SVC, LATE, "/usr/bin/mkdir", "mkdir -p /run/svc", 60);
+        trace.exit(LATE, 65);
+        let graph = trace.graph();
+        let selection = select(&graph, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        system_setup(&graph, &selection, &mut out);
+        let pids: Vec<u64> = out
+            .iter()
+            .filter_map(|s| s.accept["pid"].as_u64())
+            .collect();
+        assert_eq!(pids, vec![11, 12], "{out:#?}");
+        assert!(out.iter().all(|s| s.kind == Kind::SystemSetup));
+        assert_eq!(
+            out[0].accept,
+            serde_json::json!({"action": "select", "pid": 11, "on": false, "children": true})
+        );
+        assert!(out[0].evidence.contains("/etc/mtab"), "{}", out[0].evidence);
+        assert!(
+            out[0].evidence.contains("svc --serve"),
+            "{}",
+            out[0].evidence
+        );
+        // Once narrowed to the service, nothing is left to suggest.
+        let narrowed = Selection {
+            chosen: (0..graph.processes.len())
+                .map(|p| (graph.processes[p].key.pid >= SVC.pid).then(|| "picked".to_string()))
+                .collect(),
+        };
+        let mut none = Vec::new();
+        system_setup(&graph, &narrowed, &mut none);
+        assert!(none.is_empty(), "{none:#?}");
     }
 
     #[test]
