@@ -87,36 +87,7 @@ fn strict_pulls_in_the_child_that_wrote_a_config_file_the_selection_reads() {
 #[test]
 fn selecting_a_unix_socket_client_pulls_in_the_server() {
     let t = TestDir::new("analysis_socket");
-    fs::write(
-        t.join("server.py"),
-        "import os, socket, sys\n\
-         s = socket.socket(socket.AF_UNIX)\n\
-         s.bind(sys.argv[1])\n\
-         s.listen(1)\n\
-         c, _ = s.accept()\n\
-         c.sendall(b'pong')\n\
-         c.close()\n",
-    )
-    .unwrap();
-    fs::write(
-        t.join("client.py"),
-        "import socket, sys\n\
-         c = socket.socket(socket.AF_UNIX)\n\
-         c.connect(sys.argv[1])\n\
-         print(c.recv(4).decode())\n",
-    )
-    .unwrap();
-    run_script(
-        &t,
-        "socket.sh",
-        &format!(
-            "{PYTHON} {t}/server.py {t}/app.sock &\n\
-             for i in $(seq 100); do [ -S {t}/app.sock ] && break; sleep 0.05; done\n\
-             {PYTHON} {t}/client.py {t}/app.sock\n\
-             wait\n",
-            t = t.str()
-        ),
-    );
+    run_script(&t, "socket.sh", &unix_socket_pair(&t));
     let json = set_json(&t, &["--strategy", "strict", "--cmd", "client\\.py"]);
     let set = entries(&json);
     let server = format!("{}/server.py", t.str());

@@ -390,37 +390,7 @@ fn graph_dot_renders_with_graphviz_and_json_names_the_processes() {
 #[test]
 fn a_unix_socket_connection_is_drawn_client_to_server() {
     let t = TestDir::new("ui-conn");
-    // The client/server pair of tests/analysis.rs (selecting_a_unix_socket_client_pulls_in_the_server).
-    fs::write(
-        t.join("server.py"),
-        "import os, socket, sys\n\
-         s = socket.socket(socket.AF_UNIX)\n\
-         s.bind(sys.argv[1])\n\
-         s.listen(1)\n\
-         c, _ = s.accept()\n\
-         c.sendall(b'pong')\n\
-         c.close()\n",
-    )
-    .unwrap();
-    fs::write(
-        t.join("client.py"),
-        "import socket, sys\n\
-         c = socket.socket(socket.AF_UNIX)\n\
-         c.connect(sys.argv[1])\n\
-         print(c.recv(4).decode())\n",
-    )
-    .unwrap();
-    fs::write(
-        t.join("socket.sh"),
-        format!(
-            "{PYTHON} {t}/server.py {t}/app.sock &\n\
-             for i in $(seq 100); do [ -S {t}/app.sock ] && break; sleep 0.05; done\n\
-             {PYTHON} {t}/client.py {t}/app.sock\n\
-             wait\n",
-            t = t.str()
-        ),
-    )
-    .unwrap();
+    fs::write(t.join("socket.sh"), unix_socket_pair(&t)).unwrap();
     ns_script(
         &t,
         300,

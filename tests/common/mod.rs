@@ -642,3 +642,35 @@ pub fn assert_every_elf_loads(root: &Path) {
     assert!(broken.is_empty(), "would not load:\n{}", broken.join("\n"));
 }
 pub mod webdriver;
+
+/// A unix-socket server and client in Python, written into the test's directory; returns the
+/// shell script that starts the server on `$T/app.sock`, waits for the socket, runs the client
+/// (which prints what the server sent) and waits for both.
+pub fn unix_socket_pair(t: &TestDir) -> String {
+    fs::write(
+        t.join("server.py"),
+        "import os, socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind(sys.argv[1])\n\
+         s.listen(1)\n\
+         c, _ = s.accept()\n\
+         c.sendall(b'pong')\n\
+         c.close()\n",
+    )
+    .unwrap();
+    fs::write(
+        t.join("client.py"),
+        "import socket, sys\n\
+         c = socket.socket(socket.AF_UNIX)\n\
+         c.connect(sys.argv[1])\n\
+         print(c.recv(4).decode())\n",
+    )
+    .unwrap();
+    format!(
+        "{PYTHON} {t}/server.py {t}/app.sock &\n\
+         for i in $(seq 100); do [ -S {t}/app.sock ] && break; sleep 0.05; done\n\
+         {PYTHON} {t}/client.py {t}/app.sock\n\
+         wait\n",
+        t = t.str()
+    )
+}
