@@ -268,7 +268,6 @@ fn rounds(
         progress.clear();
         let unloadable = loadable::unloadable_files(&root)
             .map_err(io_error(&root, "check that the ELF files load in"))?;
-        make_kernel_dirs(&root)?;
         let log = workdir.join(format!("round-{number}.log"));
         let (exit_code, stdout_matches) = match &options.expect_stdout {
             None => (
@@ -316,17 +315,6 @@ fn make_workdir() -> Result<PathBuf, VerifyError> {
         return Err(io_error(&path, "create")(io::Error::last_os_error()));
     }
     Ok(path)
-}
-
-/// Empty /proc, /sys and /dev: `run` binds the real ones over them.
-fn make_kernel_dirs(root: &Path) -> Result<(), VerifyError> {
-    for name in run::CHROOT_BINDS {
-        let dir = root.join(name);
-        if !dir.exists() {
-            std::fs::create_dir(&dir).map_err(io_error(&dir, "create"))?;
-        }
-    }
-    Ok(())
 }
 
 /// [`run_in_root`] with the command's stdout in the file `stdout`, then passed on to ours.

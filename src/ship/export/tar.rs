@@ -167,26 +167,27 @@ impl<W: Write> TarSink<W> {
     fn append_tag(&mut self) -> Result<(), ExportError> {
         let mut pax = PaxRecords::default();
         pax.add(TAG_KEY, tag().as_bytes());
-        let mut header = Header::new_ustar();
-        let _ = header.set_path(GLOBAL_NAME);
-        header.set_entry_type(EntryType::XGlobalHeader);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_size(pax.0.len() as u64);
-        header.set_cksum();
-        self.builder
-            .append(&header, pax.0.as_slice())
-            .map_err(sink_error(&self.name))
+        self.append_pax_header(GLOBAL_NAME, EntryType::XGlobalHeader, &pax)
     }
 
+    /// The PAX extended header of the entry `name` that follows it.
     fn append_pax(&mut self, name: &[u8], pax: &PaxRecords) -> Result<(), ExportError> {
-        let mut header = Header::new_ustar();
         let mut pax_name = b"PaxHeaders/".to_vec();
         pax_name.extend(name.iter().rev().take(80).rev().filter(|&&b| b != b'/'));
-        let _ = header.set_path(String::from_utf8_lossy(&pax_name).as_ref());
-        header.set_entry_type(EntryType::XHeader);
+        let pax_name = String::from_utf8_lossy(&pax_name);
+        self.append_pax_header(&pax_name, EntryType::XHeader, pax)
+    }
+
+    /// A PAX header entry (extended or global) holding `pax`, owned by root, dated 0.
+    fn append_pax_header(
+        &mut self,
+        path: &str,
+        kind: EntryType,
+        pax: &PaxRecords,
+    ) -> Result<(), ExportError> {
+        let mut header = Header::new_ustar();
+        let _ = header.set_path(path);
+        header.set_entry_type(kind);
         header.set_mode(0o644);
         header.set_uid(0);
         header.set_gid(0);
