@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 /// Identifies a log file; the first value of every log is a [`LogHeader`] with this magic.
 pub const LOG_MAGIC: &str = "depsetfs-log";
 /// Bumped when a change to these types would make an older reader misread a log.
-pub const LOG_FORMAT_VERSION: u32 = 3;
+pub const LOG_FORMAT_VERSION: u32 = 4;
 /// The oldest version this depsetfs still reads: a version 1 log is a version 2 log without
-/// [`Record::Net`] records, a version 2 log a version 3 log without [`Record::End`].
+/// [`Record::Net`] records, a version 2 log a version 3 log without [`Record::End`], a
+/// version 3 log a version 4 log without [`Record::Run`] (one run, no `runs` in the header).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// The first version whose writer ends every cleanly closed log with [`Record::End`]: only
 /// from it on does a missing end record mean that the recorder was killed.
@@ -57,6 +58,31 @@ pub struct LogHeader {
     /// pid of the process that ran it.
     #[serde(default)]
     pub command: Option<TracedCommand>,
+    /// The name of the run (`--label`; default: the log's file stem). Absent in logs older
+    /// than labels: readers name such a run after its file.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// A merged log (`depsetfs merge`, version 4): the header of every run it holds, in
+    /// order; each run's records follow a [`Record::Run`] naming its index here. Empty for
+    /// the log of one run.
+    #[serde(default)]
+    pub runs: Vec<LogHeader>,
+}
+
+impl LogHeader {
+    /// Whether this is the header of a merged log (its records are in run segments).
+    pub fn is_merged(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
+    /// The headers of the runs the log holds: the merged log's list, or the log's own header.
+    pub fn run_headers(&self) -> Vec<&LogHeader> {
+        if self.runs.is_empty() {
+            vec![self]
+        } else {
+            self.runs.iter().collect()
+        }
+    }
 }
 
 /// The command `depsetfs run` started.
@@ -80,6 +106,16 @@ pub enum Record {
     Net(NetEvent),
     /// The last record of a log whose recorder stopped in order (version 3).
     End(LogEnd),
+    /// In a merged log (version 4): the records up to the next `Run` belong to run `index` of
+    /// the header's `runs`.
+    Run(RunSegment),
+}
+
+/// Starts the segment of one run in a merged log.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunSegment {
+    /// Index of the run in [`LogHeader::runs`].
+    pub index: u32,
 }
 
 /// Written last when the recorder stops in order: a log without it (version 3 on) was cut
@@ -101,6 +137,7 @@ impl Record {
             Record::Lost(event) => event.ts_ns,
             Record::Net(event) => event.ts_ns,
             Record::End(end) => end.ts_ns,
+            Record::Run(_) => 0,
         }
     }
 }

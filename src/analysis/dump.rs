@@ -42,6 +42,7 @@ fn write_record(out: &mut dyn Write, record: &Record) -> io::Result<()> {
         Record::Lost(event) => write_line(out, &Tagged::new("lost", event)),
         Record::Net(event) => write_line(out, &Tagged::new("net", event)),
         Record::End(end) => write_line(out, &Tagged::new("end", end)),
+        Record::Run(segment) => write_line(out, &Tagged::new("run", segment)),
     }
 }
 

@@ -31,6 +31,10 @@ pub(crate) struct MountArgs {
     /// Replace the file given with --log if it exists (else an existing file is refused).
     #[arg(long, requires = "log")]
     pub(crate) overwrite_log: bool,
+    /// Name the run in the log header (default: the log's file stem); `merge` keeps it, and
+    /// analyses of a merged log say which run needed what.
+    #[arg(long, value_parser = parse_label)]
+    pub(crate) label: Option<String>,
     #[command(flatten)]
     pub(crate) speed: SpeedArgs,
     pub(crate) mountpoint: PathBuf,
@@ -64,6 +68,17 @@ pub(crate) struct SpeedArgs {
     /// traced 1.2-2.8x faster in bench/README.md, parallel ones lose their parallelism.
     #[arg(long, value_name = "LIST", value_parser = parse_cpu_list)]
     pub(crate) cpus: Option<CpuList>,
+}
+
+/// A `--label`: a name people type (`--pid LABEL:PID`, `export --prefer LABEL`), so not empty
+/// and without control characters.
+pub(crate) fn parse_label(label: &str) -> Result<String, String> {
+    if label.is_empty() || label.chars().any(char::is_control) {
+        return Err(format!(
+            "a label is a non-empty name without control characters, not {label:?}"
+        ));
+    }
+    Ok(label.to_owned())
 }
 
 /// The CPUs named by `--cpus`.
@@ -124,6 +139,10 @@ pub(crate) struct RunArgs {
     /// it, before everything it started is killed.
     #[arg(long, default_value_t = run::DEFAULT_GRACE.as_secs())]
     pub(crate) grace: u64,
+    /// Name the run in the log header (default: the log's file stem); `merge` keeps it, and
+    /// analyses of a merged log say which run needed what.
+    #[arg(long, value_parser = parse_label)]
+    pub(crate) label: Option<String>,
     #[command(flatten)]
     pub(crate) speed: SpeedArgs,
     /// The command and its arguments.
@@ -160,6 +179,7 @@ pub(crate) fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCod
         speed: args.speed.options(),
         command: None,
         network: false,
+        label: args.label,
     };
     // The daemon runs on after we return; dropping the handle does not stop it.
     let _daemon = mount::start_daemon(&options, state)?;
@@ -217,6 +237,7 @@ pub(crate) fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, C
         grace: Duration::from_secs(args.grace),
         speed: args.speed.options(),
         argv: args.command,
+        label: args.label,
     };
     let report = run::run(&options, state)?;
     if report.killed > 0 {

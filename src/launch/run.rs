@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub grace: Duration,
     pub speed: SpeedOptions,
     pub argv: Vec<OsString>,
+    /// The run's name in the log header (`--label`); None: the log's file stem.
+    pub label: Option<String>,
 }
 
 /// The default `--grace`.
@@ -251,6 +253,7 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
             pid: held.pid as u32,
         }),
         network,
+        label: options.label.clone(),
     };
     let mut daemon = match mount::start_tied_daemon(&serve, job.state) {
         Ok(daemon) => daemon,

@@ -120,6 +120,8 @@ pub struct ServeOptions {
     /// The command will be started with the network filter (`run`): the header says the
     /// network was recorded.
     pub network: bool,
+    /// The run's name in the log header (`--label`); None: the log's file stem.
+    pub label: Option<String>,
 }
 
 impl ServeOptions {
@@ -140,6 +142,10 @@ impl ServeOptions {
         if let Some(command) = &self.command {
             args.push("--command-json".into());
             args.push(serde_json::to_string(command).unwrap_or_default().into());
+        }
+        if let Some(label) = &self.label {
+            args.push("--label".into());
+            args.push(label.into());
         }
         args.push(self.mountpoint.clone().into());
         args
@@ -175,6 +181,7 @@ impl ServeOptions {
             },
             command,
             network: args.network,
+            label: args.label,
         })
     }
 }
@@ -200,6 +207,8 @@ struct ServeArgs {
     command_json: Option<String>,
     #[arg(long)]
     network: bool,
+    #[arg(long)]
+    label: Option<String>,
     mountpoint: PathBuf,
 }
 
@@ -391,6 +400,11 @@ fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
         },
         network_recorded: options.network,
         command: options.command.clone(),
+        label: Some(options.label.clone().unwrap_or_else(|| {
+            let stem = options.log.file_stem().unwrap_or(options.log.as_os_str());
+            stem.to_string_lossy().into_owned()
+        })),
+        runs: Vec::new(),
     }
 }
 
@@ -499,6 +513,7 @@ mod tests {
             },
             command: None,
             network: false,
+            label: None,
         };
         let args = options.to_args();
         assert_eq!(
@@ -533,6 +548,7 @@ mod tests {
                 pid: 4242,
             }),
             network: true,
+            label: Some("smoke test".to_owned()),
         };
         assert_ne!(options.speed, SpeedOptions::default());
         let parsed = ServeOptions::from_args(options.to_args()).expect("parses");
@@ -540,6 +556,7 @@ mod tests {
         let defaults = ServeOptions {
             command: None,
             network: false,
+            label: None,
             speed: SpeedOptions::default(),
             ..options
         };

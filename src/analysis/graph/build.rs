@@ -14,6 +14,11 @@
 //! what came before the exec open, its lookups of the binary (it needs the file to exist). Fork, exec and exit records carry a pid only: each goes to the
 //! process of that pid that had started by then (the latest start not after it), so a reused
 //! pid is told apart.
+//!
+//! A merged log holds several runs, each in a segment that a `Run` record starts: every pid,
+//! fork, exec and exit is read in the pid space of its run (processes are keyed by run, pid
+//! and start), start times convert to wall time with that run's boot time and clock, and no
+//! edge ever joins processes of two runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,7 +27,7 @@ use crate::analysis::graph::network::{ImageNetUse, NetUses, add_network_endpoint
 use crate::analysis::graph::uses::{ProcessId, UseKind, UseTotals};
 use crate::analysis::graph::{
     EndpointKey, EndpointNode, FileEdge, FileIx, FileNode, Graph, ImageKey, LogStats, ProcessEdge,
-    ProcessIx, ProcessLink, ProcessNode,
+    ProcessIx, ProcessLink, ProcessNode, RunInfo,
 };
 use crate::analysis::paths::normalize_mirror_path;
 use crate::log::{LogError, LogReader};
@@ -89,13 +94,24 @@ struct ProcessFacts {
     exit: Option<(TimeNs, i32)>,
 }
 
+/// A pid in the pid space of one run: `(run, pid)`.
+type RunPid = (u32, u32);
+
 /// The first pass.
 pub struct GraphBuilder {
     header: LogHeader,
+    runs: Vec<RunInfo>,
+    /// The run whose segment the records being read belong to.
+    current_run: u32,
+    /// Records of the current segment so far, and whether the last one was an end record.
+    segment_records: u64,
+    segment_ended: bool,
+    /// A segment of a merged log (of a run that writes end records) did not end cleanly.
+    unclean_segment: bool,
     processes: BTreeMap<ProcessId, ProcessFacts>,
-    execs: Vec<(u32, TimeNs)>,
-    exits: Vec<(u32, TimeNs, i32)>,
-    forks: Vec<ForkEvent>,
+    execs: Vec<(RunPid, TimeNs)>,
+    exits: Vec<(RunPid, TimeNs, i32)>,
+    forks: Vec<(u32, ForkEvent)>,
     stats: LogStats,
     net: NetUses,
 }
@@ -103,6 +119,11 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     pub fn new(header: LogHeader) -> GraphBuilder {
         GraphBuilder {
+            runs: RunInfo::of_header(&header),
+            current_run: 0,
+            segment_records: 0,
+            segment_ended: false,
+            unclean_segment: false,
             processes: BTreeMap::new(),
             execs: Vec::new(),
             exits: Vec::new(),
@@ -121,15 +142,24 @@ impl GraphBuilder {
     pub fn observe(&mut self, record: &Record) {
         self.stats.records += 1;
         self.stats.last_record_ns = self.stats.last_record_ns.max(record.time_ns());
+        if let Record::Run(segment) = record {
+            self.end_segment();
+            self.current_run = segment.index;
+            return;
+        }
+        self.segment_records += 1;
+        self.segment_ended = matches!(record, Record::End(_));
         if let Some(ended) = &mut self.stats.ended_cleanly {
             // Only an end record that nothing follows ends a log cleanly.
             *ended = matches!(record, Record::End(_));
         }
+        let run = self.current_run;
         match record {
-            Record::End(_) => {}
+            Record::End(_) | Record::Run(_) => {}
             Record::Access(access) => {
                 self.count_access(access);
                 let id = ProcessId {
+                    run,
                     pid: access.pid,
                     start: access.start,
                 };
@@ -142,6 +172,7 @@ impl GraphBuilder {
             Record::Process(info) => {
                 self.stats.process_records += 1;
                 let id = ProcessId {
+                    run,
                     pid: info.pid,
                     start: info.start,
                 };
@@ -154,15 +185,15 @@ impl GraphBuilder {
             Record::Fork(fork) if fork.thread => self.stats.thread_forks += 1,
             Record::Fork(fork) => {
                 self.stats.forks += 1;
-                self.forks.push(fork.clone());
+                self.forks.push((run, fork.clone()));
             }
             Record::Exec(exec) => {
                 self.stats.execs += 1;
-                self.execs.push((exec.pid, exec.ts_ns));
+                self.execs.push(((run, exec.pid), exec.ts_ns));
             }
             Record::Exit(exit) => {
                 self.stats.exits += 1;
-                self.exits.push((exit.pid, exit.ts_ns, exit.status));
+                self.exits.push(((run, exit.pid), exit.ts_ns, exit.status));
             }
             Record::Lost(lost) => {
                 *self.stats.lost.entry(lost.source.clone()).or_default() += lost.count;
@@ -175,14 +206,30 @@ impl GraphBuilder {
                 }
                 if event.start != 0 {
                     let id = ProcessId {
+                        run,
                         pid: event.pid,
                         start: event.start,
                     };
                     self.processes.entry(id).or_default();
                 }
-                self.net.add(event);
+                self.net.add(run, event);
             }
         }
+    }
+
+    /// A `Run` record or the end of the log ends a segment: in a merged log, each run's
+    /// segment must end with its end record (when its version writes one).
+    fn end_segment(&mut self) {
+        let writes_end = self
+            .runs
+            .get(self.current_run as usize)
+            .is_some_and(|run| run.header.version >= FIRST_VERSION_WITH_END);
+        if self.header.is_merged() && self.segment_records > 0 && writes_end && !self.segment_ended
+        {
+            self.unclean_segment = true;
+        }
+        self.segment_records = 0;
+        self.segment_ended = false;
     }
 
     fn count_access(&mut self, access: &Access) {
@@ -201,6 +248,10 @@ impl GraphBuilder {
 
     /// Ends the first pass: cuts processes into images and links them.
     pub fn into_access_pass(mut self) -> AccessPass {
+        self.end_segment();
+        if self.unclean_segment {
+            self.stats.ended_cleanly = Some(false);
+        }
         let starts = self.process_starts();
         self.assign_events(&starts);
         let mut timeline = Timeline::new(&self.header);
@@ -208,21 +259,22 @@ impl GraphBuilder {
             facts.execs.sort_unstable();
             facts.execs.dedup();
             facts.exec_opens.sort_unstable();
-            timeline.add_process(*id, facts, &self.header);
+            timeline.add_process(*id, facts, run_header(&self.runs, &self.header, id.run));
         }
         timeline.link_forks(&self.forks, &starts);
         timeline.link_parents(&self.processes, &starts);
         timeline.inherit_descriptions();
         let net = timeline.attribute_net_uses(self.net);
-        AccessPass::new(self.header, timeline, self.stats, net)
+        AccessPass::new(self.header, self.runs, timeline, self.stats, net)
     }
 
-    /// Per pid, its processes by start time.
-    fn process_starts(&self) -> HashMap<u32, Vec<(TimeNs, ProcessId)>> {
-        let mut starts: HashMap<u32, Vec<(TimeNs, ProcessId)>> = HashMap::new();
+    /// Per pid of each run, its processes by start time.
+    fn process_starts(&self) -> HashMap<RunPid, Vec<(TimeNs, ProcessId)>> {
+        let mut starts: HashMap<RunPid, Vec<(TimeNs, ProcessId)>> = HashMap::new();
         for id in self.processes.keys() {
-            let wall = start_wall_ns(&self.header, id.start);
-            starts.entry(id.pid).or_default().push((wall, *id));
+            let header = run_header(&self.runs, &self.header, id.run);
+            let wall = start_wall_ns(header, id.start);
+            starts.entry((id.run, id.pid)).or_default().push((wall, *id));
         }
         for list in starts.values_mut() {
             list.sort_unstable();
@@ -230,7 +282,7 @@ impl GraphBuilder {
         starts
     }
 
-    fn assign_events(&mut self, starts: &HashMap<u32, Vec<(TimeNs, ProcessId)>>) {
+    fn assign_events(&mut self, starts: &HashMap<RunPid, Vec<(TimeNs, ProcessId)>>) {
         for &(pid, ts) in &self.execs {
             if let Some(id) = process_at(starts, pid, ts)
                 && let Some(facts) = self.processes.get_mut(&id)
@@ -248,6 +300,12 @@ impl GraphBuilder {
     }
 }
 
+/// The header of run `run` (its boot time and clock convert its start times); the log's own
+/// header for a run the header does not list.
+fn run_header<'a>(runs: &'a [RunInfo], header: &'a LogHeader, run: u32) -> &'a LogHeader {
+    runs.get(run as usize).map_or(header, |info| &info.header)
+}
+
 /// Wall-clock start of a process from its start in clock ticks since boot.
 fn start_wall_ns(header: &LogHeader, start_ticks: u64) -> TimeNs {
     let ticks = header.clock_ticks.max(1) as u128;
@@ -258,8 +316,8 @@ fn start_wall_ns(header: &LogHeader, start_ticks: u64) -> TimeNs {
 /// The process of `pid` that had started at `ts`: the latest start not after it (the earliest
 /// when the clocks disagree).
 fn process_at(
-    starts: &HashMap<u32, Vec<(TimeNs, ProcessId)>>,
-    pid: u32,
+    starts: &HashMap<RunPid, Vec<(TimeNs, ProcessId)>>,
+    pid: RunPid,
     ts: TimeNs,
 ) -> Option<ProcessId> {
     let list = starts.get(&pid)?;
@@ -372,12 +430,16 @@ impl Timeline {
         self.images.get(&id)?.first().map(|(_, ix)| *ix)
     }
 
-    fn link_forks(&mut self, forks: &[ForkEvent], starts: &HashMap<u32, Vec<(TimeNs, ProcessId)>>) {
-        for fork in forks {
-            let Some(child) = process_at(starts, fork.child, fork.ts_ns) else {
+    fn link_forks(
+        &mut self,
+        forks: &[(u32, ForkEvent)],
+        starts: &HashMap<RunPid, Vec<(TimeNs, ProcessId)>>,
+    ) {
+        for (run, fork) in forks {
+            let Some(child) = process_at(starts, (*run, fork.child), fork.ts_ns) else {
                 continue;
             };
-            let Some(parent) = process_at(starts, fork.parent, fork.ts_ns) else {
+            let Some(parent) = process_at(starts, (*run, fork.parent), fork.ts_ns) else {
                 continue;
             };
             let (Some(child_image), Some(parent_image)) =
@@ -396,7 +458,7 @@ impl Timeline {
     fn link_parents(
         &mut self,
         processes: &BTreeMap<ProcessId, ProcessFacts>,
-        starts: &HashMap<u32, Vec<(TimeNs, ProcessId)>>,
+        starts: &HashMap<RunPid, Vec<(TimeNs, ProcessId)>>,
     ) {
         for (id, facts) in processes {
             let Some(child_image) = self.first_image(*id) else {
@@ -412,7 +474,7 @@ impl Timeline {
                 continue;
             }
             let born = self.nodes[child_image].begin_ns;
-            let Some(parent) = process_at(starts, first.ppid, born) else {
+            let Some(parent) = process_at(starts, (id.run, first.ppid), born) else {
                 continue;
             };
             if let Some(parent_image) = self.image_at(parent, born)
@@ -500,6 +562,7 @@ fn image_node(
 ) -> ProcessNode {
     ProcessNode {
         key: ImageKey {
+            run: id.run,
             pid: id.pid,
             start: id.start,
             exec_index,
@@ -521,6 +584,9 @@ fn image_node(
 /// The second pass.
 pub struct AccessPass {
     header: LogHeader,
+    runs: Vec<RunInfo>,
+    /// The run whose segment the records being read belong to.
+    current_run: u32,
     timeline: Timeline,
     stats: LogStats,
     files: Vec<FileNode>,
@@ -533,6 +599,7 @@ pub struct AccessPass {
 impl AccessPass {
     fn new(
         header: LogHeader,
+        runs: Vec<RunInfo>,
         timeline: Timeline,
         stats: LogStats,
         net: Vec<ImageNetUse>,
@@ -540,6 +607,8 @@ impl AccessPass {
         AccessPass {
             net,
             header,
+            runs,
+            current_run: 0,
             timeline,
             stats,
             files: Vec::new(),
@@ -551,10 +620,16 @@ impl AccessPass {
 
     /// Second pass: one record (only accesses matter here).
     pub fn add(&mut self, record: &Record) {
-        let Record::Access(access) = record else {
-            return;
+        let access = match record {
+            Record::Access(access) => access,
+            Record::Run(segment) => {
+                self.current_run = segment.index;
+                return;
+            }
+            _ => return,
         };
         let id = ProcessId {
+            run: self.current_run,
             pid: access.pid,
             start: access.start,
         };
@@ -663,6 +738,8 @@ impl AccessPass {
     pub fn finish(self) -> Graph {
         let AccessPass {
             header,
+            runs,
+            current_run: _,
             timeline,
             stats,
             files,
@@ -673,6 +750,7 @@ impl AccessPass {
         } = self;
         let mut graph = Graph {
             header,
+            runs,
             processes: timeline.nodes,
             files,
             endpoints: Vec::new(),
@@ -756,7 +834,9 @@ fn add_unix_socket_endpoints(graph: &mut Graph) {
         let endpoint = graph.endpoints.len();
         for (&client, client_totals) in &clients {
             for (&binder, binder_totals) in &binders {
-                if client_totals.last_ns >= binder_totals.first_ns {
+                // Runs of a merged log share paths, never sockets.
+                let same_run = graph.processes[client].key.run == graph.processes[binder].key.run;
+                if same_run && client_totals.last_ns >= binder_totals.first_ns {
                     graph.process_edges.push(ProcessEdge {
                         from: client,
                         to: binder,

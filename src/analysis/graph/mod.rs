@@ -31,10 +31,12 @@ pub type FileIx = usize;
 /// Index of an endpoint in [`Graph::endpoints`].
 pub type EndpointIx = usize;
 
-/// One exec image of one process: `(pid, start)` tells processes apart, `exec_index` counts
-/// the execs the process made before this image (0: the image it was forked with).
+/// One exec image of one process: `(run, pid, start)` tells processes apart, `exec_index`
+/// counts the execs the process made before this image (0: the image it was forked with).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ImageKey {
+    /// Index of the run in the log ([`Graph::runs`]; 0 for the log of one run).
+    pub run: u32,
     pub pid: u32,
     /// Clock ticks since boot.
     pub start: u64,
@@ -44,6 +46,7 @@ pub struct ImageKey {
 impl ImageKey {
     pub fn process(&self) -> ProcessId {
         ProcessId {
+            run: self.run,
             pid: self.pid,
             start: self.start,
         }
@@ -285,10 +288,35 @@ impl LogStats {
     }
 }
 
+/// One run of the log: its own header and the name analyses give it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunInfo {
+    /// The run's header: for a merged log its entry in `runs`, else the log's header.
+    pub header: LogHeader,
+    /// The header's label; for a log older than labels, empty.
+    pub label: String,
+}
+
+impl RunInfo {
+    /// The runs of a log with this header (one for the log of a single run).
+    pub fn of_header(header: &LogHeader) -> Vec<RunInfo> {
+        header
+            .run_headers()
+            .into_iter()
+            .map(|run| RunInfo {
+                header: run.clone(),
+                label: run.label.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 /// The whole graph of one log.
 #[derive(Clone, Debug)]
 pub struct Graph {
     pub header: LogHeader,
+    /// The runs the log holds, by index ([`ImageKey::run`]): one unless the log is merged.
+    pub runs: Vec<RunInfo>,
     pub processes: Vec<ProcessNode>,
     pub files: Vec<FileNode>,
     pub endpoints: Vec<EndpointNode>,
@@ -426,8 +454,51 @@ impl Graph {
             .map(|(edge, _)| self.files[edge.file].path.as_slice())
     }
 
-    /// A short human name: `pid 42 (image 1) cat /etc/hosts`.
+    /// Whether the log holds several runs (a merged log): names then say which run.
+    pub fn is_merged(&self) -> bool {
+        self.runs.len() > 1
+    }
+
+    /// The label of run `run` (empty when the run has none).
+    pub fn run_label(&self, run: u32) -> &str {
+        self.runs
+            .get(run as usize)
+            .map_or("", |info| info.label.as_str())
+    }
+
+    /// The run named `label`, by its label or, for an unlabelled run, `#N` (1-based).
+    pub fn run_named(&self, label: &str) -> Option<u32> {
+        self.runs
+            .iter()
+            .position(|info| info.label == label)
+            .or_else(|| {
+                let n: usize = label.strip_prefix('#')?.parse().ok()?;
+                (1..=self.runs.len()).contains(&n).then(|| n - 1)
+            })
+            .map(|index| index as u32)
+    }
+
+    /// A short human name: `pid 42 (image 1) cat /etc/hosts`; in a merged log prefixed by the
+    /// run, `run php: pid 42 php-fpm`.
     pub fn describe_process(&self, process: ProcessIx) -> String {
+        let name = self.describe_process_in_run(process);
+        if self.is_merged() {
+            let run = self.processes[process].key.run;
+            format!("run {}: {name}", self.run_display(run))
+        } else {
+            name
+        }
+    }
+
+    /// How output names run `run`: its label, or `#N` when it has none.
+    pub fn run_display(&self, run: u32) -> String {
+        match self.run_label(run) {
+            "" => format!("#{}", run + 1),
+            label => label.to_string(),
+        }
+    }
+
+    fn describe_process_in_run(&self, process: ProcessIx) -> String {
         let node = &self.processes[process];
         let what = if node.argv.is_empty() {
             node.exe_text()

@@ -35,13 +35,15 @@ pub struct NetUses {
 }
 
 impl NetUses {
-    pub fn add(&mut self, event: &NetEvent) {
+    /// One record of run `run`.
+    pub fn add(&mut self, run: u32, event: &NetEvent) {
         if event.call == NetCall::Traced {
             self.traced = true;
             return;
         }
         let key = NetUseKey {
             process: ProcessId {
+                run,
                 pid: event.pid,
                 start: event.start,
             },
@@ -183,7 +185,10 @@ pub fn add_network_endpoints(graph: &mut Graph, uses: Vec<ImageNetUse>) {
     for (address, client) in &clients {
         let mut matched = false;
         for (bound, server) in &servers {
-            if !serves(bound, address)
+            // Runs of a merged log have their own hosts and pid spaces: a server of one
+            // run never answered a client of another.
+            if server.key.process.run != client.key.process.run
+                || !serves(bound, address)
                 || !types_agree(&server.key.socket_type, &client.key.socket_type)
                 || server.totals.first_ns > client.totals.last_ns
             {

@@ -11,6 +11,7 @@ fn image(graph: &Graph, p: Proc, exec_index: u32) -> ProcessIx {
     let found = graph.processes.iter().position(|node| {
         node.key
             == ImageKey {
+                run: 0,
                 pid: p.pid,
                 start: p.start,
                 exec_index,
@@ -232,11 +233,16 @@ fn a_reused_pid_is_two_processes_and_each_exec_goes_to_the_right_one() {
     let graph = trace.graph();
     assert_eq!(
         graph
-            .images_of(crate::analysis::graph::uses::ProcessId { pid: 50, start: 1 })
+            .images_of(crate::analysis::graph::uses::ProcessId {
+                run: 0,
+                pid: 50,
+                start: 1
+            })
             .len(),
         1
     );
     let images = graph.images_of(crate::analysis::graph::uses::ProcessId {
+        run: 0,
         pid: 50,
         start: 100,
     });

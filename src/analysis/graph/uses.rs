@@ -7,9 +7,12 @@ use serde::Serialize;
 
 use crate::record::{Op, TimeNs, intent};
 
-/// A process as the log tells them apart: pids are reused, (pid, start time) is not.
+/// A process as the log tells them apart: pids are reused, (pid, start time) is not; and in a
+/// merged log each run has its own pid space (and clock), so the run comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProcessId {
+    /// Index of the run in the log (0 for the log of one run).
+    pub run: u32,
     pub pid: u32,
     /// Clock ticks since boot.
     pub start: u64,
