@@ -129,6 +129,8 @@ pub struct SetEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetUser {
+    /// The label of the process's run (empty: an unlabelled run).
+    pub run: String,
     pub pid: u32,
     pub start: u64,
     pub exe: String,
@@ -384,6 +386,7 @@ mod tests {
         let set = real_set(&contents, &options, &[], Strategy::All).set;
         let users = entry(&set, "/usr/bin/app").map(|entry| entry.users.clone());
         let expected = SetUser {
+            run: String::new(),
             pid: SERVICE.pid,
             start: SERVICE.start,
             exe: "/usr/bin/app".to_string(),

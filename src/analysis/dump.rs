@@ -7,6 +7,7 @@
 //! ([`crate::analysis::names`]). Every writer returns I/O errors (a closed pipe included) instead of
 //! panicking.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, BufWriter, Write};
 
 use serde::Serialize;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::analysis::closure::{DeploymentSet, SetEntry, SetUser};
 use crate::analysis::graph::Graph;
 use crate::analysis::names::{JsonName, escape};
+use crate::analysis::paths::parent_of;
 use crate::analysis::strategy::StrategySet;
 use crate::log::LogContents;
 use crate::record::{Access, ProcessInfo, Record, TimeNs, intent};
@@ -286,8 +288,16 @@ struct SetDocument<'a> {
 
 impl<'a> SetDocument<'a> {
     fn of(set: &'a DeploymentSet) -> SetDocument<'a> {
+        let runs = runs_of_entries(set);
         SetDocument {
-            entries: set.entries.iter().map(EntryJson::new).collect(),
+            entries: set
+                .entries
+                .iter()
+                .map(|entry| {
+                    let runs = runs.get(entry.path.as_slice()).cloned().unwrap_or_default();
+                    EntryJson::new(entry, runs)
+                })
+                .collect(),
             required_devices: set
                 .required_devices
                 .iter()
@@ -298,22 +308,52 @@ impl<'a> SetDocument<'a> {
     }
 }
 
+/// The labels of the runs that needed each entry: its users' runs, and for a directory also
+/// those of every entry below it (a parent is needed by whoever needs what it holds).
+fn runs_of_entries(set: &DeploymentSet) -> HashMap<&[u8], BTreeSet<&str>> {
+    let mut runs: HashMap<&[u8], BTreeSet<&str>> = HashMap::new();
+    for entry in &set.entries {
+        let labels: BTreeSet<&str> = entry
+            .users
+            .iter()
+            .map(|user| user.run.as_str())
+            .filter(|run| !run.is_empty())
+            .collect();
+        if labels.is_empty() {
+            continue;
+        }
+        let mut path = Some(entry.path.as_slice());
+        while let Some(at) = path {
+            let known = runs.entry(at).or_default();
+            if at != entry.path.as_slice() && labels.is_subset(known) {
+                break; // its ancestors have these runs already
+            }
+            known.extend(labels.iter().copied());
+            path = parent_of(at);
+        }
+    }
+    runs
+}
+
 #[derive(Serialize)]
 struct EntryJson<'a> {
     path: JsonName<'a>,
     kind: &'static str,
     size: u64,
     reason: &'static str,
+    /// The labels of the runs that needed the path (several in a merged log).
+    runs: BTreeSet<&'a str>,
     users: Vec<UserJson<'a>>,
 }
 
 impl<'a> EntryJson<'a> {
-    fn new(entry: &'a SetEntry) -> EntryJson<'a> {
+    fn new(entry: &'a SetEntry, runs: BTreeSet<&'a str>) -> EntryJson<'a> {
         EntryJson {
             path: JsonName(&entry.path),
             kind: entry.kind.name(),
             size: entry.size,
             reason: entry.reason.name(),
+            runs,
             users: entry.users.iter().map(UserJson::new).collect(),
         }
     }
@@ -321,6 +361,8 @@ impl<'a> EntryJson<'a> {
 
 #[derive(Serialize)]
 struct UserJson<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    run: &'a str,
     pid: u32,
     start: u64,
     exe: &'a str,
@@ -330,6 +372,7 @@ struct UserJson<'a> {
 impl<'a> UserJson<'a> {
     fn new(user: &'a SetUser) -> UserJson<'a> {
         UserJson {
+            run: &user.run,
             pid: user.pid,
             start: user.start,
             exe: &user.exe,
@@ -404,6 +447,7 @@ mod tests {
 
     fn sample_set() -> DeploymentSet {
         let user = SetUser {
+            run: "smoke".to_string(),
             pid: 42,
             start: 7,
             exe: "/usr/bin/app".to_string(),
@@ -535,6 +579,10 @@ mod tests {
         assert_eq!(app["size"], 1234);
         assert_eq!(app["reason"], "used");
         assert_eq!(app["users"][0]["pid"], 42);
+        assert_eq!(app["users"][0]["run"], "smoke");
+        assert_eq!(app["runs"], serde_json::json!(["smoke"]));
+        assert_eq!(document["entries"][0]["runs"], serde_json::json!(["smoke"]));
+        assert_eq!(document["entries"][2]["runs"], serde_json::json!([]));
         assert_eq!(app["users"][0]["exe"], "/usr/bin/app");
         assert_eq!(
             app["users"][0]["ops"],

@@ -8,6 +8,7 @@
 pub mod closure;
 pub mod dump;
 pub mod graph;
+pub mod merge;
 pub mod names;
 pub mod paths;
 pub mod plan;

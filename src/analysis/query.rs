@@ -29,6 +29,9 @@ fn offset_ms(graph: &Graph, ts: TimeNs) -> f64 {
 /// One process image, as `ps` lists it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessRow {
+    /// The label of the image's run (a merged log holds several; empty: an unlabelled run).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub run: String,
     pub pid: u32,
     pub start: u64,
     pub exec_index: u32,
@@ -48,6 +51,7 @@ pub struct ProcessRow {
 fn process_row(graph: &Graph, selection: &Selection, process: ProcessIx) -> ProcessRow {
     let node = &graph.processes[process];
     ProcessRow {
+        run: graph.run_display(node.key.run),
         pid: node.key.pid,
         start: node.key.start,
         exec_index: node.key.exec_index,
@@ -131,13 +135,31 @@ fn command_text(row: &ProcessRow) -> String {
     }
 }
 
+/// Whether rows come from several runs (a merged log): then each names its run.
+fn several_runs(rows: &[ProcessRow]) -> bool {
+    rows.iter().any(|row| row.run != rows[0].run)
+}
+
 pub fn write_ps_human(rows: &[ProcessRow], out: &mut dyn Write) -> io::Result<()> {
+    let runs = several_runs(rows);
+    let width = rows
+        .iter()
+        .map(|row| row.run.len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    if runs {
+        write!(out, "{:<width$} ", "RUN")?;
+    }
     writeln!(
         out,
         "{:>7} {:>4} {:>7} {:>6} {:>5} {:>3}  EXE  COMMAND",
         "PID", "EXEC", "PPID", "STATUS", "FILES", "SEL"
     )?;
     for row in rows {
+        if runs {
+            write!(out, "{:<width$} ", row.run)?;
+        }
         writeln!(
             out,
             "{:>7} {:>4} {:>7} {:>6} {:>5} {:>3}  {}  {}",
@@ -158,9 +180,16 @@ pub fn write_ps_human(rows: &[ProcessRow], out: &mut dyn Write) -> io::Result<()
     Ok(())
 }
 
+/// The forest; for a merged log each run's trees under a `run LABEL:` line.
 pub fn write_tree_human(rows: &[ProcessRow], out: &mut dyn Write) -> io::Result<()> {
+    let runs = several_runs(rows);
+    let mut current: Option<&str> = None;
     for row in rows {
-        write_tree_row(row, 0, false, out)?;
+        if runs && current != Some(row.run.as_str()) {
+            writeln!(out, "run {}:", row.run)?;
+            current = Some(row.run.as_str());
+        }
+        write_tree_row(row, usize::from(runs), false, out)?;
     }
     Ok(())
 }
@@ -507,6 +536,12 @@ pub struct WhyAnswer {
     pub verdict: String,
     pub chain: Vec<WhyStep>,
     pub used: Option<WhyUse>,
+    /// A merged log: the run the chain starts in (the one that put the path in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// A merged log: every run whose needed processes used the path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needed_by_runs: Vec<String>,
 }
 
 /// Explains `path` under `result` (a strategy's set for a selection).
@@ -518,6 +553,8 @@ pub fn why(graph: &Graph, result: &StrategySet, options: &SetOptions, path: &[u8
         verdict: String::new(),
         chain: Vec::new(),
         used: None,
+        run: None,
+        needed_by_runs: Vec::new(),
     };
     if let Some(entry) = result.set.entries.iter().find(|entry| entry.path == path) {
         answer.in_set = true;
@@ -564,6 +601,13 @@ fn explain_use(graph: &Graph, result: &StrategySet, path: &[u8], answer: &mut Wh
         .filter(|edge| edge.succeeded() && result.needed.contains(edge.process))
         .map(|edge| edge.process)
         .collect();
+    if graph.is_merged() {
+        let runs: BTreeSet<u32> = users
+            .iter()
+            .map(|&user| graph.processes[user].key.run)
+            .collect();
+        answer.needed_by_runs = runs.into_iter().map(|run| graph.run_display(run)).collect();
+    }
     // The shortest chain explains best.
     let Some(user) = users
         .into_iter()
@@ -571,6 +615,9 @@ fn explain_use(graph: &Graph, result: &StrategySet, path: &[u8], answer: &mut Wh
     else {
         return;
     };
+    if graph.is_merged() {
+        answer.run = Some(graph.run_display(graph.processes[user].key.run));
+    }
     for (image, reason) in result.needed.chain_to(user) {
         let node = &graph.processes[image];
         answer.chain.push(WhyStep {
@@ -696,6 +743,13 @@ pub fn write_why_human(graph: &Graph, answer: &WhyAnswer, out: &mut dyn Write) -
         answer.strategy.name(),
         answer.verdict
     )?;
+    if let Some(run) = &answer.run {
+        writeln!(
+            out,
+            "  in run {run} (needed by run(s): {})",
+            answer.needed_by_runs.join(", ")
+        )?;
+    }
     for (depth, step) in answer.chain.iter().enumerate() {
         writeln!(
             out,

@@ -3,7 +3,8 @@
 //! descendants of what it matches (later exec images of the same process and everything
 //! forked from them); several selectors add up. Without any selector, a log of `depsetfs run`
 //! selects the traced command's process and all its descendants, and any other log selects
-//! every process.
+//! every process. A merged log does that for each of its runs (the union of the runs' needs);
+//! `--pid LABEL:PID` names a pid in one run's pid space.
 
 use regex::Regex;
 
@@ -16,13 +17,21 @@ pub enum SelectError {
     BadRegex(String),
     #[error("{selector}: no process in the log matches")]
     NothingMatched { selector: String },
+    #[error("{selector}: the log has no run labelled {label:?} (its runs: {known})")]
+    UnknownRun {
+        selector: String,
+        label: String,
+        known: String,
+    },
 }
 
 /// What a selector matches.
 #[derive(Clone, Debug)]
 pub enum ProcessMatcher {
-    /// Every image of every process with this pid.
+    /// Every image of every process with this pid; with a run label, only in that run.
     Pid(u32),
+    /// `LABEL:PID`: the pid in the pid space of the run labelled LABEL (a merged log).
+    RunPid(String, u32),
     /// Images whose executable (`/proc/PID/exe`) or exec'd file is this path.
     Exe(Vec<u8>),
     /// Images whose argv, joined by spaces, matches.
@@ -47,10 +56,26 @@ impl ProcessMatcher {
             })
     }
 
+    /// `PID` or `LABEL:PID` (the label is everything before the last colon).
+    pub fn pid(text: &str) -> Result<ProcessMatcher, String> {
+        let bad = || format!("not a pid or LABEL:PID: {text:?}");
+        match text.rsplit_once(':') {
+            Some((label, pid)) if !label.is_empty() => Ok(ProcessMatcher::RunPid(
+                label.to_string(),
+                pid.parse().map_err(|_| bad())?,
+            )),
+            Some(_) => Err(bad()),
+            None => text.parse().map(ProcessMatcher::Pid).map_err(|_| bad()),
+        }
+    }
+
     fn matches(&self, graph: &Graph, process: ProcessIx) -> bool {
         let node = &graph.processes[process];
         match self {
             ProcessMatcher::Pid(pid) => node.key.pid == *pid,
+            ProcessMatcher::RunPid(label, pid) => {
+                node.key.pid == *pid && graph.run_named(label) == Some(node.key.run)
+            }
             ProcessMatcher::Exe(exe) => {
                 let wanted = normalize_mirror_path(exe);
                 node.exe == wanted || graph.exec_binary(process) == Some(wanted.as_slice())
@@ -64,6 +89,7 @@ impl ProcessMatcher {
     fn describe(&self) -> String {
         match self {
             ProcessMatcher::Pid(pid) => format!("--pid {pid}"),
+            ProcessMatcher::RunPid(label, pid) => format!("--pid {label}:{pid}"),
             ProcessMatcher::Exe(exe) => format!("--exe {}", String::from_utf8_lossy(exe)),
             ProcessMatcher::Cmd(regex) => format!("--cmd {}", regex.as_str()),
         }
@@ -135,6 +161,18 @@ pub fn select(graph: &Graph, selectors: &[Selector]) -> Result<Selection, Select
     let mut selection = empty(graph);
     for selector in selectors {
         let why = selector.describe();
+        if let ProcessMatcher::RunPid(label, _) = &selector.matcher
+            && graph.run_named(label).is_none()
+        {
+            let known: Vec<String> = (0..graph.runs.len() as u32)
+                .map(|run| graph.run_display(run))
+                .collect();
+            return Err(SelectError::UnknownRun {
+                selector: why,
+                label: label.clone(),
+                known: known.join(", "),
+            });
+        }
         let matched: Vec<ProcessIx> = (0..graph.processes.len())
             .filter(|&process| selector.matcher.matches(graph, process))
             .collect();
@@ -153,20 +191,38 @@ pub fn select(graph: &Graph, selectors: &[Selector]) -> Result<Selection, Select
     Ok(selection)
 }
 
-/// The traced command and its descendants for a `run` log, else every process.
+/// The traced command and its descendants for a `run` log, else every process; for a merged
+/// log, that for each run.
 pub fn default_selection(graph: &Graph) -> Selection {
     let mut selection = empty(graph);
-    let command_pid = graph.header.command.as_ref().map(|command| command.pid);
+    for run in 0..graph.runs.len().max(1) as u32 {
+        select_run_default(graph, run, &mut selection);
+    }
+    selection
+}
+
+/// The default selection of one run: its traced command and descendants, or every process of
+/// it when it has no command.
+fn select_run_default(graph: &Graph, run: u32, selection: &mut Selection) {
+    let in_run = |process: &ProcessIx| graph.processes[*process].key.run == run;
+    let command_pid = graph
+        .runs
+        .get(run as usize)
+        .map_or(&graph.header, |info| &info.header)
+        .command
+        .as_ref()
+        .map(|command| command.pid);
     let roots: Vec<ProcessIx> = match command_pid {
         Some(pid) => {
             // A pid reused later in the log is another process: keep the earliest.
-            let first_start = graph
-                .processes
-                .iter()
-                .filter(|node| node.key.pid == pid)
-                .map(|node| node.key.start)
+            let first_start = (0..graph.processes.len())
+                .filter(in_run)
+                .map(|process| graph.processes[process].key)
+                .filter(|key| key.pid == pid)
+                .map(|key| key.start)
                 .min();
             (0..graph.processes.len())
+                .filter(in_run)
                 .filter(|&process| {
                     let key = graph.processes[process].key;
                     key.pid == pid && Some(key.start) == first_start
@@ -176,10 +232,10 @@ pub fn default_selection(graph: &Graph) -> Selection {
         None => Vec::new(),
     };
     if roots.is_empty() {
-        for process in 0..graph.processes.len() {
+        for process in (0..graph.processes.len()).filter(in_run) {
             selection.choose(process, "every process (no command in the log)");
         }
-        return selection;
+        return;
     }
     for root in roots {
         selection.choose(root, "the traced command");
@@ -187,7 +243,6 @@ pub fn default_selection(graph: &Graph) -> Selection {
             selection.choose(descendant, "the traced command (descendant)");
         }
     }
-    selection
 }
 
 fn empty(graph: &Graph) -> Selection {

@@ -747,6 +747,7 @@ impl PathFacts for GraphFacts<'_> {
                     }
                 }
                 SetUser {
+                    run: self.graph.run_label(process.run).to_string(),
                     pid: process.pid,
                     start: process.start,
                     exe: self.exe_of.get(&process).cloned().unwrap_or_default(),

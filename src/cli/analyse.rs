@@ -82,9 +82,10 @@ pub(crate) struct LogArgs {
 /// Which processes must run: each selector may be followed by --children.
 #[derive(Args)]
 pub(crate) struct SelectArgs {
-    /// Select the processes with this pid.
-    #[arg(long)]
-    pub(crate) pid: Vec<u32>,
+    /// Select the processes with this pid; in a merged log, `LABEL:PID` is the pid of the run
+    /// labelled LABEL (a bare PID matches it in every run).
+    #[arg(long, value_name = "[LABEL:]PID", value_parser = parse_pid)]
+    pub(crate) pid: Vec<String>,
     /// Select the processes running this executable.
     #[arg(long)]
     pub(crate) exe: Vec<String>,
@@ -94,6 +95,11 @@ pub(crate) struct SelectArgs {
     /// Also select the descendants of what the selector just before matched.
     #[arg(long, action = ArgAction::Count)]
     pub(crate) children: u8,
+}
+
+/// A `--pid`: `PID` or `LABEL:PID`, checked here, read by [`super::load`].
+fn parse_pid(text: &str) -> Result<String, String> {
+    depsetfs::analysis::select::ProcessMatcher::pid(text).map(|_| text.to_string())
 }
 
 #[derive(Args)]

@@ -152,13 +152,12 @@ pub(crate) fn load_plan(
 pub(crate) fn command_line_selectors(matches: &ArgMatches) -> Result<Vec<Selector>, CliError> {
     let mut found: Vec<(usize, Option<ProcessMatcher>)> = Vec::new();
     if let (Some(indices), Some(values)) =
-        (matches.indices_of("pid"), matches.get_many::<u32>("pid"))
+        (matches.indices_of("pid"), matches.get_many::<String>("pid"))
     {
-        found.extend(
-            indices
-                .zip(values)
-                .map(|(at, pid)| (at, Some(ProcessMatcher::Pid(*pid)))),
-        );
+        for (at, pid) in indices.zip(values) {
+            let matcher = ProcessMatcher::pid(pid).map_err(CliError::Usage)?;
+            found.push((at, Some(matcher)));
+        }
     }
     if let (Some(indices), Some(values)) =
         (matches.indices_of("exe"), matches.get_many::<String>("exe"))

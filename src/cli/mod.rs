@@ -3,11 +3,12 @@
 //! clap's errors in that one-line form, and the dispatch to one thin function per subcommand,
 //! in one file per side: [`record`] (mount, umount, run, chroot, __serve, doctor, completions,
 //! man), [`analyse`] (dump, ps, tree, why, who, files, stats, report, rules), [`page`] (ui,
-//! report --html, graph, suggest), [`ship`] (export, verify), with [`load`] and [`output`] what
-//! they share.
+//! report --html, graph, suggest), [`ship`] (export, verify), [`merge`] (merge), with [`load`]
+//! and [`output`] what they share.
 
 mod analyse;
 mod load;
+mod merge;
 mod output;
 mod page;
 mod record;
@@ -17,6 +18,7 @@ use analyse::{
     AnalysisArgs, DumpArgs, FilesArgs, LogArgs, ReportArgs, RulesArgs, SynthLogArgs, WhoArgs,
     WhyArgs,
 };
+use merge::MergeArgs;
 use page::{GraphArgs, SuggestArgs, UiArgs};
 use record::{ChrootArgs, MountArgs, RunArgs, ServeArgs};
 use ship::{ExportArgs, VerifyArgs};
@@ -28,6 +30,7 @@ use std::process::ExitCode;
 use clap::{ArgMatches, Parser, Subcommand};
 
 use depsetfs::analysis::graph::GraphError;
+use depsetfs::analysis::merge::MergeError;
 use depsetfs::analysis::rules::RulesError;
 use depsetfs::analysis::select::SelectError;
 use depsetfs::launch::chroot::ChrootError;
@@ -92,6 +95,9 @@ pub(crate) enum Command {
     /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
     /// and the paths it missed.
     Verify(VerifyArgs),
+    /// Merge logs into one log of several runs (each record keeps its run; analyses give the
+    /// union of the runs' needs); conflicts between runs of different source trees: exit 2.
+    Merge(MergeArgs),
     /// Check what this machine lets depsetfs do (FUSE, namespaces, process events, seccomp) and
     /// say what will and will not be recorded here.
     Doctor,
@@ -130,6 +136,8 @@ pub(crate) enum CliError {
     Select(#[from] SelectError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error(transparent)]
@@ -226,6 +234,7 @@ pub(crate) fn dispatch(
         Command::SynthLog(args) => analyse::synth_log_command(args),
         Command::Export(args) => ship::export_command(args, matches, &state),
         Command::Verify(args) => ship::verify_command(args, matches, &state),
+        Command::Merge(args) => merge::merge_command(args),
     }
 }
 

@@ -149,8 +149,14 @@ impl GraphBuilder {
         }
         self.segment_records += 1;
         self.segment_ended = matches!(record, Record::End(_));
-        if let Some(ended) = &mut self.stats.ended_cleanly {
-            // Only an end record that nothing follows ends a log cleanly.
+        if let Some(ended) = self
+            .stats
+            .ended_cleanly
+            .as_mut()
+            .filter(|_| !self.header.is_merged())
+        {
+            // Only an end record that nothing follows ends a log cleanly (a merged log: each
+            // run's segment, see `end_segment`).
             *ended = matches!(record, Record::End(_));
         }
         let run = self.current_run;
@@ -249,8 +255,12 @@ impl GraphBuilder {
     /// Ends the first pass: cuts processes into images and links them.
     pub fn into_access_pass(mut self) -> AccessPass {
         self.end_segment();
-        if self.unclean_segment {
-            self.stats.ended_cleanly = Some(false);
+        if self.header.is_merged() {
+            let any_tells = self
+                .runs
+                .iter()
+                .any(|run| run.header.version >= FIRST_VERSION_WITH_END);
+            self.stats.ended_cleanly = any_tells.then_some(!self.unclean_segment);
         }
         let starts = self.process_starts();
         self.assign_events(&starts);
@@ -274,7 +284,10 @@ impl GraphBuilder {
         for id in self.processes.keys() {
             let header = run_header(&self.runs, &self.header, id.run);
             let wall = start_wall_ns(header, id.start);
-            starts.entry((id.run, id.pid)).or_default().push((wall, *id));
+            starts
+                .entry((id.run, id.pid))
+                .or_default()
+                .push((wall, *id));
         }
         for list in starts.values_mut() {
             list.sort_unstable();

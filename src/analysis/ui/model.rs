@@ -93,7 +93,8 @@ impl SelectorSpec {
             children: selector.children,
         };
         match &selector.matcher {
-            ProcessMatcher::Pid(pid) => spec.pid = Some(*pid),
+            // The page names pids without runs (a rules file's `pid` has no run either).
+            ProcessMatcher::Pid(pid) | ProcessMatcher::RunPid(_, pid) => spec.pid = Some(*pid),
             ProcessMatcher::Exe(exe) => spec.exe = Some(String::from_utf8_lossy(exe).into_owned()),
             ProcessMatcher::Cmd(regex) => spec.cmd = Some(regex.as_str().to_string()),
         }

@@ -1,0 +1,381 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::analysis::graph::build::graph_from_log;
+use crate::analysis::select::default_selection;
+use crate::fixtures::ScratchDir;
+use crate::fixtures::trace::{Proc, Trace};
+use crate::log::read_log;
+use crate::record::LogEnd;
+
+const SHELL: Proc = Proc { pid: 10, start: 1 };
+const CHILD: Proc = Proc { pid: 11, start: 2 };
+
+/// A run of `label`: pid 10 (the traced command) runs `exe`, forks pid 11, which reads `reads`.
+fn run_trace(label: &str, source: &str, exe: &str, reads: &[&str]) -> Trace {
+    let mut trace = Trace::new(source);
+    trace.header.label = Some(label.to_string());
+    trace.command(SHELL.pid);
+    trace.info(SHELL, 1, exe, exe, 10);
+    trace.spawn(SHELL, CHILD, exe, exe, 20);
+    for (n, path) in reads.iter().enumerate() {
+        trace.read(CHILD, path, 30 + n as u64);
+    }
+    trace.records.push(Record::End(LogEnd {
+        ts_ns: 1_000_000_000,
+    }));
+    trace
+}
+
+fn write_log(dir: &ScratchDir, name: &str, header: &LogHeader, records: &[Record]) -> PathBuf {
+    let path = dir.file(name);
+    let mut writer = LogWriter::create(&path, header).expect("create log");
+    for record in records {
+        writer.append(record).expect("append");
+    }
+    writer.flush().expect("flush");
+    path
+}
+
+fn write_trace(dir: &ScratchDir, name: &str, trace: &Trace) -> PathBuf {
+    write_log(dir, name, &trace.header, &trace.records)
+}
+
+fn runs_of(records: &[Record]) -> Vec<u32> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Run(segment) => Some(segment.index),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn merging_keeps_every_record_under_its_run() {
+    let dir = ScratchDir::new("merge-keeps");
+    let first = run_trace("static", "/", "/usr/sbin/nginx", &["/srv/index.html"]);
+    let second = run_trace("php", "/", "/usr/sbin/php-fpm", &["/srv/index.php"]);
+    let inputs = vec![
+        write_trace(&dir, "a.dlog", &first),
+        write_trace(&dir, "b.dlog", &second),
+    ];
+    let output = dir.file("all.dlog");
+    let report = merge_logs(&inputs, &output, false).expect("merge");
+    assert_eq!(
+        report.records as usize,
+        first.records.len() + second.records.len()
+    );
+    let merged = read_log(&output).expect("read merged");
+    assert_eq!(merged.header.version, LOG_FORMAT_VERSION);
+    let labels: Vec<_> = merged
+        .header
+        .runs
+        .iter()
+        .map(|run| run.label.clone())
+        .collect();
+    assert_eq!(labels, vec![Some("static".into()), Some("php".into())]);
+    assert_eq!(merged.header.runs[0].command, first.header.command);
+    let mut expected = vec![Record::Run(RunSegment { index: 0 })];
+    expected.extend(first.records.iter().cloned());
+    expected.push(Record::Run(RunSegment { index: 1 }));
+    expected.extend(second.records.iter().cloned());
+    assert_eq!(
+        merged.records, expected,
+        "every record, in its run, unchanged"
+    );
+}
+
+#[test]
+fn equal_pids_of_two_runs_stay_apart_in_the_graph() {
+    let dir = ScratchDir::new("merge-pids");
+    let inputs = vec![
+        write_trace(
+            &dir,
+            "a.dlog",
+            &run_trace("static", "/", "/usr/sbin/nginx", &["/a"]),
+        ),
+        write_trace(
+            &dir,
+            "b.dlog",
+            &run_trace("php", "/", "/usr/sbin/php-fpm", &["/b"]),
+        ),
+    ];
+    let output = dir.file("all.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    assert!(graph.is_merged());
+    assert_eq!(graph.run_label(0), "static");
+    assert_eq!(graph.run_named("php"), Some(1));
+    // Two processes with pid 11, one per run, each forked by the pid 10 of its own run.
+    let children: Vec<usize> = (0..graph.processes.len())
+        .filter(|&p| {
+            graph.processes[p].key.pid == CHILD.pid && graph.processes[p].key.exec_index == 0
+        })
+        .collect();
+    assert_eq!(children.len(), 2);
+    for &child in &children {
+        let parent = graph.processes[child].forked_by.expect("forked");
+        assert_eq!(
+            graph.processes[parent].key.run,
+            graph.processes[child].key.run
+        );
+        assert_eq!(graph.processes[parent].key.pid, SHELL.pid);
+    }
+    // The reads stay with their run's process.
+    let reader_of = |path: &[u8]| {
+        let file = graph.file(path).expect("file");
+        let runs: Vec<u32> = graph
+            .edges_of_file(file)
+            .map(|edge| graph.processes[edge.process].key.run)
+            .collect();
+        runs
+    };
+    assert_eq!(reader_of(b"/a"), vec![0]);
+    assert_eq!(reader_of(b"/b"), vec![1]);
+    // The default selection is every run's traced command and its descendants.
+    let selection = default_selection(&graph);
+    let selected_runs: BTreeSet<u32> = selection
+        .processes()
+        .map(|p| graph.processes[p].key.run)
+        .collect();
+    assert_eq!(selected_runs, BTreeSet::from([0, 1]));
+    assert_eq!(selection.len(), graph.processes.len());
+    assert!(
+        graph
+            .describe_process(children[1])
+            .starts_with("run php: pid 11")
+    );
+    assert_eq!(graph.stats.ended_cleanly, Some(true));
+}
+
+#[test]
+fn a_run_cut_short_makes_the_merged_log_unclean() {
+    let dir = ScratchDir::new("merge-unclean");
+    let mut killed = run_trace("killed", "/", "/bin/sh", &["/a"]);
+    killed.records.pop();
+    let inputs = vec![
+        write_trace(&dir, "a.dlog", &killed),
+        write_trace(&dir, "b.dlog", &run_trace("clean", "/", "/bin/sh", &["/b"])),
+    ];
+    let output = dir.file("all.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    assert_eq!(graph.stats.ended_cleanly, Some(false));
+}
+
+#[test]
+fn merging_a_merged_log_flattens_its_runs_and_keeps_labels_apart() {
+    let dir = ScratchDir::new("merge-flatten");
+    let a = write_trace(&dir, "a.dlog", &run_trace("one", "/", "/bin/a", &["/a"]));
+    let b = write_trace(&dir, "b.dlog", &run_trace("two", "/", "/bin/b", &["/b"]));
+    let mut unlabelled = run_trace("", "/", "/bin/c", &["/c"]);
+    unlabelled.header.label = None;
+    let c = write_trace(&dir, "third.dlog", &unlabelled);
+    let ab = dir.file("ab.dlog");
+    merge_logs(&[a.clone(), b], &ab, false).expect("merge a b");
+    let all = dir.file("all.dlog");
+    let report = merge_logs(&[ab, c, a], &all, false).expect("merge ab c a");
+    let merged = read_log(&all).expect("read");
+    let labels: Vec<String> = merged
+        .header
+        .runs
+        .iter()
+        .map(|run| run.label.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(labels, vec!["one", "two", "third", "one-2"]);
+    assert_eq!(report.relabelled.len(), 1);
+    assert_eq!(runs_of(&merged.records), vec![0, 1, 2, 3]);
+    let graph = graph_from_log(&all).expect("graph");
+    let runs: BTreeSet<u32> = graph.processes.iter().map(|node| node.key.run).collect();
+    assert_eq!(runs, BTreeSet::from([0, 1, 2, 3]));
+}
+
+#[test]
+fn bad_inputs_and_outputs_are_refused() {
+    let dir = ScratchDir::new("merge-bad");
+    let good = write_trace(
+        &dir,
+        "good.dlog",
+        &run_trace("good", "/", "/bin/a", &["/a"]),
+    );
+    dir.write("random.bin", "this is not a log\n")
+        .expect("write");
+    let output = dir.file("out.dlog");
+    let not_a_log = merge_logs(&[good.clone(), dir.file("random.bin")], &output, false);
+    assert!(
+        matches!(not_a_log, Err(MergeError::Log(LogError::NotALog { .. }))),
+        "{not_a_log:?}"
+    );
+    let mut future = run_trace("future", "/", "/bin/a", &["/a"]).header;
+    future.version = LOG_FORMAT_VERSION + 1;
+    let future = write_log(&dir, "future.dlog", &future, &[]);
+    let unsupported = merge_logs(&[good.clone(), future], &output, false);
+    assert!(
+        matches!(
+            unsupported,
+            Err(MergeError::Log(LogError::UnsupportedVersion { .. }))
+        ),
+        "{unsupported:?}"
+    );
+    assert!(!output.exists(), "a failed merge leaves no output");
+
+    // An older version is read and keeps its version in its run's header.
+    let mut old = run_trace("old", "/", "/bin/a", &["/a"]);
+    old.header.version = 2;
+    old.records.pop();
+    let old = write_trace(&dir, "old.dlog", &old);
+    merge_logs(&[good.clone(), old], &output, false).expect("an old log merges");
+    let merged = read_log(&output).expect("read");
+    assert_eq!(merged.header.runs[1].version, 2);
+    assert_eq!(
+        graph_from_log(&output).expect("graph").stats.ended_cleanly,
+        Some(true),
+        "a version 2 run cannot end with an end record"
+    );
+
+    let exists = merge_logs(std::slice::from_ref(&good), &output, false);
+    assert!(
+        matches!(exists, Err(MergeError::OutputExists { .. })),
+        "{exists:?}"
+    );
+    merge_logs(std::slice::from_ref(&good), &output, true).expect("--overwrite-log");
+    let into_input = merge_logs(&[good.clone(), output.clone()], &output, true);
+    assert!(
+        matches!(into_input, Err(MergeError::OutputIsInput { .. })),
+        "{into_input:?}"
+    );
+}
+
+#[test]
+fn runs_from_different_source_trees_conflict_on_differing_content() {
+    let dir = ScratchDir::new("merge-conflict");
+    let tree_a = ScratchDir::new("merge-conflict-a");
+    let tree_b = ScratchDir::new("merge-conflict-b");
+    for tree in [&tree_a, &tree_b] {
+        tree.write("usr/lib/libsame.so", "same bytes")
+            .expect("write");
+    }
+    tree_a.write("etc/app.conf", "port = 80\n").expect("write");
+    tree_b
+        .write("etc/app.conf", "port = 8080\n")
+        .expect("write");
+    tree_a.write("etc/only-a", "a").expect("write");
+    let reads = ["/usr/lib/libsame.so", "/etc/app.conf", "/etc/only-a"];
+    let a = run_trace("A", &tree_a.root().to_string_lossy(), "/bin/app", &reads);
+    let b = run_trace("B", &tree_b.root().to_string_lossy(), "/bin/app", &reads);
+    let mut elsewhere = run_trace("C", "/", "/bin/app", &reads);
+    elsewhere.header.host = "another-host".to_string();
+    let inputs = vec![
+        write_trace(&dir, "a.dlog", &a),
+        write_trace(&dir, "b.dlog", &b),
+        write_trace(&dir, "c.dlog", &elsewhere),
+    ];
+    let output = dir.file("all.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    assert_eq!(source_trees(&graph).len(), 3);
+    let check = find_conflicts(&graph, "test");
+    let paths: Vec<&[u8]> = check.conflicts.iter().map(|c| c.path.as_slice()).collect();
+    assert_eq!(paths, vec![&b"/etc/app.conf"[..], &b"/etc/only-a"[..]]);
+    let conf = &check.conflicts[0];
+    let sha = |text: &str| format!("{:x}", Sha256::digest(text.as_bytes()));
+    assert_eq!(conf.sides[0].run, "A");
+    assert_eq!(conf.sides[0].sha256, Some(sha("port = 80\n")));
+    assert_eq!(conf.sides[1].run, "B");
+    assert_eq!(conf.sides[1].sha256, Some(sha("port = 8080\n")));
+    let line = conf.describe();
+    assert!(line.starts_with("/etc/app.conf: run A (source "), "{line}");
+    assert!(
+        line.contains(&format!("sha256 {}", sha("port = 8080\n"))),
+        "{line}"
+    );
+    assert_eq!(check.conflicts[1].sides[1].sha256, None, "absent in B");
+    assert_eq!(check.unreadable.len(), 1);
+    assert_eq!(check.unreadable[0].runs, vec!["C".to_string()]);
+    assert!(check.unreadable[0].reason.contains("another-host"));
+
+    // One source tree: nothing to compare.
+    let again = run_trace("A2", &tree_a.root().to_string_lossy(), "/bin/app", &reads);
+    let same = vec![inputs[0].clone(), write_trace(&dir, "a2.dlog", &again)];
+    let one_tree = dir.file("one.dlog");
+    merge_logs(&same, &one_tree, false).expect("merge");
+    let check = find_conflicts(&graph_from_log(&one_tree).expect("graph"), "test");
+    assert_eq!(check, ConflictCheck::default());
+}
+
+#[test]
+fn a_merged_set_says_which_runs_needed_each_path_and_why_names_the_run() {
+    use crate::analysis::closure::SetOptions;
+    use crate::analysis::dump::write_set_json;
+    use crate::analysis::query::why;
+    use crate::analysis::strategy::{Strategy, StrategyOptions, compute};
+    let dir = ScratchDir::new("merge-set");
+    let tree = ScratchDir::new("merge-set-tree");
+    for path in ["usr/sbin/nginx", "srv/index.html", "srv/index.php"] {
+        tree.write(path, "x").expect("write");
+    }
+    let source = tree.root().to_string_lossy().into_owned();
+    let inputs = vec![
+        write_trace(
+            &dir,
+            "a.dlog",
+            &run_trace("static", &source, "/usr/sbin/nginx", &["/srv/index.html"]),
+        ),
+        write_trace(
+            &dir,
+            "b.dlog",
+            &run_trace("php", &source, "/usr/sbin/nginx", &["/srv/index.php"]),
+        ),
+    ];
+    let output = dir.file("all.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    let options = SetOptions::from_header(&graph.header);
+    let strategy = StrategyOptions {
+        strategy: Strategy::Strict,
+        stubs: false,
+    };
+    let result = compute(
+        &graph,
+        &default_selection(&graph),
+        &crate::fixtures::no_rules(),
+        &options,
+        &strategy,
+    );
+    let mut out = Vec::new();
+    write_set_json(&result.set, &mut out).expect("json");
+    let document: serde_json::Value = serde_json::from_slice(&out).expect("parse");
+    let runs_of = |path: &str| {
+        document["entries"]
+            .as_array()
+            .and_then(|entries| entries.iter().find(|entry| entry["path"] == path))
+            .map(|entry| entry["runs"].clone())
+    };
+    let both = serde_json::json!(["php", "static"]);
+    assert_eq!(
+        runs_of("/srv/index.html"),
+        Some(serde_json::json!(["static"]))
+    );
+    assert_eq!(runs_of("/srv/index.php"), Some(serde_json::json!(["php"])));
+    assert_eq!(runs_of("/usr/sbin/nginx"), Some(both.clone()));
+    assert_eq!(
+        runs_of("/srv"),
+        Some(both.clone()),
+        "a parent: the runs below it"
+    );
+    assert_eq!(runs_of("/"), Some(both));
+
+    let answer = why(&graph, &result, &options, b"/srv/index.php");
+    assert!(answer.in_set);
+    assert_eq!(answer.run.as_deref(), Some("php"));
+    assert_eq!(answer.needed_by_runs, vec!["php".to_string()]);
+    assert!(
+        answer
+            .chain
+            .iter()
+            .all(|step| step.process.starts_with("run php: ")),
+        "{:?}",
+        answer.chain
+    );
+}
