@@ -39,6 +39,12 @@ pub enum MergeError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the log's runs were recorded from {count} source trees ({trees}); pass --prefer RUN to read the set from that run's tree"
+    )]
+    SeveralSources { count: usize, trees: String },
+    #[error("--prefer {label}: the log has no run labelled so (its runs: {known})")]
+    UnknownRun { label: String, known: String },
     #[error("{path}: record of run {index}, but the merged log lists {runs} run(s)")]
     BadRun {
         path: PathBuf,
@@ -346,6 +352,54 @@ pub fn source_trees(graph: &Graph) -> BTreeMap<TreeKey, Vec<u32>> {
         trees.entry(key).or_default().push(run as u32);
     }
     trees
+}
+
+/// Which source tree a set of a merged log is read from: a log whose runs all come from one
+/// tree is read from it; a log of several trees only with `prefer`, the label of the run whose
+/// tree is read (its content wins every conflict; a path only the other trees hold is dropped
+/// as missing). The graph's header then names that tree.
+pub fn choose_source(graph: &mut Graph, prefer: Option<&str>) -> Result<(), MergeError> {
+    let trees = source_trees(graph);
+    let known = || {
+        (0..graph.runs.len() as u32)
+            .map(|run| graph.run_display(run))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match prefer {
+        Some(label) => {
+            let Some(run) = graph.run_named(label) else {
+                return Err(MergeError::UnknownRun {
+                    label: label.to_string(),
+                    known: known(),
+                });
+            };
+            let chosen = graph.runs[run as usize].header.clone();
+            graph.header.source = chosen.source;
+            graph.header.mountpoint = chosen.mountpoint;
+            graph.header.host = chosen.host;
+            Ok(())
+        }
+        None if trees.len() > 1 => {
+            let listed: Vec<String> = trees
+                .iter()
+                .map(|(tree, runs)| {
+                    let labels: Vec<String> = runs.iter().map(|&r| graph.run_display(r)).collect();
+                    format!(
+                        "{}: {}{}",
+                        labels.join(" "),
+                        tree.source,
+                        host_note(&tree.host)
+                    )
+                })
+                .collect();
+            Err(MergeError::SeveralSources {
+                count: trees.len(),
+                trees: listed.join("; "),
+            })
+        }
+        None => Ok(()),
+    }
 }
 
 /// This machine's host name, as a run's header names it (`uname -n`).

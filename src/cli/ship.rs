@@ -32,6 +32,10 @@ pub(crate) struct SetArgs {
     /// A rules file (TOML); see `depsetfs rules --default`.
     #[arg(long)]
     pub(crate) rules: Option<PathBuf>,
+    /// A merged log of runs from several source trees: read the set from the tree of the run
+    /// labelled RUN (its files win every conflict `merge` reported).
+    #[arg(long, value_name = "RUN")]
+    pub(crate) prefer: Option<String>,
 }
 
 impl SetArgs {
@@ -41,7 +45,9 @@ impl SetArgs {
         matches: Option<&ArgMatches>,
         state: &StateDir,
     ) -> Result<Plan, CliError> {
-        load_plan(self.log.as_deref(), self.rules.as_deref(), matches, state)
+        let mut plan = load_plan(self.log.as_deref(), self.rules.as_deref(), matches, state)?;
+        depsetfs::analysis::merge::choose_source(&mut plan.graph, self.prefer.as_deref())?;
+        Ok(plan)
     }
 
     pub(crate) fn strategy_options(&self, stubs: bool) -> StrategyOptions {

@@ -295,13 +295,30 @@ fn runs_from_different_source_trees_conflict_on_differing_content() {
     assert_eq!(check.unreadable[0].runs, vec!["C".to_string()]);
     assert!(check.unreadable[0].reason.contains("another-host"));
 
+    // Export reads one tree: several only with --prefer, whose tree is then the header's.
+    let mut graph = graph;
+    let refused = choose_source(&mut graph, None);
+    assert!(
+        matches!(refused, Err(MergeError::SeveralSources { count: 3, .. })),
+        "{refused:?}"
+    );
+    let unknown = choose_source(&mut graph, Some("Z"));
+    assert!(
+        matches!(unknown, Err(MergeError::UnknownRun { .. })),
+        "{unknown:?}"
+    );
+    choose_source(&mut graph, Some("B")).expect("--prefer B");
+    assert_eq!(graph.header.source, tree_b.root().to_string_lossy());
+
     // One source tree: nothing to compare.
     let again = run_trace("A2", &tree_a.root().to_string_lossy(), "/bin/app", &reads);
     let same = vec![inputs[0].clone(), write_trace(&dir, "a2.dlog", &again)];
     let one_tree = dir.file("one.dlog");
     merge_logs(&same, &one_tree, false).expect("merge");
-    let check = find_conflicts(&graph_from_log(&one_tree).expect("graph"), "test");
+    let mut graph = graph_from_log(&one_tree).expect("graph");
+    let check = find_conflicts(&graph, "test");
     assert_eq!(check, ConflictCheck::default());
+    choose_source(&mut graph, None).expect("one tree needs no --prefer");
 }
 
 #[test]
