@@ -26,7 +26,8 @@ fail() {
 # libfuse/fuse3 is not needed: depsetfs mounts through /dev/fuse itself. The seed's sequence 2
 # (tests/seed_php_mysql.rs): mariadb-server, php-fpm, php-mysql, nginx, curl, iproute2 (ip netns,
 # veth), and postgresql, which must stay out of its set. Real services run from their set
-# (tests/services.rs): postgresql again, and a JDK (javac, java).
+# (tests/services.rs): postgresql again, and a JDK (javac, java). One service under two workloads,
+# merged (tests/merge.rs): nginx, php-fpm, curl and iproute2 again.
 packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci skopeo
   mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless
   man-db groff-base bsdextrautils # man, groff, col: the man pages (tests/cli.rs, scripts/test-deb.sh)
