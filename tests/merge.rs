@@ -36,15 +36,15 @@ done
 IN="nsenter --net=/proc/$HOLDER/ns/net"
 W="$T/merge_workload.sh"
 for mode in static php; do
-  "$DEPSETFS" run --label "$mode" --log "$T/$mode.dlog" --timeout 60 -- $IN bash "$W" "$mode" "$T/srv"
+  "$DEPSETFS" run --label "$mode" --log "$T/trace-$mode.dlog" --timeout 60 -- $IN bash "$W" "$mode" "$T/srv"
   rm -f "$T"/srv/run/*.pid
 done
-"$DEPSETFS" merge "$T/static.dlog" "$T/php.dlog" --output "$T/all.dlog"
-"$DEPSETFS" dump --set --json --log "$T/all.dlog" >"$T/all.json"
-"$DEPSETFS" why --log "$T/all.dlog" --strategy all /usr/sbin/php-fpm8.2 >"$T/why.txt"
+"$DEPSETFS" merge "$T/trace-static.dlog" "$T/trace-php.dlog" --output "$T/trace-all.dlog"
+"$DEPSETFS" dump --set --json --log "$T/trace-all.dlog" >"$T/all.json"
+"$DEPSETFS" why --log "$T/trace-all.dlog" --strategy all /usr/sbin/php-fpm8.2 >"$T/why.txt"
 for set in all static php; do
   for mode in static php; do
-    if "$DEPSETFS" verify --log "$T/$set.dlog" --timeout 60 -- $IN bash "$W" "$mode" "$T/srv" \
+    if "$DEPSETFS" verify --log "$T/trace-$set.dlog" --timeout 60 -- $IN bash "$W" "$mode" "$T/srv" \
         >"$T/verify-$set-$mode.out" 2>&1; then
       echo "${set}_$mode=pass"
     else
@@ -99,7 +99,7 @@ fn a_merged_log_of_two_workloads_runs_both_and_each_run_only_its_own() {
     let php_static = failed("verify-php-static.out");
     assert!(php_static.contains("404"), "{php_static}");
 
-    // The merged set says which run needed each path.
+    // The merged set says which run needed each path (the labels of `run --label`).
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.join("all.json")).unwrap()).unwrap();
     let runs = |path: &str| json_entry(&json, path)["runs"].clone();

@@ -89,8 +89,10 @@ pub(crate) fn load_log(log: Option<&Path>, state: &StateDir) -> Result<LogConten
     let contents = read_log(&path)?;
     let stats = LogStats {
         truncated_at: contents.truncated_at,
-        ended_cleanly: (contents.header.version >= FIRST_VERSION_WITH_END)
-            .then(|| matches!(contents.records.last(), Some(Record::End(_)))),
+        // A merged log's runs end one by one: the graph's statistics judge its segments.
+        ended_cleanly: (contents.header.version >= FIRST_VERSION_WITH_END
+            && !contents.header.is_merged())
+        .then(|| matches!(contents.records.last(), Some(Record::End(_)))),
         last_record_ns: contents
             .records
             .iter()

@@ -3,6 +3,7 @@
 //! source trees: each conflict and each source tree that could not be read is one line on
 //! stderr, and conflicts make the exit status 2 (the merged log is written all the same).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,10 +57,15 @@ pub(crate) fn merge_command(args: MergeArgs) -> Result<ExitCode, CliError> {
         report.records,
         one_line(&output)
     );
-    let graph = graph_from_log(&output)?;
-    if merge::source_trees(&graph).len() < 2 {
+    let trees: BTreeSet<(&str, &str)> = report
+        .runs
+        .iter()
+        .map(|run| (run.host.as_str(), run.source.as_str()))
+        .collect();
+    if trees.len() < 2 {
         return Ok(ExitCode::SUCCESS);
     }
+    let graph = graph_from_log(&output)?;
     let check = merge::find_conflicts(&graph, &merge::this_host());
     for tree in &check.unreadable {
         eprintln!(

@@ -502,6 +502,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_label_defaults_to_the_log_file_stem() {
+        let mut options = ServeOptions {
+            source: PathBuf::from("/"),
+            mountpoint: PathBuf::from("/srv/mirror"),
+            log: PathBuf::from("/var/log/smoke-test.dlog"),
+            speed: SpeedOptions::default(),
+            command: None,
+            network: false,
+            label: None,
+        };
+        let header = log_header(&options, false);
+        assert_eq!(header.label.as_deref(), Some("smoke-test"));
+        assert!(header.runs.is_empty());
+        options.label = Some("nightly".to_owned());
+        assert_eq!(
+            log_header(&options, false).label.as_deref(),
+            Some("nightly")
+        );
+    }
+
+    #[test]
     fn serve_arguments_end_with_the_mountpoint() {
         let options = ServeOptions {
             source: PathBuf::from("/"),

@@ -396,3 +396,46 @@ fn a_merged_set_says_which_runs_needed_each_path_and_why_names_the_run() {
         answer.chain
     );
 }
+
+#[test]
+fn a_client_of_one_run_never_connects_to_a_server_of_another() {
+    use crate::analysis::graph::ProcessLink;
+    use crate::record::{NetCall, Op};
+    const SERVER: Proc = Proc { pid: 20, start: 3 };
+    const CLIENT: Proc = Proc { pid: 21, start: 4 };
+    let dir = ScratchDir::new("merge-connect");
+    let mut serving = run_trace("server", "/", "/bin/server", &[]);
+    serving.info(SERVER, 1, "/bin/server", "server", 40);
+    serving.access(SERVER, Op::Mknod, "/run/app.sock", 0, FileKind::Socket, 41);
+    serving.net(SERVER, NetCall::Listen, "127.0.0.1:80", "stream", 42);
+    let mut asking = run_trace("client", "/", "/bin/client", &[]);
+    asking.info(CLIENT, 1, "/bin/client", "client", 50);
+    asking.access(CLIENT, Op::Lookup, "/run/app.sock", 0, FileKind::Socket, 51);
+    asking.net(CLIENT, NetCall::Connect, "127.0.0.1:80", "stream", 52);
+    let connects = |graph: &Graph| {
+        graph
+            .process_edges
+            .iter()
+            .filter(|edge| edge.link == ProcessLink::Connect)
+            .count()
+    };
+    // In one run both are connects (the sanity check of this test).
+    let mut together = run_trace("both", "/", "/bin/server", &[]);
+    together.records.pop();
+    together
+        .records
+        .extend(serving.records[serving.records.len() - 3..].iter().cloned());
+    together
+        .records
+        .extend(asking.records[asking.records.len() - 3..].iter().cloned());
+    assert_eq!(connects(&together.graph()), 2);
+
+    let inputs = vec![
+        write_trace(&dir, "a.dlog", &serving),
+        write_trace(&dir, "b.dlog", &asking),
+    ];
+    let output = dir.file("all.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    assert_eq!(connects(&graph), 0, "{:?}", graph.process_edges);
+}
