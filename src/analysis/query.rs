@@ -226,6 +226,9 @@ fn write_tree_row(
 /// One edge, as `who` and `files` list them.
 #[derive(Clone, Debug, Serialize)]
 pub struct EdgeRow {
+    /// The label of the process's run (empty: an unlabelled run).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub run: String,
     pub pid: u32,
     pub start: u64,
     pub exec_index: u32,
@@ -245,6 +248,7 @@ pub struct EdgeRow {
 fn edge_row(graph: &Graph, edge: &FileEdge) -> EdgeRow {
     let node = &graph.processes[edge.process];
     EdgeRow {
+        run: graph.run_display(node.key.run),
         pid: node.key.pid,
         start: node.key.start,
         exec_index: node.key.exec_index,
@@ -291,10 +295,15 @@ pub fn write_edges_human(graph: &Graph, rows: &[EdgeRow], out: &mut dyn Write) -
         } else {
             String::new()
         };
+        let pid = if graph.is_merged() {
+            format!("{}:{}", row.run, row.pid)
+        } else {
+            row.pid.to_string()
+        };
         writeln!(
             out,
             "{:>7}/{} {:<11} {:<24} x{:<5} +{:.3}ms  {}  ({}){}",
-            row.pid,
+            pid,
             row.exec_index,
             row.op,
             row.detail,

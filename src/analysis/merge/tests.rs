@@ -439,3 +439,52 @@ fn a_client_of_one_run_never_connects_to_a_server_of_another() {
     let graph = graph_from_log(&output).expect("graph");
     assert_eq!(connects(&graph), 0, "{:?}", graph.process_edges);
 }
+
+#[test]
+fn ps_and_tree_name_the_run_of_each_process_in_a_merged_log() {
+    use crate::analysis::query::{ps, tree, write_ps_human, write_tree_human};
+    let dir = ScratchDir::new("merge-ps");
+    let inputs = vec![
+        write_trace(
+            &dir,
+            "a.dlog",
+            &run_trace("static", "/", "/usr/sbin/nginx", &["/a"]),
+        ),
+        write_trace(
+            &dir,
+            "b.dlog",
+            &run_trace("php", "/", "/usr/sbin/php-fpm", &["/b"]),
+        ),
+    ];
+    let output = dir.file("all.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    let selection = default_selection(&graph);
+    let rows = ps(&graph, &selection);
+    let runs: Vec<&str> = rows.iter().map(|row| row.run.as_str()).collect();
+    assert_eq!(runs.first(), Some(&"static"));
+    assert_eq!(runs.last(), Some(&"php"));
+    let mut out = Vec::new();
+    write_ps_human(&rows, &mut out).expect("ps");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("RUN "), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("php ")), "{text}");
+    let mut out = Vec::new();
+    write_tree_human(&tree(&graph, &selection), &mut out).expect("tree");
+    let text = String::from_utf8_lossy(&out);
+    let groups: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("run "))
+        .collect();
+    assert_eq!(groups, vec!["run static:", "run php:"], "{text}");
+
+    // A log of one run keeps its columns.
+    let single = graph_from_log(&inputs[0]).expect("graph");
+    let mut out = Vec::new();
+    write_ps_human(&ps(&single, &default_selection(&single)), &mut out).expect("ps");
+    assert!(
+        String::from_utf8_lossy(&out)
+            .trim_start()
+            .starts_with("PID")
+    );
+}
