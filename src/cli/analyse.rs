@@ -12,6 +12,7 @@ use clap::{ArgAction, ArgMatches, Args};
 
 use depsetfs::analysis::graph::Graph;
 use depsetfs::analysis::rules::{DEFAULT_RULES, Rules};
+use depsetfs::analysis::select::ProcessMatcher;
 use depsetfs::analysis::strategy::{Strategy, StrategyOptions, StrategySet};
 use depsetfs::analysis::{dump, query};
 use depsetfs::ship::verify;
@@ -99,7 +100,7 @@ pub(crate) struct SelectArgs {
 
 /// A `--pid`: `PID` or `LABEL:PID`, checked here, read by [`super::load`].
 fn parse_pid(text: &str) -> Result<String, String> {
-    depsetfs::analysis::select::ProcessMatcher::pid(text).map(|_| text.to_string())
+    ProcessMatcher::pid(text).map(|_| text.to_string())
 }
 
 #[derive(Args)]
@@ -136,9 +137,9 @@ pub(crate) struct WhoArgs {
 pub(crate) struct FilesArgs {
     #[command(flatten)]
     pub(crate) log: LogArgs,
-    /// The pid whose processes to show.
-    #[arg(long)]
-    pub(crate) pid: u32,
+    /// The pid whose processes to show (`LABEL:PID`: of one run of a merged log).
+    #[arg(long, value_name = "[LABEL:]PID", value_parser = parse_pid)]
+    pub(crate) pid: String,
     /// Only the paths touched, each once and sorted, each ended by NUL with its bytes as they
     /// are.
     #[arg(short = '0', long = "null", conflicts_with = "json")]
@@ -297,8 +298,27 @@ pub(crate) fn who_command(args: WhoArgs, state: &StateDir) -> Result<ExitCode, C
 
 pub(crate) fn files_command(args: FilesArgs, state: &StateDir) -> Result<ExitCode, CliError> {
     let graph = load_graph(args.log.log.as_deref(), state)?;
-    let rows = query::files_of_pid(&graph, args.pid);
-    if rows.is_empty() && !graph.processes.iter().any(|node| node.key.pid == args.pid) {
+    let (run, pid) = match ProcessMatcher::pid(&args.pid).map_err(CliError::Usage)? {
+        ProcessMatcher::RunPid(label, pid) => match graph.run_named(&label) {
+            Some(run) => (Some(run), pid),
+            None => {
+                return Err(CliError::Usage(format!(
+                    "--pid {}: the log has no run labelled {label:?}",
+                    args.pid
+                )));
+            }
+        },
+        ProcessMatcher::Pid(pid) => (None, pid),
+        _ => return Err(CliError::Usage(format!("--pid {}: not a pid", args.pid))),
+    };
+    let in_scope = |node: &&depsetfs::analysis::graph::ProcessNode| {
+        node.key.pid == pid && run.is_none_or(|run| node.key.run == run)
+    };
+    let rows: Vec<query::EdgeRow> = query::files_of_pid(&graph, pid)
+        .into_iter()
+        .filter(|row| run.is_none_or(|run| row.run == graph.run_display(run)))
+        .collect();
+    if rows.is_empty() && !graph.processes.iter().any(|node| in_scope(&node)) {
         return Err(CliError::Usage(format!(
             "--pid {}: no such process in the log",
             args.pid
