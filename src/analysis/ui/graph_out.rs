@@ -39,7 +39,12 @@ fn label(graph: &Graph, process: usize) -> String {
         node.argv.join(" ")
     };
     let command: String = command.chars().take(60).collect();
-    format!("{}#{}\n{}", node.key.pid, node.key.exec_index, command)
+    let run = if graph.is_merged() {
+        format!("{}:", graph.run_display(node.key.run))
+    } else {
+        String::new()
+    };
+    format!("{run}{}#{}\n{}", node.key.pid, node.key.exec_index, command)
 }
 
 /// The graph in Graphviz's language.
