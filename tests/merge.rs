@@ -149,7 +149,12 @@ fn synth_log_of_version(t: &TestDir, name: &str, version: u8) -> String {
 
 fn assert_one_line_error(out: &Outcome, wanted: &str) {
     assert!(!out.ok(), "{}", out.describe());
-    let lines: Vec<&str> = out.stderr.lines().collect();
+    // Warnings about the inputs (synthetic logs have no end record) are not the error.
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| !line.starts_with("depsetfs: warning: "))
+        .collect();
     assert_eq!(lines.len(), 1, "{}", out.describe());
     assert!(
         lines[0].starts_with("depsetfs: ") && lines[0].contains(wanted),
@@ -200,4 +205,83 @@ fn merge_refuses_bad_input_with_one_line_and_upgrades_older_logs() {
     );
     let none = depsetfs(&t, &["merge", "--output", other]);
     assert_one_line_error(&none, "LOG");
+}
+
+/// Replaces the value of header text field `name` (whose current value is `old`) in a log.
+fn patch_header_text(path: &str, name: &str, old: &str, new: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut from = vec![0xa0 | name.len() as u8];
+    from.extend(name.as_bytes());
+    from.push(0xa0 | old.len() as u8);
+    from.extend(old.as_bytes());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_slice())
+        .unwrap_or_else(|| panic!("no {name}: {old} in the header"));
+    let mut to = vec![0xa0 | name.len() as u8];
+    to.extend(name.as_bytes());
+    to.push(0xd9); // str8
+    to.push(new.len() as u8);
+    to.extend(new.as_bytes());
+    bytes.splice(at..at + from.len(), to);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn runs_of_two_source_trees_conflict_and_export_needs_prefer() {
+    let t = TestDir::new("merge_conflict");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut logs = Vec::new();
+    for (name, content) in [("a", "one content\n"), ("b", "another content\n")] {
+        let tree = t.join(&format!("tree-{name}"));
+        std::fs::create_dir_all(tree.join("usr/lib/synthetic/d0")).unwrap();
+        std::fs::write(tree.join("usr/lib/synthetic/d0/f0"), content).unwrap();
+        let log = synth_log_of_version(&t, &format!("{name}.dlog"), 4);
+        patch_header_text(&log, "source", "/", tree.to_str().unwrap());
+        patch_header_text(&log, "host", "synthetic", host.trim_end());
+        logs.push(log);
+    }
+    let all = t.join("all.dlog");
+    let all = all.to_str().unwrap();
+    let merged = depsetfs(&t, &["merge", &logs[0], &logs[1], "--output", all]);
+    assert_eq!(merged.code, Some(2), "{}", merged.describe());
+    let conflicts: Vec<&str> = merged
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("depsetfs: conflict: "))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{}", merged.describe());
+    let sha = |text: &str| {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+    };
+    let expected = format!(
+        "depsetfs: conflict: /usr/lib/synthetic/d0/f0: run a (source {}/tree-a on {h}) sha256 {}, run b (source {}/tree-b on {h}) sha256 {}",
+        t.str(),
+        sha("one content\n"),
+        t.str(),
+        sha("another content\n"),
+        h = host.trim_end()
+    );
+    assert_eq!(conflicts[0], expected);
+
+    let out = t.join("root");
+    let out = out.to_str().unwrap();
+    let refused = depsetfs(
+        &t,
+        &["export", "--log", all, "--format", "dir", "--output", out],
+    );
+    assert_one_line_error(&refused, "recorded from 2 source trees");
+    let preferred = depsetfs(
+        &t,
+        &[
+            "export", "--log", all, "--format", "dir", "--output", out, "--prefer", "b",
+        ],
+    );
+    preferred.assert_ok("export --prefer b");
+    assert_eq!(
+        std::fs::read_to_string(t.join("root/usr/lib/synthetic/d0/f0")).unwrap(),
+        "another content\n",
+        "the preferred run's tree wins"
+    );
 }
