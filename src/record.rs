@@ -57,6 +57,9 @@ pub struct LogHeader {
     /// pid of the process that ran it.
     #[serde(default)]
     pub command: Option<TracedCommand>,
+    /// For `depsetfs run --image`: the OCI image whose unpacked root (`source`) was traced.
+    #[serde(default)]
+    pub image: Option<TracedImage>,
 }
 
 /// The command `depsetfs run` started.
@@ -65,6 +68,19 @@ pub struct TracedCommand {
     pub argv: Vec<String>,
     pub cwd: String,
     pub pid: u32,
+}
+
+/// The OCI image `depsetfs run --image` unpacked and traced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TracedImage {
+    /// The image layout directory (absolute).
+    pub layout: String,
+    /// The tag (`org.opencontainers.image.ref.name`) that picked the manifest, if any.
+    pub tag: Option<String>,
+    /// The manifest's digest (`sha256:…`).
+    pub manifest: String,
+    /// The config's digest: `export --format oci` keeps that config.
+    pub config: String,
 }
 
 /// One value after the header.

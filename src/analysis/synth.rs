@@ -94,6 +94,7 @@ fn header() -> LogHeader {
         fidelity: "full".to_string(),
         network_recorded: false,
         command: None,
+        image: None,
     }
 }
 

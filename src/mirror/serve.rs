@@ -27,7 +27,7 @@ use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
-    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
+    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, TracedImage, now_ns,
 };
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
@@ -120,6 +120,8 @@ pub struct ServeOptions {
     /// The command will be started with the network filter (`run`): the header says the
     /// network was recorded.
     pub network: bool,
+    /// `run --image`: the image whose unpacked root is `source`, for the log header.
+    pub image: Option<TracedImage>,
 }
 
 impl ServeOptions {
@@ -140,6 +142,10 @@ impl ServeOptions {
         if let Some(command) = &self.command {
             args.push("--command-json".into());
             args.push(serde_json::to_string(command).unwrap_or_default().into());
+        }
+        if let Some(image) = &self.image {
+            args.push("--image-json".into());
+            args.push(serde_json::to_string(image).unwrap_or_default().into());
         }
         args.push(self.mountpoint.clone().into());
         args
@@ -163,6 +169,13 @@ impl ServeOptions {
             ),
             None => None,
         };
+        let image = match args.image_json {
+            Some(json) => Some(
+                serde_json::from_str::<TracedImage>(&json)
+                    .map_err(|e| ServeError::Arguments(format!("--image-json: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(ServeOptions {
             source: args.source,
             mountpoint: args.mountpoint,
@@ -175,6 +188,7 @@ impl ServeOptions {
             },
             command,
             network: args.network,
+            image,
         })
     }
 }
@@ -198,6 +212,8 @@ struct ServeArgs {
     attr_timeout_ms: u64,
     #[arg(long)]
     command_json: Option<String>,
+    #[arg(long)]
+    image_json: Option<String>,
     #[arg(long)]
     network: bool,
     mountpoint: PathBuf,
@@ -391,6 +407,7 @@ fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
         },
         network_recorded: options.network,
         command: options.command.clone(),
+        image: options.image.clone(),
     }
 }
 
@@ -499,6 +516,7 @@ mod tests {
             },
             command: None,
             network: false,
+            image: None,
         };
         let args = options.to_args();
         assert_eq!(
@@ -533,6 +551,12 @@ mod tests {
                 pid: 4242,
             }),
             network: true,
+            image: Some(TracedImage {
+                layout: "/srv/my image".to_owned(),
+                tag: Some("v1".to_owned()),
+                manifest: format!("sha256:{}", "a".repeat(64)),
+                config: format!("sha256:{}", "b".repeat(64)),
+            }),
         };
         assert_ne!(options.speed, SpeedOptions::default());
         let parsed = ServeOptions::from_args(options.to_args()).expect("parses");
@@ -540,6 +564,7 @@ mod tests {
         let defaults = ServeOptions {
             command: None,
             network: false,
+            image: None,
             speed: SpeedOptions::default(),
             ..options
         };

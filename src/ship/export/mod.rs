@@ -59,6 +59,9 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
+    /// The image a log was traced from (`run --image`), whose config `--format oci` keeps.
+    #[error("the traced image: {0}")]
+    Image(#[from] crate::launch::image::ImageError),
 }
 
 /// Why the directory of an output cannot hold it, in words.
@@ -181,6 +184,7 @@ pub fn export(
             &options.stubs,
             &source,
             header.command.as_ref(),
+            header.image.as_ref(),
             staged.path(),
             &mut on_progress,
         )
