@@ -82,7 +82,11 @@ fn compressed_size(layout: &Path, manifest: &Value) -> u64 {
         .as_array()
         .expect("layers")
         .iter()
-        .map(|l| fs::metadata(blob(layout, &l["digest"])).expect("layer").len())
+        .map(|l| {
+            fs::metadata(blob(layout, &l["digest"]))
+                .expect("layer")
+                .len()
+        })
         .sum()
 }
 
@@ -147,7 +151,10 @@ cat "$T/traced.out" >&2"#,
     assert_eq!(header["image"]["config"], manifest["config"]["digest"]);
     let unpacked = PathBuf::from(header["source"].as_str().expect("source"));
     assert!(unpacked.starts_with(t.state().join("images")), "{header}");
-    assert_eq!(header["command"]["cwd"], "/var/www", "the image's WorkingDir");
+    assert_eq!(
+        header["command"]["cwd"], "/var/www",
+        "the image's WorkingDir"
+    );
 
     let out = t.join("debloated");
     let exported = depsetfs(
@@ -164,7 +171,14 @@ cat "$T/traced.out" >&2"#,
     );
     exported.assert_ok("export --format oci");
     let (small_manifest, small_config) = manifest_and_config(&out, "latest");
-    for key in ["Entrypoint", "Cmd", "ExposedPorts", "Env", "WorkingDir", "Labels"] {
+    for key in [
+        "Entrypoint",
+        "Cmd",
+        "ExposedPorts",
+        "Env",
+        "WorkingDir",
+        "Labels",
+    ] {
         assert_eq!(
             small_config["config"][key], config["config"][key],
             "config {key} kept"

@@ -32,13 +32,13 @@ pub(crate) fn prepare(
     state.ensure_root()?;
     let root = image.unpack_fresh(state)?;
     let user = match image.user() {
-        Some(user) => Some(resolve_user(&root, &user).map_err(|why| {
-            ImageError::Invalid {
+        Some(user) => Some(
+            resolve_user(&root, &user).map_err(|why| ImageError::Invalid {
                 layout: image.layout.clone(),
                 what: format!("config User {user:?}"),
                 message: why,
-            }
-        })?),
+            })?,
+        ),
         None => None,
     };
     eprintln!("depsetfs: image unpacked into {}", root.display());

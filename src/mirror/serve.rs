@@ -27,7 +27,8 @@ use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
-    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, TracedImage, now_ns,
+    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, TracedImage,
+    now_ns,
 };
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;

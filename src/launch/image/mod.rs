@@ -387,7 +387,12 @@ fn read_blob(layout: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
         digest: digest.to_owned(),
         source,
     })?;
-    check_digest(layout, digest, &format!("{:x}", Sha256::digest(&bytes)), bytes.len() as u64)?;
+    check_digest(
+        layout,
+        digest,
+        &format!("{:x}", Sha256::digest(&bytes)),
+        bytes.len() as u64,
+    )?;
     Ok(bytes)
 }
 
@@ -460,7 +465,11 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32), String> {
         Ok(uid) => (uid, entry(user_part).and_then(|(_, g)| g).unwrap_or(uid)),
         Err(_) => match entry(user_part) {
             Some((Some(uid), Some(gid))) => (uid, gid),
-            _ => return Err(format!("user {user_part:?} is not in the image's /etc/passwd")),
+            _ => {
+                return Err(format!(
+                    "user {user_part:?} is not in the image's /etc/passwd"
+                ));
+            }
         },
     };
     let gid = match group_part {

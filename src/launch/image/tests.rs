@@ -91,8 +91,11 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> String {
 /// Writes a layout with one image per `(tag, layers)`; layers are gzip'ed.
 fn write_layout(layout: &Path, images: &[(&str, Vec<Vec<u8>>)]) -> Vec<String> {
     std::fs::create_dir_all(layout).expect("layout");
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .expect("oci-layout");
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
     let mut manifests = Vec::new();
     let mut layer_digests = Vec::new();
     for (tag, layers) in images {
@@ -175,11 +178,7 @@ fn layers_apply_in_order_with_whiteouts_links_and_metadata() {
     assert_eq!(image.user().as_deref(), Some("1:2"));
     assert_eq!(
         image.default_command(),
-        vec![
-            OsString::from("/bin/serve"),
-            "--port".into(),
-            "80".into()
-        ]
+        vec![OsString::from("/bin/serve"), "--port".into(), "80".into()]
     );
     assert!(image.env().contains(&"LANG=C.UTF-8".to_owned()));
     assert!(image.env().iter().any(|e| e.starts_with("PATH=")));
@@ -189,19 +188,35 @@ fn layers_apply_in_order_with_whiteouts_links_and_metadata() {
     assert_eq!(kept.permissions().mode() & 0o7777, 0o4755, "setuid kept");
     assert_eq!((kept.uid(), kept.gid()), (1234, 2345));
     assert_eq!(kept.mtime(), 1_600_000_000);
-    assert!(!root.join("var/cache/old").exists(), "opaque directory emptied");
+    assert!(
+        !root.join("var/cache/old").exists(),
+        "opaque directory emptied"
+    );
     assert_eq!(std::fs::read(root.join("var/cache/new")).unwrap(), b"new");
     assert_eq!(
-        std::fs::metadata(root.join("var/cache")).unwrap().permissions().mode() & 0o7777,
+        std::fs::metadata(root.join("var/cache"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
         0o750
     );
-    assert!(std::fs::symlink_metadata(root.join("bin")).unwrap().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(root.join("bin"))
+            .unwrap()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(root.join("usr/bin/added")).unwrap(), b"added");
     let tool = std::fs::metadata(root.join("usr/bin/tool")).unwrap();
     let tool2 = std::fs::metadata(root.join("usr/bin/tool2")).unwrap();
     assert_eq!(tool.ino(), tool2.ino(), "hard link");
     use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::metadata(root.join("run/fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::metadata(root.join("run/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     assert_eq!(resolve_user(&root, "1:2"), Ok((1, 2)));
 }
 
@@ -212,12 +227,18 @@ fn tags_pick_the_image_and_unknown_ones_are_named() {
     let one = layer(&[M::File("a", 0o644, b"a")]);
     write_layout(&layout, &[("v1", vec![one.clone()]), ("latest", vec![one])]);
     let reference = |tag: &str| PathBuf::from(format!("{}:{tag}", layout.display()));
-    assert_eq!(Image::open(&reference("v1")).unwrap().tag.as_deref(), Some("v1"));
+    assert_eq!(
+        Image::open(&reference("v1")).unwrap().tag.as_deref(),
+        Some("v1")
+    );
     assert_eq!(Image::open(&layout).unwrap().tag.as_deref(), Some("latest"));
     let err = Image::open(&reference("nope")).expect_err("unknown tag");
     let text = err.to_string();
     assert!(matches!(err, ImageError::UnknownTag { .. }), "{text}");
-    assert!(text.contains("\"nope\"") && text.contains("v1, latest"), "{text}");
+    assert!(
+        text.contains("\"nope\"") && text.contains("v1, latest"),
+        "{text}"
+    );
     assert!(!text.contains('\n'));
     let missing = scratch.file("no-such-layout");
     let err = Image::open(&missing).expect_err("no layout");
@@ -229,7 +250,10 @@ fn tags_pick_the_image_and_unknown_ones_are_named() {
 fn a_blob_that_does_not_match_its_digest_is_refused() {
     let scratch = ScratchDir::new("image-digest");
     let layout = scratch.file("layout");
-    let digests = write_layout(&layout, &[("v1", vec![layer(&[M::File("a", 0o644, b"a")])])]);
+    let digests = write_layout(
+        &layout,
+        &[("v1", vec![layer(&[M::File("a", 0o644, b"a")])])],
+    );
     let blob = blob_path(&layout, &digests[0]).unwrap();
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
@@ -246,7 +270,10 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
 fn members_never_land_outside_the_root() {
     let scratch = ScratchDir::new("image-escape");
     let layout = scratch.file("layout");
-    write_layout(&layout, &[("v1", vec![layer(&[M::RawName(b"a/../../escaped")])])]);
+    write_layout(
+        &layout,
+        &[("v1", vec![layer(&[M::RawName(b"a/../../escaped")])])],
+    );
     let err = unpack(&Image::open(&layout).unwrap(), &scratch).expect_err("refused");
     assert!(matches!(err, ImageError::Escape { .. }), "{err}");
     assert!(err.to_string().contains("a/../../escaped"), "{err}");
@@ -262,10 +289,16 @@ fn members_never_land_outside_the_root() {
     // Dangling inside the root: refused (the root has no such directory).
     write_layout(
         &layout,
-        &[("v1", vec![layer(&[M::Symlink("link", target)]), planted.clone()])],
+        &[(
+            "v1",
+            vec![layer(&[M::Symlink("link", target)]), planted.clone()],
+        )],
     );
     assert!(unpack(&Image::open(&layout).unwrap(), &scratch).is_err());
-    assert!(!outside.join("planted").exists(), "written outside the root");
+    assert!(
+        !outside.join("planted").exists(),
+        "written outside the root"
+    );
     let scratch = ScratchDir::new("image-escape-link");
     let layout = scratch.file("layout");
     let inside_dir = format!("{}/", target.trim_start_matches('/'));
@@ -280,13 +313,19 @@ fn members_never_land_outside_the_root() {
         )],
     );
     let root = unpack(&Image::open(&layout).unwrap(), &scratch).expect("unpacks");
-    assert!(!outside.join("planted").exists(), "written outside the root");
+    assert!(
+        !outside.join("planted").exists(),
+        "written outside the root"
+    );
     let inside = root.join(target.trim_start_matches('/')).join("planted");
     assert!(inside.exists(), "{}", inside.display());
     // A hard link to a host path is refused or made inside the root, never to the host file.
     let scratch = ScratchDir::new("image-escape-hardlink");
     let layout = scratch.file("layout");
-    write_layout(&layout, &[("v1", vec![layer(&[M::HardLink("passwd", "/etc/passwd")])])]);
+    write_layout(
+        &layout,
+        &[("v1", vec![layer(&[M::HardLink("passwd", "/etc/passwd")])])],
+    );
     assert!(unpack(&Image::open(&layout).unwrap(), &scratch).is_err());
 }
 

@@ -33,8 +33,7 @@ enum Compression {
 
 fn compression(layout: &Path, layer: &Layer) -> Result<Compression, ImageError> {
     let media = layer.media_type.as_str();
-    if media.ends_with("tar+gzip") || media.ends_with("tar.gzip") || media.ends_with(".tar.gz")
-    {
+    if media.ends_with("tar+gzip") || media.ends_with("tar.gzip") || media.ends_with(".tar.gz") {
         Ok(Compression::Gzip)
     } else if media.ends_with(".tar") || media.ends_with("layer.v1.tar") {
         Ok(Compression::None)
@@ -126,7 +125,9 @@ fn components(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err("has a \"..\" component: it would be written outside the image root"),
+            b".." => {
+                return Err("has a \"..\" component: it would be written outside the image root");
+            }
             _ => parts.push(OsStr::from_bytes(part).to_owned()),
         }
     }
@@ -256,7 +257,9 @@ impl LayerContext<'_> {
         let at = self.host_path(&member.parents, Some(name));
         let failed =
             |action: &str| unpack_error(&at, &format!("{action} (member {:?})", member.display));
-        let dir = self.open_dir(&member.parents, true).map_err(failed("open the parent of"))?;
+        let dir = self
+            .open_dir(&member.parents, true)
+            .map_err(failed("open the parent of"))?;
         let dir = dir.as_raw_fd();
         let header = entry.header().clone();
         let kind = header.entry_type();
@@ -272,9 +275,16 @@ impl LayerContext<'_> {
             let target_name = target
                 .pop()
                 .ok_or_else(|| self.escape(&member.display, "is a hard link to the root"))?;
-            let target_dir = self.open_dir(&target, false).map_err(failed("find the hard link target of"))?;
-            let source = sys::openat(target_dir.as_raw_fd(), &target_name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            let target_dir = self
+                .open_dir(&target, false)
                 .map_err(failed("find the hard link target of"))?;
+            let source = sys::openat(
+                target_dir.as_raw_fd(),
+                &target_name,
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(failed("find the hard link target of"))?;
             if existing.is_some() {
                 remove_at(dir, name).map_err(failed("replace"))?;
             }
@@ -287,8 +297,13 @@ impl LayerContext<'_> {
                 }
                 sys::mkdirat(dir, name, 0o700).map_err(failed("create the directory"))?;
             }
-            sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY, 0)
-                .map_err(failed("open"))?
+            sys::openat(
+                dir,
+                name,
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
+                0,
+            )
+            .map_err(failed("open"))?
         } else {
             if existing.is_some() {
                 remove_at(dir, name).map_err(failed("replace"))?;
@@ -299,7 +314,8 @@ impl LayerContext<'_> {
                     .ok_or_else(|| self.escape(&member.display, "is a symlink without a target"))?;
                 sys::symlinkat(Path::new(OsStr::from_bytes(&target)), dir, name)
                     .map_err(failed("create the symlink"))?;
-                sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(failed("open"))?
+                sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                    .map_err(failed("open"))?
             } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
                 let file_type = if kind.is_character_special() {
                     libc::S_IFCHR
@@ -312,8 +328,10 @@ impl LayerContext<'_> {
                     header.device_major().ok().flatten().unwrap_or(0),
                     header.device_minor().ok().flatten().unwrap_or(0),
                 );
-                sys::mknodat(dir, name, file_type | 0o600, device).map_err(failed("create the device"))?;
-                sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(failed("open"))?
+                sys::mknodat(dir, name, file_type | 0o600, device)
+                    .map_err(failed("create the device"))?;
+                sys::openat(dir, name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                    .map_err(failed("open"))?
             } else {
                 // Regular files (and, as POSIX says, any type tar does not know).
                 let fd = sys::openat(
@@ -324,7 +342,8 @@ impl LayerContext<'_> {
                 )
                 .map_err(failed("create the file"))?;
                 // SAFETY: `fd` is ours; the File takes it over.
-                let mut file = unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+                let mut file =
+                    unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
                 io::copy(entry, &mut file).map_err(failed("write"))?;
                 OwnedFd::from(file)
             }
@@ -363,7 +382,10 @@ fn pax_xattrs(entry: &mut tar::Entry<'_, Box<dyn Read>>) -> io::Result<Vec<(OsSt
         for extension in extensions {
             let extension = extension?;
             if let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                xattrs.push((OsStr::from_bytes(name).to_owned(), extension.value_bytes().to_vec()));
+                xattrs.push((
+                    OsStr::from_bytes(name).to_owned(),
+                    extension.value_bytes().to_vec(),
+                ));
             }
         }
     }

@@ -80,7 +80,8 @@ pub enum Format {
     Dir,
     /// A tar stream (ustar with PAX extended headers), or `-` for stdout.
     Tar,
-    /// An OCI image layout directory: one gzip layer, entrypoint from the traced command.
+    /// An OCI image layout directory: one gzip layer, entrypoint from the traced command (the
+    /// image's whole config for a log of `run --image`).
     Oci,
 }
 
