@@ -29,9 +29,11 @@ fn nginx_image(t: &TestDir) -> PathBuf {
 script={script}
 key=$(sha256sum "$script" | cut -c1-16)
 layout={CACHE}/images/nginx-$key
+mkdir -p {CACHE}/images
+exec 9>{CACHE}/images/.lock
+timeout 850 flock 9 # one build at a time: the other test waits for it
 if [ ! -f "$layout/index.json" ]; then
   rm -rf "$layout.tmp"
-  mkdir -p {CACHE}/images
   start=$(date +%s)
   timeout 800 bash "$script" "$layout.tmp" nginx {CACHE}/apt nginx -- \
     --config.entrypoint nginx --config.cmd -g --config.cmd 'daemon off;' \
@@ -222,6 +224,32 @@ export NAME START ROOT
         100.0 * (1.0 - after_tree as f64 / before_tree as f64),
     );
     assert!(after * 3 < before, "{after} not well below {before}");
+}
+
+#[test]
+fn the_command_starts_with_the_images_user_environment_and_directory() {
+    let t = TestDir::new("images-config");
+    let layout = nginx_image(&t);
+    // A copy with a config of its own (umoci writes a new config and manifest for the tag).
+    let out = ns_script(
+        &t,
+        300,
+        &format!(
+            r#"cp -a '{layout}' "$T/layout"
+timeout 60 umoci config --image "$T/layout:nginx" --tag configured \
+  --config.user www-data --config.env GREETING=hello
+timeout 200 "$DEPSETFS" run --log "$T/log" --image "$T/layout:configured" -- \
+  sh -c 'echo "uid=$(id -u) gid=$(id -g) cwd=$PWD greeting=$GREETING lang=$LANG"'"#,
+            layout = layout.display()
+        ),
+    );
+    out.assert_ok("run --image with User and Env");
+    assert!(
+        out.stdout
+            .contains("uid=33 gid=33 cwd=/var/www greeting=hello lang=C.UTF-8"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
