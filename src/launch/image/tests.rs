@@ -240,6 +240,15 @@ fn tags_pick_the_image_and_unknown_ones_are_named() {
         "{text}"
     );
     assert!(!text.contains('\n'));
+    let several = scratch.file("several");
+    let one = layer(&[M::File("a", 0o644, b"a")]);
+    write_layout(&several, &[("v1", vec![one.clone()]), ("v2", vec![one])]);
+    let err = Image::open(&several).expect_err("which one?");
+    assert!(
+        matches!(err, ImageError::WhichImage { count: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("v1, v2"), "{err}");
     let missing = scratch.file("no-such-layout");
     let err = Image::open(&missing).expect_err("no layout");
     assert!(matches!(err, ImageError::NoLayout { .. }), "{err}");
