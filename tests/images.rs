@@ -27,7 +27,11 @@ fn nginx_image(t: &TestDir) -> PathBuf {
         &format!(
             r#"
 script={script}
-key=$(sha256sum "$script" | cut -c1-16)
+build=(nginx -- --config.entrypoint nginx --config.cmd -g --config.cmd 'daemon off;'
+  --config.exposedports 80/tcp --config.env LANG=C.UTF-8 --config.workingdir /var/www
+  --config.label org.example.service=nginx)
+# The cache key: the build script and what it is asked to build.
+key=$( (cat "$script"; printf '%s\n' "${{build[@]}}") | sha256sum | cut -c1-16)
 layout={CACHE}/images/nginx-$key
 mkdir -p {CACHE}/images
 exec 9>{CACHE}/images/.lock
@@ -35,12 +39,11 @@ timeout 850 flock 9 # one build at a time: the other test waits for it
 if [ ! -f "$layout/index.json" ]; then
   rm -rf "$layout.tmp"
   start=$(date +%s)
-  timeout 800 bash "$script" "$layout.tmp" nginx {CACHE}/apt nginx -- \
-    --config.entrypoint nginx --config.cmd -g --config.cmd 'daemon off;' \
-    --config.exposedports 80/tcp --config.env LANG=C.UTF-8 --config.workingdir /var/www \
-    --config.label org.example.service=nginx >&2
+  timeout 800 bash "$script" "$layout.tmp" nginx {CACHE}/apt "${{build[@]}}" >&2
   echo "built the image in $(( $(date +%s) - start )) s" >&2
   mv "$layout.tmp" "$layout"
+  # Builds of an older script or other arguments are not used any more.
+  find {CACHE}/images -mindepth 1 -maxdepth 1 -name 'nginx-*' ! -name "nginx-$key" -exec rm -rf {{}} +
 fi
 echo "$layout"
 "#,

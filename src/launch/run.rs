@@ -11,7 +11,8 @@
 //! started with that pid recorded in the log header (and with a parent-death signal, so it
 //! writes its log and exits if the worker dies), the real /proc, /sys and /dev are bound into
 //! the mirror, and the command is released: it chroots onto the mirror, changes to the
-//! caller's directory and execs. The worker waits for the command and every process it left
+//! caller's directory and execs (for `run --image`: the image's directory, environment and
+//! user, the program found through the image's `PATH`). The worker waits for the command and every process it left
 //! behind (SIGTERM/SIGINT/SIGHUP are passed to the command, and what remains is killed after
 //! `--grace` seconds, or at `--timeout`), then unmounts, waits for the daemon to write the
 //! rest of the log, removes the temporary mountpoint and reports to the front.
