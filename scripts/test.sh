@@ -29,6 +29,7 @@ fail() {
 # (tests/services.rs): postgresql again, and a JDK (javac, java). One service under two workloads,
 # merged (tests/merge.rs): nginx, php-fpm, curl and iproute2 again.
 packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci skopeo
+  mmdebstrap # a Debian root for the image made and debloated by tests/images.rs (with umoci)
   mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless
   man-db groff-base bsdextrautils # man, groff, col: the man pages (tests/cli.rs, scripts/test-deb.sh)
   chromium chromium-driver graphviz) # the page of depsetfs ui in a real browser, graph --format dot (tests/ui.rs)

@@ -67,6 +67,9 @@ pub struct LogHeader {
     /// the log of one run.
     #[serde(default)]
     pub runs: Vec<LogHeader>,
+    /// For `depsetfs run --image`: the OCI image whose unpacked root (`source`) was traced.
+    #[serde(default)]
+    pub image: Option<TracedImage>,
 }
 
 impl LogHeader {
@@ -91,6 +94,19 @@ pub struct TracedCommand {
     pub argv: Vec<String>,
     pub cwd: String,
     pub pid: u32,
+}
+
+/// The OCI image `depsetfs run --image` unpacked and traced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TracedImage {
+    /// The image layout directory (absolute).
+    pub layout: String,
+    /// The tag (`org.opencontainers.image.ref.name`) that picked the manifest, if any.
+    pub tag: Option<String>,
+    /// The manifest's digest (`sha256:…`).
+    pub manifest: String,
+    /// The config's digest: `export --format oci` keeps that config.
+    pub config: String,
 }
 
 /// One value after the header.

@@ -201,6 +201,10 @@ pub fn merged_header(runs: &[LogHeader]) -> LogHeader {
         command: None,
         label: None,
         runs: runs.to_vec(),
+        // The image an OCI export keeps the configuration of: only when every run traced it.
+        image: first
+            .and_then(|run| run.image.clone())
+            .filter(|image| runs.iter().all(|run| run.image.as_ref() == Some(image))),
     }
 }
 

@@ -96,6 +96,7 @@ fn header() -> LogHeader {
         command: None,
         label: None,
         runs: Vec::new(),
+        image: None,
     }
 }
 

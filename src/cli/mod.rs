@@ -7,6 +7,7 @@
 //! and [`output`] what they share.
 
 mod analyse;
+mod image;
 mod load;
 mod merge;
 mod output;
@@ -142,6 +143,8 @@ pub(crate) enum CliError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Ui(#[from] depsetfs::analysis::ui::UiError),
+    #[error(transparent)]
+    Image(#[from] depsetfs::launch::image::ImageError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]

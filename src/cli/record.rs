@@ -127,6 +127,11 @@ impl SpeedArgs {
 pub(crate) struct RunArgs {
     #[arg(long, default_value = "/")]
     pub(crate) source: PathBuf,
+    /// Trace CMD in an OCI image layout (LAYOUT[:TAG]): its layers unpacked into a fresh root
+    /// under the state directory, CMD run with the image's environment, working directory and
+    /// user (no CMD: the image's entrypoint and command).
+    #[arg(long, value_name = "OCI_LAYOUT[:TAG]", conflicts_with = "source")]
+    pub(crate) image: Option<PathBuf>,
     #[arg(long)]
     pub(crate) log: Option<PathBuf>,
     /// Replace the file given with --log if it exists (else an existing file is refused).
@@ -146,7 +151,7 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) speed: SpeedArgs,
     /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "image")]
     pub(crate) command: Vec<OsString>,
 }
 
@@ -180,6 +185,7 @@ pub(crate) fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCod
         command: None,
         network: false,
         label: args.label,
+        image: None,
     };
     // The daemon runs on after we return; dropping the handle does not stop it.
     let _daemon = mount::start_daemon(&options, state)?;
@@ -230,14 +236,19 @@ pub(crate) fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, C
         .map(|log| new_log_path(log, args.overwrite_log))
         .transpose()?;
     args.speed.confine_to_cpus()?;
+    let (source, argv, image) = match &args.image {
+        Some(reference) => super::image::prepare(reference, args.command, state)?,
+        None => (args.source, args.command, None),
+    };
     let options = RunOptions {
-        source: args.source,
+        source,
         log,
         timeout: Duration::from_secs(args.timeout),
         grace: Duration::from_secs(args.grace),
         speed: args.speed.options(),
-        argv: args.command,
+        argv,
         label: args.label,
+        image,
     };
     let report = run::run(&options, state)?;
     if report.killed > 0 {

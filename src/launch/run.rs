@@ -11,7 +11,8 @@
 //! started with that pid recorded in the log header (and with a parent-death signal, so it
 //! writes its log and exits if the worker dies), the real /proc, /sys and /dev are bound into
 //! the mirror, and the command is released: it chroots onto the mirror, changes to the
-//! caller's directory and execs. The worker waits for the command and every process it left
+//! caller's directory and execs (for `run --image`: the image's directory, environment and
+//! user, the program found through the image's `PATH`). The worker waits for the command and every process it left
 //! behind (SIGTERM/SIGINT/SIGHUP are passed to the command, and what remains is killed after
 //! `--grace` seconds, or at `--timeout`), then unmounts, waits for the daemon to write the
 //! rest of the log, removes the temporary mountpoint and reports to the front.
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::mirror::network::{self, HandOver, HandOverStep};
-use crate::record::TracedCommand;
+use crate::record::{TracedCommand, TracedImage};
 use crate::state::{StateDir, StateError};
 use crate::sys;
 
@@ -79,6 +80,21 @@ pub struct RunOptions {
     pub argv: Vec<OsString>,
     /// The run's name in the log header (`--label`); None: the log's file stem.
     pub label: Option<String>,
+    /// `run --image`: the environment, directory and user the image's config gives the
+    /// command (the source is then the image's unpacked root).
+    pub image: Option<ImageLaunch>,
+}
+
+/// How the command of `run --image` is started: as the image's config says, not with the
+/// caller's environment, directory and uid.
+#[derive(Clone, Debug)]
+pub struct ImageLaunch {
+    pub traced: TracedImage,
+    /// `NAME=value` strings; `PATH` among them is also where the command is looked up.
+    pub env: Vec<OsString>,
+    pub workdir: PathBuf,
+    /// uid and gid, when the config names a user.
+    pub user: Option<(u32, u32)>,
 }
 
 /// The default `--grace`.
@@ -121,9 +137,19 @@ fn check_then_run(
     workdir: &Path,
 ) -> Result<RunReport, RunError> {
     let (source, mountpoint) = mount::check_mount_request(&options.source, workdir)?;
-    let cwd = std::env::current_dir().map_err(io_err("read the working directory"))?;
-    let cwd_in_mirror = path_in_mirror(&source, &cwd);
-    check_command(&source, &cwd_in_mirror, &options.argv[0])?;
+    let (cwd_in_mirror, search_path) = match &options.image {
+        Some(image) => (image.workdir.clone(), image_path_var(&image.env)),
+        None => {
+            let cwd = std::env::current_dir().map_err(io_err("read the working directory"))?;
+            (path_in_mirror(&source, &cwd), std::env::var_os("PATH"))
+        }
+    };
+    let program = check_command(
+        &source,
+        &cwd_in_mirror,
+        &options.argv[0],
+        search_path.as_deref(),
+    )?;
     let log = match &options.log {
         Some(log) => log.clone(),
         None => state.new_log_path()?,
@@ -134,6 +160,7 @@ fn check_then_run(
         source,
         mountpoint,
         cwd_in_mirror,
+        program,
         log,
     };
     let signals = SignalSet::termination();
@@ -152,6 +179,8 @@ struct Job<'a> {
     source: PathBuf,
     mountpoint: PathBuf,
     cwd_in_mirror: PathBuf,
+    /// Where `check_command` found the command, in the mirror.
+    program: PathBuf,
     log: PathBuf,
 }
 
@@ -230,11 +259,16 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
         None
     };
     let options = job.options;
-    let held = HeldCommand::fork(
+    let exec = match &options.image {
+        Some(image) => Some(ExecAs::new(&job.program, &image.env, image.user)?),
+        None => None,
+    };
+    let held = HeldCommand::fork_as(
         &options.argv,
         &job.mountpoint,
         &job.cwd_in_mirror,
         hand_over.as_ref(),
+        exec.as_ref(),
     )?;
     let network = hand_over.is_some();
     drop(hand_over);
@@ -254,6 +288,7 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
         }),
         network,
         label: options.label.clone(),
+        image: options.image.as_ref().map(|image| image.traced.clone()),
     };
     let mut daemon = match mount::start_tied_daemon(&serve, job.state) {
         Ok(daemon) => daemon,
@@ -409,7 +444,12 @@ fn stale_mountpoint_pid(name: &[u8]) -> Option<u32> {
 
 /// Checks, before anything is mounted, that `command` can be executed in the mirror of
 /// `source`: found (through PATH when it has no slash, as execvp does) and executable.
-fn check_command(source: &Path, cwd_in_mirror: &Path, command: &OsString) -> Result<(), RunError> {
+fn check_command(
+    source: &Path,
+    cwd_in_mirror: &Path,
+    command: &OsString,
+    search_path: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, RunError> {
     let name = command.to_string_lossy().into_owned();
     let root = sys::open_path(source, libc::O_PATH | libc::O_DIRECTORY)
         .map_err(io_err(format!("open {}", source.display())))?;
@@ -417,7 +457,7 @@ fn check_command(source: &Path, cwd_in_mirror: &Path, command: &OsString) -> Res
     let candidates: Vec<PathBuf> = if bytes.contains(&b'/') {
         vec![cwd_in_mirror.join(command)]
     } else {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+        let path = search_path.unwrap_or("/bin:/usr/bin".as_ref());
         path.as_bytes()
             .split(|&b| b == b':')
             .map(|dir| {
@@ -432,7 +472,7 @@ fn check_command(source: &Path, cwd_in_mirror: &Path, command: &OsString) -> Res
     let mut last_error = io::Error::from_raw_os_error(libc::ENOENT);
     for candidate in &candidates {
         match stat_in_root(&root, candidate) {
-            Ok(stat) if is_executable(&stat) => return Ok(()),
+            Ok(stat) if is_executable(&stat) => return Ok(candidate.clone()),
             Ok(_) => {
                 not_executable.get_or_insert_with(|| candidate.display().to_string());
             }
@@ -454,6 +494,15 @@ fn check_command(source: &Path, cwd_in_mirror: &Path, command: &OsString) -> Res
 /// A regular file with an execute bit (root, who runs `run`, may then execute it).
 fn is_executable(stat: &libc::stat) -> bool {
     stat.st_mode & libc::S_IFMT == libc::S_IFREG && stat.st_mode & 0o111 != 0
+}
+
+/// The `PATH` of an image's environment.
+fn image_path_var(env: &[OsString]) -> Option<OsString> {
+    env.iter().find_map(|e| {
+        e.as_bytes()
+            .strip_prefix(b"PATH=")
+            .map(|p| std::ffi::OsStr::from_bytes(p).to_owned())
+    })
 }
 
 /// `stat` of `path` resolved as if `root` were `/` (symlinks included: `RESOLVE_IN_ROOT`).
@@ -565,6 +614,32 @@ fn cstring(bytes: &[u8]) -> Result<CString, RunError> {
     })
 }
 
+/// The program (a path in the mirror), environment and user of `run --image`'s command,
+/// prepared before fork (the child may not allocate).
+pub(crate) struct ExecAs {
+    program: CString,
+    _env: Vec<CString>,
+    envp: Vec<*const libc::c_char>,
+    user: Option<(u32, u32)>,
+}
+
+impl ExecAs {
+    fn new(program: &Path, env: &[OsString], user: Option<(u32, u32)>) -> Result<ExecAs, RunError> {
+        let env: Vec<CString> = env
+            .iter()
+            .map(|e| cstring(e.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(ExecAs {
+            program: cstring(program.as_os_str().as_bytes())?,
+            _env: env,
+            envp,
+            user,
+        })
+    }
+}
+
 /// What the child reports on its error pipe: the step (0: chroot or exec, else a
 /// [`HandOverStep`]) and the errno, 8 bytes.
 const STEP_EXEC: u32 = 0;
@@ -578,6 +653,18 @@ impl HeldCommand {
         mountpoint: &Path,
         cwd: &Path,
         hand_over: Option<&HandOver>,
+    ) -> Result<HeldCommand, RunError> {
+        HeldCommand::fork_as(argv, mountpoint, cwd, hand_over, None)
+    }
+
+    /// [`HeldCommand::fork`], with `exec` the program, environment and user to exec with
+    /// (else `execvp` with the caller's environment, as root).
+    pub(crate) fn fork_as(
+        argv: &[OsString],
+        mountpoint: &Path,
+        cwd: &Path,
+        hand_over: Option<&HandOver>,
+        exec: Option<&ExecAs>,
     ) -> Result<HeldCommand, RunError> {
         let args: Vec<CString> = argv
             .iter()
@@ -598,7 +685,15 @@ impl HeldCommand {
         if pid == 0 {
             drop(go_write);
             drop(error_read);
-            exec_when_released(&go_read, &error_write, &root, &dir, &arg_ptrs, hand_over);
+            exec_when_released(
+                &go_read,
+                &error_write,
+                &root,
+                &dir,
+                &arg_ptrs,
+                hand_over,
+                exec,
+            );
         }
         Ok(HeldCommand {
             pid,
@@ -652,6 +747,7 @@ fn exec_when_released(
     dir: &CString,
     argv: &[*const libc::c_char],
     hand_over: Option<&HandOver>,
+    exec: Option<&ExecAs>,
 ) -> ! {
     let mut byte = 0u8;
     // SAFETY: only system calls on valid buffers and descriptors; no allocation after fork.
@@ -677,6 +773,17 @@ fn exec_when_released(
         }
         if libc::chdir(dir.as_ptr()) != 0 {
             libc::chdir(c"/".as_ptr());
+        }
+        if let Some(exec) = exec {
+            if let Some((uid, gid)) = exec.user
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
+            {
+                report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location());
+            }
+            libc::execve(exec.program.as_ptr(), argv.as_ptr(), exec.envp.as_ptr());
+            report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location())
         }
         libc::execvp(argv[0], argv.as_ptr());
         report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location())
@@ -1025,8 +1132,16 @@ mod tests {
         std::fs::write(source.join("usr/bin/data"), "x").expect("write");
         // An absolute symlink resolves inside the tree, not on the host.
         symlink("/usr/bin/tool", source.join("usr/bin/alias")).expect("symlink");
-        let check = |command: &str| check_command(&source, Path::new("/"), &command.into());
+        let check = |command: &str| {
+            check_command(
+                &source,
+                Path::new("/"),
+                &command.into(),
+                Some("/usr/bin".as_ref()),
+            )
+        };
         assert!(check("/usr/bin/tool").is_ok());
+        assert_eq!(check("tool").ok(), Some(PathBuf::from("/usr/bin/tool")));
         assert!(check("/usr/bin/alias").is_ok());
         assert!(matches!(
             check("/usr/bin/data"),

@@ -27,7 +27,8 @@ use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
-    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
+    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, TracedImage,
+    now_ns,
 };
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
@@ -122,6 +123,8 @@ pub struct ServeOptions {
     pub network: bool,
     /// The run's name in the log header (`--label`); None: the log's file stem.
     pub label: Option<String>,
+    /// `run --image`: the image whose unpacked root is `source`, for the log header.
+    pub image: Option<TracedImage>,
 }
 
 impl ServeOptions {
@@ -147,6 +150,10 @@ impl ServeOptions {
             args.push("--label".into());
             args.push(label.into());
         }
+        if let Some(image) = &self.image {
+            args.push("--image-json".into());
+            args.push(serde_json::to_string(image).unwrap_or_default().into());
+        }
         args.push(self.mountpoint.clone().into());
         args
     }
@@ -169,6 +176,13 @@ impl ServeOptions {
             ),
             None => None,
         };
+        let image = match args.image_json {
+            Some(json) => Some(
+                serde_json::from_str::<TracedImage>(&json)
+                    .map_err(|e| ServeError::Arguments(format!("--image-json: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(ServeOptions {
             source: args.source,
             mountpoint: args.mountpoint,
@@ -182,6 +196,7 @@ impl ServeOptions {
             command,
             network: args.network,
             label: args.label,
+            image,
         })
     }
 }
@@ -205,6 +220,8 @@ struct ServeArgs {
     attr_timeout_ms: u64,
     #[arg(long)]
     command_json: Option<String>,
+    #[arg(long)]
+    image_json: Option<String>,
     #[arg(long)]
     network: bool,
     #[arg(long)]
@@ -405,6 +422,7 @@ fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
             stem.to_string_lossy().into_owned()
         })),
         runs: Vec::new(),
+        image: options.image.clone(),
     }
 }
 
@@ -511,6 +529,7 @@ mod tests {
             command: None,
             network: false,
             label: None,
+            image: None,
         };
         let header = log_header(&options, false);
         assert_eq!(header.label.as_deref(), Some("smoke-test"));
@@ -535,6 +554,7 @@ mod tests {
             command: None,
             network: false,
             label: None,
+            image: None,
         };
         let args = options.to_args();
         assert_eq!(
@@ -570,6 +590,12 @@ mod tests {
             }),
             network: true,
             label: Some("smoke test".to_owned()),
+            image: Some(TracedImage {
+                layout: "/srv/my image".to_owned(),
+                tag: Some("v1".to_owned()),
+                manifest: format!("sha256:{}", "a".repeat(64)),
+                config: format!("sha256:{}", "b".repeat(64)),
+            }),
         };
         assert_ne!(options.speed, SpeedOptions::default());
         let parsed = ServeOptions::from_args(options.to_args()).expect("parses");
@@ -578,6 +604,7 @@ mod tests {
             command: None,
             network: false,
             label: None,
+            image: None,
             speed: SpeedOptions::default(),
             ..options
         };

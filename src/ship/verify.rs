@@ -375,6 +375,7 @@ fn run_in_root(
         speed: crate::launch::mount::SpeedOptions::default(),
         argv: options.argv.clone(),
         label: None,
+        image: None,
     };
     let outcome = run::run(&run_options, state);
     let _ = std::env::set_current_dir(&previous_cwd);

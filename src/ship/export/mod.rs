@@ -59,6 +59,9 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
+    /// The image a log was traced from (`run --image`), whose config `--format oci` keeps.
+    #[error("the traced image: {0}")]
+    Image(#[from] crate::launch::image::ImageError),
 }
 
 /// Why the directory of an output cannot hold it, in words.
@@ -77,7 +80,8 @@ pub enum Format {
     Dir,
     /// A tar stream (ustar with PAX extended headers), or `-` for stdout.
     Tar,
-    /// An OCI image layout directory: one gzip layer, entrypoint from the traced command.
+    /// An OCI image layout directory: one gzip layer, entrypoint from the traced command (the
+    /// image's whole config for a log of `run --image`).
     Oci,
 }
 
@@ -181,6 +185,7 @@ pub fn export(
             &options.stubs,
             &source,
             header.command.as_ref(),
+            header.image.as_ref(),
             staged.path(),
             &mut on_progress,
         )

@@ -6,6 +6,10 @@
 //! traced command's (log header); its environment is only a standard `PATH`
 //! ([`DEFAULT_PATH`]): the traced environment is not recorded. `index.json` names the image
 //! `latest` (`org.opencontainers.image.ref.name`), which `umoci` and `skopeo` need to find it.
+//! A log traced from an image (`run --image`) keeps that image's config instead (environment,
+//! user, working directory, entrypoint, command, exposed ports, labels, …), read again from
+//! its layout and checked against the digest the log recorded; only the layer, the `rootfs`,
+//! the creation time and the history (one note naming the original image) are new.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -19,7 +23,8 @@ use sha2::{Digest, Sha256};
 use super::ExportError;
 use super::walk::{Progress, Stubs, Totals};
 use crate::analysis::closure::DeploymentSet;
-use crate::record::TracedCommand;
+use crate::launch::image::original_config;
+use crate::record::{TracedCommand, TracedImage};
 
 /// The `PATH` of the image config: Debian's default for root.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -52,15 +57,23 @@ pub fn write(
     stubs: &Stubs,
     source: &Path,
     command: Option<&TracedCommand>,
+    image: Option<&TracedImage>,
     root: &Path,
     progress: Progress<'_>,
 ) -> Result<Totals, ExportError> {
+    // Before anything is written: the original config must still be readable.
+    let original = image
+        .map(|image| original_config(image).map(|config| (image, config)))
+        .transpose()?;
     // The root first, alone: a name that exists already is an error, not reused.
     std::fs::create_dir(root).map_err(write_error(root, "create the directory"))?;
     let blobs = root.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(write_error(&blobs, "create the directory"))?;
     let (totals, layer, diff_id) = write_layer(set, stubs, source, &blobs, progress)?;
-    let config = config_json(command, &diff_id);
+    let config = match &original {
+        Some((image, config)) => keep_config(config, image, &diff_id),
+        None => config_json(command, &diff_id),
+    };
     let config = write_blob(&blobs, &config)?;
     let manifest = json!({
         "schemaVersion": 2,
@@ -104,6 +117,29 @@ pub fn config_json(command: Option<&TracedCommand>, diff_id: &str) -> Value {
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "history": [{ "created_by": "depsetfs export --format oci" }],
     })
+}
+
+/// The original image's config with the one new layer: everything a runtime reads is kept.
+pub fn keep_config(original: &Value, image: &TracedImage, diff_id: &str) -> Value {
+    let mut config = original.clone();
+    if !config.is_object() {
+        config = json!({});
+    }
+    let from = match &image.tag {
+        Some(tag) => format!("{}:{tag}", image.layout),
+        None => image.layout.clone(),
+    };
+    config["created"] = json!(rfc3339_now());
+    config["rootfs"] = json!({ "type": "layers", "diff_ids": [diff_id] });
+    config["history"] = json!([{
+        "created": config["created"],
+        "created_by": "depsetfs export --format oci",
+        "comment": format!(
+            "debloated from {from} (manifest {}): only the files a traced run used",
+            image.manifest
+        ),
+    }]);
+    config
 }
 
 /// GOARCH names, as OCI uses them.
@@ -257,6 +293,41 @@ mod tests {
         let created = config["created"].as_str().unwrap();
         assert_eq!(created.len(), 20, "{created}");
         assert!(created.ends_with('Z') && created.as_bytes()[10] == b'T');
+    }
+
+    #[test]
+    fn an_image_config_is_kept_with_the_new_layer() {
+        let original = json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": ["PATH=/bin", "LANG=C.UTF-8"],
+                "User": "www-data",
+                "WorkingDir": "/srv",
+                "Entrypoint": ["/usr/sbin/nginx"],
+                "Cmd": ["-g", "daemon off;"],
+                "ExposedPorts": { "80/tcp": {} },
+                "Labels": { "org.example": "yes" },
+            },
+            "rootfs": { "type": "layers", "diff_ids": ["sha256:1", "sha256:2"] },
+            "history": [{ "created_by": "a" }, { "created_by": "b" }],
+        });
+        let image = TracedImage {
+            layout: "/srv/img".into(),
+            tag: Some("v1".into()),
+            manifest: "sha256:feed".into(),
+            config: "sha256:beef".into(),
+        };
+        let config = keep_config(&original, &image, "sha256:new");
+        assert_eq!(config["config"], original["config"]);
+        assert_eq!(config["rootfs"]["diff_ids"], json!(["sha256:new"]));
+        let history = config["history"].as_array().unwrap();
+        assert_eq!(history.len(), 1);
+        let comment = history[0]["comment"].as_str().unwrap();
+        assert!(
+            comment.contains("/srv/img:v1") && comment.contains("sha256:feed"),
+            "{comment}"
+        );
     }
 
     #[test]
