@@ -94,6 +94,8 @@ fn header() -> LogHeader {
         fidelity: "full".to_string(),
         network_recorded: false,
         command: None,
+        addresses: Vec::new(),
+        addresses_from: String::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! they share.
 
 mod analyse;
+mod host;
 mod load;
 mod output;
 mod page;

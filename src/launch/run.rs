@@ -18,12 +18,13 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crate::launch::host::{HostError, HostIdentity, HostOptions};
 use crate::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::mirror::network::{self, HandOver, HandOverStep};
 use crate::record::TracedCommand;
@@ -59,6 +60,10 @@ pub enum RunError {
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("--netns: the command cannot enter the network namespace: {0}")]
+    EnterNetns(#[source] io::Error),
+    #[error(transparent)]
     State(#[from] StateError),
 }
 
@@ -77,6 +82,8 @@ pub struct RunOptions {
     pub grace: Duration,
     pub speed: SpeedOptions,
     pub argv: Vec<OsString>,
+    /// `--host`, `--netns`, `--address`: the header's host and the command's network namespace.
+    pub host: HostOptions,
 }
 
 /// The default `--grace`.
@@ -126,7 +133,19 @@ fn check_then_run(
         Some(log) => log.clone(),
         None => state.new_log_path()?,
     };
+    let host = options.host.identity()?;
+    let netns = match &options.host.netns {
+        Some(path) => Some(
+            std::fs::File::open(path).map_err(|source| HostError::Netns {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let job = Job {
+        host,
+        netns,
         options,
         state,
         source,
@@ -145,6 +164,9 @@ fn check_then_run(
 
 /// What the worker needs.
 struct Job<'a> {
+    host: HostIdentity,
+    /// The network namespace the command enters before its chroot (`--netns`).
+    netns: Option<std::fs::File>,
     options: &'a RunOptions,
     state: &'a StateDir,
     source: PathBuf,
@@ -233,6 +255,7 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
         &job.mountpoint,
         &job.cwd_in_mirror,
         hand_over.as_ref(),
+        job.netns.as_ref().map(|file| file.as_fd()),
     )?;
     let network = hand_over.is_some();
     drop(hand_over);
@@ -251,6 +274,7 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
             pid: held.pid as u32,
         }),
         network,
+        host: Some(job.host.clone()),
     };
     let mut daemon = match mount::start_tied_daemon(&serve, job.state) {
         Ok(daemon) => daemon,
@@ -565,6 +589,8 @@ fn cstring(bytes: &[u8]) -> Result<CString, RunError> {
 /// What the child reports on its error pipe: the step (0: chroot or exec, else a
 /// [`HandOverStep`]) and the errno, 8 bytes.
 const STEP_EXEC: u32 = 0;
+/// The step of entering `--netns` (not a [`HandOverStep`]: those count from 1).
+const STEP_NETNS: u32 = 1000;
 
 impl HeldCommand {
     /// Forks the process that will run `argv` chrooted at `mountpoint` in `cwd` once
@@ -575,6 +601,7 @@ impl HeldCommand {
         mountpoint: &Path,
         cwd: &Path,
         hand_over: Option<&HandOver>,
+        netns: Option<BorrowedFd<'_>>,
     ) -> Result<HeldCommand, RunError> {
         let args: Vec<CString> = argv
             .iter()
@@ -595,7 +622,15 @@ impl HeldCommand {
         if pid == 0 {
             drop(go_write);
             drop(error_read);
-            exec_when_released(&go_read, &error_write, &root, &dir, &arg_ptrs, hand_over);
+            exec_when_released(
+                &go_read,
+                &error_write,
+                &root,
+                &dir,
+                &arg_ptrs,
+                hand_over,
+                netns,
+            );
         }
         Ok(HeldCommand {
             pid,
@@ -622,6 +657,7 @@ impl HeldCommand {
             let source = io::Error::from_raw_os_error(errno);
             return Err(match HandOverStep::from_code(step) {
                 Some(step) => RunError::NetworkSetup { step, source },
+                None if step == STEP_NETNS => RunError::EnterNetns(source),
                 None => RunError::CommandNotFound {
                     command: self.name,
                     source,
@@ -649,6 +685,7 @@ fn exec_when_released(
     dir: &CString,
     argv: &[*const libc::c_char],
     hand_over: Option<&HandOver>,
+    netns: Option<BorrowedFd<'_>>,
 ) -> ! {
     let mut byte = 0u8;
     // SAFETY: only system calls on valid buffers and descriptors; no allocation after fork.
@@ -668,6 +705,11 @@ fn exec_when_released(
             && let Err((step, errno)) = hand_over.perform()
         {
             report_and_exit(error_pipe, step as u32, errno);
+        }
+        if let Some(netns) = netns
+            && libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+        {
+            report_and_exit(error_pipe, STEP_NETNS, *libc::__errno_location());
         }
         if libc::chroot(root.as_ptr()) != 0 {
             report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location());

@@ -27,7 +27,8 @@ use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
-    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, now_ns,
+    HostIdentity, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand,
+    now_ns,
 };
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
@@ -120,6 +121,9 @@ pub struct ServeOptions {
     /// The command will be started with the network filter (`run`): the header says the
     /// network was recorded.
     pub network: bool,
+    /// The host's name and addresses for the header (`mount`/`run` `--host`); None: the
+    /// hostname, no addresses.
+    pub host: Option<HostIdentity>,
 }
 
 impl ServeOptions {
@@ -140,6 +144,10 @@ impl ServeOptions {
         if let Some(command) = &self.command {
             args.push("--command-json".into());
             args.push(serde_json::to_string(command).unwrap_or_default().into());
+        }
+        if let Some(host) = &self.host {
+            args.push("--host-json".into());
+            args.push(serde_json::to_string(host).unwrap_or_default().into());
         }
         args.push(self.mountpoint.clone().into());
         args
@@ -163,6 +171,13 @@ impl ServeOptions {
             ),
             None => None,
         };
+        let host = match args.host_json {
+            Some(json) => Some(
+                serde_json::from_str::<HostIdentity>(&json)
+                    .map_err(|e| ServeError::Arguments(format!("--host-json: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(ServeOptions {
             source: args.source,
             mountpoint: args.mountpoint,
@@ -175,6 +190,7 @@ impl ServeOptions {
             },
             command,
             network: args.network,
+            host,
         })
     }
 }
@@ -200,6 +216,8 @@ struct ServeArgs {
     command_json: Option<String>,
     #[arg(long)]
     network: bool,
+    #[arg(long)]
+    host_json: Option<String>,
     mountpoint: PathBuf,
 }
 
@@ -373,12 +391,16 @@ fn start_entry_cache(fuse: &OwnedFd) -> Option<EntryCache> {
 }
 
 fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
+    let host = options.host.clone().unwrap_or_else(|| HostIdentity {
+        name: uname_field(|u| &u.nodename),
+        ..HostIdentity::default()
+    });
     LogHeader {
         magic: LOG_MAGIC.to_owned(),
         version: LOG_FORMAT_VERSION,
         source: options.source.to_string_lossy().into_owned(),
         mountpoint: options.mountpoint.to_string_lossy().into_owned(),
-        host: uname_field(|u| &u.nodename),
+        host: host.name,
         kernel: uname_field(|u| &u.release),
         started_ns: now_ns(),
         boot_time_ns: boot_time_ns(),
@@ -391,6 +413,8 @@ fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
         },
         network_recorded: options.network,
         command: options.command.clone(),
+        addresses: host.addresses,
+        addresses_from: host.addresses_from,
     }
 }
 
@@ -499,6 +523,7 @@ mod tests {
             },
             command: None,
             network: false,
+            host: None,
         };
         let args = options.to_args();
         assert_eq!(
@@ -533,6 +558,11 @@ mod tests {
                 pid: 4242,
             }),
             network: true,
+            host: Some(HostIdentity {
+                name: "web".to_owned(),
+                addresses: vec!["10.0.0.2".to_owned(), "fd00::2".to_owned()],
+                addresses_from: "the network namespace /run/netns/web".to_owned(),
+            }),
         };
         assert_ne!(options.speed, SpeedOptions::default());
         let parsed = ServeOptions::from_args(options.to_args()).expect("parses");
@@ -540,6 +570,7 @@ mod tests {
         let defaults = ServeOptions {
             command: None,
             network: false,
+            host: None,
             speed: SpeedOptions::default(),
             ..options
         };

@@ -374,6 +374,7 @@ fn run_in_root(
         grace: run::DEFAULT_GRACE,
         speed: crate::launch::mount::SpeedOptions::default(),
         argv: options.argv.clone(),
+        host: Default::default(),
     };
     let outcome = run::run(&run_options, state);
     let _ = std::env::set_current_dir(&previous_cwd);
