@@ -3,10 +3,18 @@
 //! host-refs`, the files of a set that name a recorded host.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::Args;
+use clap::{ArgMatches, Args};
+use serde::Serialize;
 
 use depsetfs::launch::host::HostOptions;
+use depsetfs::ship::host_refs::{self, HostRef, Needle};
+use depsetfs::state::StateDir;
+
+use super::CliError;
+use super::output::{write_json, write_stdout};
+use super::ship::SetArgs;
 
 /// `--host` and `--address` (and, for `run`, `--netns`).
 #[derive(Args, Clone, Debug, Default)]
@@ -28,4 +36,54 @@ impl HostArgs {
             declared: self.addresses.clone(),
         }
     }
+}
+
+#[derive(Args)]
+pub(crate) struct HostRefsArgs {
+    #[command(flatten)]
+    pub(crate) set: SetArgs,
+    /// One JSON document: the host, the names looked for and each line found.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// What `host-refs --json` prints.
+#[derive(Serialize)]
+struct HostRefsReport<'a> {
+    host: &'a str,
+    addresses: &'a [String],
+    needles: &'a [Needle],
+    refs: &'a [HostRef],
+}
+
+/// `depsetfs host-refs`: the lines of the set's text files that name a recorded host.
+pub(crate) fn host_refs_command(
+    args: HostRefsArgs,
+    matches: Option<&ArgMatches>,
+    state: &StateDir,
+) -> Result<ExitCode, CliError> {
+    let plan = args.set.plan(matches, state)?;
+    let result = plan.set(&args.set.strategy_options(false));
+    let needles = host_refs::needles(&plan.graph);
+    let source = PathBuf::from(&plan.graph.header.source);
+    let refs = host_refs::find_in_set(&result.set, &source, &needles);
+    write_stdout(|out| {
+        if args.json {
+            let report = HostRefsReport {
+                host: &plan.graph.header.host,
+                addresses: &plan.graph.header.addresses,
+                needles: &needles,
+                refs: &refs,
+            };
+            return write_json(&report, out);
+        }
+        for found in &refs {
+            writeln!(
+                out,
+                "{}:{}: {}\t[{}: {}]",
+                found.path, found.line, found.text, found.what, found.names
+            )?;
+        }
+        Ok(())
+    })
 }

@@ -93,6 +93,9 @@ pub(crate) enum Command {
     /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
     /// and the paths it missed.
     Verify(VerifyArgs),
+    /// The lines of the set's text files that name a recorded host: its name and addresses,
+    /// and the peers its processes connected to (what to edit, or `export --map`, to move it).
+    HostRefs(host::HostRefsArgs),
     /// Check what this machine lets depsetfs do (FUSE, namespaces, process events, seccomp) and
     /// say what will and will not be recorded here.
     Doctor,
@@ -227,6 +230,7 @@ pub(crate) fn dispatch(
         Command::SynthLog(args) => analyse::synth_log_command(args),
         Command::Export(args) => ship::export_command(args, matches, &state),
         Command::Verify(args) => ship::verify_command(args, matches, &state),
+        Command::HostRefs(args) => host::host_refs_command(args, matches, &state),
     }
 }
 
