@@ -175,3 +175,117 @@ fn files_naming_a_host_are_reported_and_mapped_in_the_copy_only() {
         imaged.stderr
     );
 }
+
+/// Fleet scale (docs/fleet.md): three hosts' logs as Parquet, queried with DuckDB. "The files
+/// every host needs" and "the hosts that use libcurl" must give what depsetfs itself says
+/// (`dump --set` of each log). DuckDB is the `duckdb` package from PyPI (scripts/test.sh
+/// installs it); without it the test is skipped with a message, except in CI, where it fails.
+#[test]
+fn fleet_queries_over_parquet_give_the_sets_answers() {
+    let t = TestDir::new("fleet_duckdb");
+    let probe = host_script(&t, 60, r#""$PY" -c 'import duckdb'"#);
+    if !probe.ok() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the duckdb Python package is missing in CI (scripts/test.sh installs it): {}",
+            probe.describe()
+        );
+        eprintln!(
+            "SKIPPED fleet_queries_over_parquet_give_the_sets_answers: no duckdb for {} \
+             (python3 -m pip install --break-system-packages duckdb)",
+            PYTHON
+        );
+        return;
+    }
+    let hosts = [
+        (
+            "web",
+            "cat /etc/passwd >/dev/null; /usr/bin/curl --version >/dev/null",
+        ),
+        ("db", "cat /etc/passwd >/dev/null; ls / >/dev/null"),
+        ("cache", "/usr/bin/curl --version >/dev/null"),
+    ];
+    let mut script = String::from("mkdir -p \"$T/fleet\"\n");
+    for (host, command) in hosts {
+        script.push_str(&format!(
+            r#""$DEPSETFS" run --host {host} --log "$T/{host}.dlog" -- /bin/sh -c '{command}'
+"$DEPSETFS" dump --log "$T/{host}.dlog" --format parquet --output "$T/fleet/{host}-access.parquet"
+"$DEPSETFS" dump --log "$T/{host}.dlog" --set --format parquet --output "$T/fleet/{host}-set.parquet"
+"$DEPSETFS" dump --log "$T/{host}.dlog" --set > "$T/{host}.set"
+"#
+        ));
+    }
+    ns_script(&t, 300, &script).assert_ok("three hosts traced and dumped");
+
+    let sets: Vec<(String, BTreeSet<String>)> = hosts
+        .iter()
+        .map(|(host, _)| {
+            let text = fs::read_to_string(t.join(&format!("{host}.set"))).unwrap();
+            (host.to_string(), text.lines().map(str::to_owned).collect())
+        })
+        .collect();
+    let mut every_host = sets[0].1.clone();
+    for (_, set) in &sets[1..] {
+        every_host = every_host.intersection(set).cloned().collect();
+    }
+    let curl_hosts: BTreeSet<String> = sets
+        .iter()
+        .filter(|(_, set)| set.iter().any(|path| path.contains("/libcurl.so")))
+        .map(|(host, _)| host.clone())
+        .collect();
+    assert_eq!(
+        curl_hosts,
+        ["cache", "web"].map(str::to_owned).into(),
+        "the hosts that ran curl"
+    );
+    assert!(every_host.contains("/etc/ld.so.cache"), "{every_host:?}");
+
+    let queries = r#"
+import duckdb, json, sys
+fleet = sys.argv[1]
+sets = f"read_parquet('{fleet}/*-set.parquet')"
+accesses = f"read_parquet('{fleet}/*-access.parquet')"
+every_host = duckdb.sql(f"""
+  SELECT path FROM {sets} GROUP BY path
+  HAVING count(DISTINCT host) = (SELECT count(DISTINCT host) FROM {sets}) ORDER BY path
+""").fetchall()
+curl_in_sets = duckdb.sql(f"""
+  SELECT DISTINCT host FROM {sets} WHERE path LIKE '%/libcurl.so%' ORDER BY host
+""").fetchall()
+curl_opened = duckdb.sql(f"""
+  SELECT DISTINCT host FROM {accesses}
+  WHERE ok AND op = 'open' AND path LIKE '%/libcurl.so%' ORDER BY host
+""").fetchall()
+labels = duckdb.sql(f"SELECT DISTINCT label FROM {accesses} ORDER BY label").fetchall()
+print(json.dumps({
+  "every_host": [r[0] for r in every_host],
+  "curl_in_sets": [r[0] for r in curl_in_sets],
+  "curl_opened": [r[0] for r in curl_opened],
+  "labels": [r[0] for r in labels],
+}))
+"#;
+    fs::write(t.join("queries.py"), queries).unwrap();
+    let answer = host_script(&t, 120, r#""$PY" "$T/queries.py" "$T/fleet""#);
+    answer.assert_ok("the DuckDB queries");
+    let answer: Value = serde_json::from_str(answer.stdout.trim()).expect("JSON");
+    let strings = |key: &str| -> BTreeSet<String> {
+        answer[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}: {answer}"))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        strings("every_host"),
+        every_host,
+        "the files every host needs"
+    );
+    assert_eq!(strings("curl_in_sets"), curl_hosts, "libcurl in the sets");
+    assert_eq!(strings("curl_opened"), curl_hosts, "libcurl opened");
+    assert_eq!(
+        strings("labels"),
+        ["cache", "db", "web"].map(str::to_owned).into(),
+        "each log's file stem is its label"
+    );
+}

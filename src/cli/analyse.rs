@@ -48,6 +48,13 @@ pub(crate) struct DumpArgs {
     /// A rules file (TOML); see `depsetfs rules --default`.
     #[arg(long)]
     pub(crate) rules: Option<PathBuf>,
+    /// Write a file in this format instead (`parquet`: the access records, or with --set the
+    /// set's paths, one row each with host and run label; docs/fleet.md).
+    #[arg(long, value_enum, requires = "output", conflicts_with_all = ["json", "null"])]
+    pub(crate) format: Option<super::fleet::DumpFormat>,
+    /// The file --format writes.
+    #[arg(long, requires = "format")]
+    pub(crate) output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -167,6 +174,9 @@ pub(crate) fn dump_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
+    if args.format.is_some() {
+        return super::fleet::dump_parquet_command(args, matches, state);
+    }
     if args.set {
         return dump_set_command(args, matches, state);
     }

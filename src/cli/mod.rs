@@ -7,6 +7,7 @@
 //! they share.
 
 mod analyse;
+mod fleet;
 mod host;
 mod load;
 mod output;
@@ -138,6 +139,8 @@ pub(crate) enum CliError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Ui(#[from] depsetfs::analysis::ui::UiError),
+    #[error(transparent)]
+    Fleet(#[from] depsetfs::analysis::fleet::FleetError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]

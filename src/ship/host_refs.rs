@@ -157,7 +157,8 @@ pub fn find_token(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         let end = at + needle.len();
         let before_ok = at == 0 || {
             let b = hay[at - 1];
-            !is_token_byte(b) && !(b == b'.' && at >= 2 && is_token_byte(hay[at - 2]))
+            let joined = b == b'.' && at >= 2 && is_token_byte(hay[at - 2]);
+            !is_token_byte(b) && !joined
         };
         let after_ok = end == hay.len() || {
             let b = hay[end];

@@ -154,13 +154,13 @@ fn memory_file(content: &[u8]) -> io::Result<File> {
     super::stub::memory_file(content)
 }
 
+/// A rewritten line: (line number, old, new).
+pub type LineRewrite = (u64, String, String);
+
 /// `content` with every mapping's OLD (as a whole token) replaced by its NEW, and the
 /// (line, old, new) of each replacement; None when nothing matched. Matches are taken left to
 /// right; where two mappings match at one place the longer OLD wins.
-pub fn rewrite(
-    content: &[u8],
-    mappings: &[Mapping],
-) -> Option<(Vec<u8>, Vec<(u64, String, String)>)> {
+pub fn rewrite(content: &[u8], mappings: &[Mapping]) -> Option<(Vec<u8>, Vec<LineRewrite>)> {
     let mut matches: Vec<(usize, usize)> = Vec::new(); // (offset, mapping)
     for (index, mapping) in mappings.iter().enumerate() {
         let mut from = 0;
