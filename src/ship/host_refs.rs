@@ -121,11 +121,17 @@ pub fn read_text(path: &Path) -> Option<Vec<u8>> {
     text.then_some(content)
 }
 
-/// (line number, line, needle) for each line naming a needle (one per needle and line).
+/// (line number, line, needle) for each line naming a needle (one per needle and line). A host
+/// name is not looked for in comment lines (first non-blank `#`, `;` or `//`): a short name
+/// like `web` or `db` is also a word of prose.
 pub fn find_in_text<'a>(content: &[u8], needles: &'a [Needle]) -> Vec<(u64, String, &'a Needle)> {
     let mut found = Vec::new();
     for (index, line) in content.split(|&b| b == b'\n').enumerate() {
+        let comment = is_comment(line);
         for needle in needles {
+            if comment && is_name(needle.text.as_bytes()) {
+                continue;
+            }
             if find_token(line, needle.text.as_bytes(), 0).is_some() {
                 let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
                 found.push((index as u64 + 1, text.into_owned(), needle));
@@ -135,19 +141,38 @@ pub fn find_in_text<'a>(content: &[u8], needles: &'a [Needle]) -> Vec<(u64, Stri
     found
 }
 
+fn is_comment(line: &[u8]) -> bool {
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let rest = &line[start..];
+    rest.starts_with(b"#") || rest.starts_with(b";") || rest.starts_with(b"//")
+}
+
+/// Whether a needle is a host name rather than an IP address.
+fn is_name(needle: &[u8]) -> bool {
+    std::str::from_utf8(needle)
+        .ok()
+        .and_then(|text| text.parse::<IpAddr>().ok())
+        .is_none()
+}
+
 /// Bytes that continue a name or address: a match next to one is part of a longer token.
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-'
 }
 
 /// The first offset at or after `from` where `needle` stands as a whole token in `hay`: the
-/// bytes around it are not letters, digits, `_` or `-`, nor a `.` or `:` that goes on with
-/// one (`10.0.0.1` is not in `10.0.0.12` or `10.0.0.1.5`, but is in `10.0.0.1:3306` and
-/// at the end of a sentence).
+/// bytes around it are not letters, digits, `_` or `-`, nor a `.` that goes on with one
+/// (`10.0.0.1` is not in `10.0.0.12` or `10.0.0.1.5`, but is in `10.0.0.1:3306` and at the
+/// end of a sentence). A host name must not follow a single `/` either: `web` is not in
+/// `/srv/web/`, but is in `http://web/`.
 pub fn find_token(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
         return None;
     }
+    let name = is_name(needle);
     let mut start = from;
     while start + needle.len() <= hay.len() {
         let at = start
@@ -158,7 +183,8 @@ pub fn find_token(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         let before_ok = at == 0 || {
             let b = hay[at - 1];
             let joined = b == b'.' && at >= 2 && is_token_byte(hay[at - 2]);
-            !is_token_byte(b) && !joined
+            let in_path = name && b == b'/' && !(at >= 2 && hay[at - 2] == b'/');
+            !is_token_byte(b) && !joined && !in_path
         };
         let after_ok = end == hay.len() || {
             let b = hay[end];
@@ -191,6 +217,9 @@ mod tests {
         assert_eq!(find_token(b"db.example.org mydb db-2", b"db", 0), None);
         assert_eq!(find_token(b"'db', 3306", b"db", 0), Some(1));
         assert_eq!(find_token(b"x.db", b"db", 0), None);
+        assert_eq!(find_token(b"root /srv/web/www;", b"web", 0), None);
+        assert_eq!(find_token(b"http://web/row.php", b"web", 0), Some(7));
+        assert_eq!(find_token(b"10.0.0.0/24 10.0.0.1/24", ip, 0), Some(12));
     }
 
     #[test]
@@ -202,6 +231,13 @@ mod tests {
         let found = find_in_text(b"a\r\nhost = 10.1.0.2\r\nb\n", &needles);
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].0, found[0].1.as_str()), (2, "host = 10.1.0.2"));
+        let names = vec![Needle {
+            text: "web".to_owned(),
+            what: "host name",
+        }];
+        let found = find_in_text(b"; the web server\nserver_name web;\n", &names);
+        let lines: Vec<u64> = found.iter().map(|f| f.0).collect();
+        assert_eq!(lines, vec![2], "names are not looked for in comments");
     }
 
     #[test]
