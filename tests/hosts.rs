@@ -564,3 +564,60 @@ fn assert_no_postgresql(set: &BTreeSet<String>) {
         assert!(!postgres, "{path}: PostgreSQL has no place in the set");
     }
 }
+
+#[test]
+fn bad_host_options_are_one_line_errors() {
+    let t = TestDir::new("host_bad_input");
+    let log = t.join("x.dlog");
+    let log = log.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec![
+                "run",
+                "--netns",
+                "/nonexistent/netns",
+                "--log",
+                log,
+                "--",
+                "/bin/true",
+            ],
+            "depsetfs: --netns /nonexistent/netns: No such file or directory",
+        ),
+        (
+            vec![
+                "run",
+                "--netns",
+                "/etc/hostname",
+                "--log",
+                log,
+                "--",
+                "/bin/true",
+            ],
+            "depsetfs: --netns /etc/hostname: Invalid argument",
+        ),
+        (
+            vec![
+                "export", "--format", "dir", "--output", "o", "--map", "10.0.0.1",
+            ],
+            "depsetfs: invalid value '10.0.0.1' for '--map <OLD=NEW>'",
+        ),
+        (
+            vec!["dump", "--format", "parquet"],
+            "depsetfs: the following required arguments were not provided: --output <OUTPUT>",
+        ),
+    ] {
+        let out = depsetfs_ns(&t, &args);
+        assert!(!out.ok(), "{args:?} succeeded");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            lines[0].starts_with(expected),
+            "{args:?}: {} (expected {expected})",
+            out.stderr
+        );
+    }
+    assert!(
+        !t.join("x.dlog").exists(),
+        "a log was written for a refused run"
+    );
+}
