@@ -139,13 +139,14 @@ impl Table {
         })
     }
 
-    /// Called after each row: writes the row group once it is full.
-    fn row_done(&mut self) -> Result<(), FleetError> {
+    /// Called after each row: writes the row group once it is full (then true).
+    fn row_done(&mut self) -> Result<bool, FleetError> {
         self.rows += 1;
         if self.rows >= ROWS_PER_GROUP {
             self.flush()?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn flush(&mut self) -> Result<(), FleetError> {
@@ -231,7 +232,7 @@ pub fn write_accesses(
     ];
     let mut table = Table::create(path, ACCESS_SCHEMA, columns)?;
     let mut exes: HashMap<(u32, u64), ByteArray> = HashMap::new();
-    let none = text("");
+    let mut strings = Strings::default();
     let mut rows = 0u64;
     for record in records {
         match record? {
@@ -239,9 +240,18 @@ pub fn write_accesses(
                 exes.insert((info.pid, info.start), lossy(&info.exe));
             }
             Record::Access(access) => {
-                let exe = exes.get(&(access.pid, access.start)).unwrap_or(&none);
-                push_access(&mut table.columns, header, label, &access, exe.clone());
-                table.row_done()?;
+                let exe = exes.get(&(access.pid, access.start)).cloned();
+                let exe = exe.unwrap_or_else(|| strings.get(b""));
+                let row = AccessRow {
+                    host: strings.get(header.host.as_bytes()),
+                    label: strings.get(label.as_bytes()),
+                    exe,
+                    access: &access,
+                };
+                push_access(&mut table.columns, row, &mut strings);
+                if table.row_done()? {
+                    strings.clear();
+                }
                 rows += 1;
             }
             _ => {}
@@ -251,26 +261,60 @@ pub fn write_accesses(
     Ok(rows)
 }
 
-fn push_access(
-    columns: &mut [Column],
-    header: &LogHeader,
-    label: &str,
-    access: &Access,
+/// The cells of an access row that are not the record's own.
+struct AccessRow<'a> {
+    host: ByteArray,
+    label: ByteArray,
     exe: ByteArray,
-) {
+    access: &'a Access,
+}
+
+/// Text cells seen in the current row group, each stored once and shared (a `ByteArray` clone
+/// is a reference count): most cells repeat (host, label, op, kind, the hot paths).
+#[derive(Default)]
+struct Strings {
+    known: HashMap<Vec<u8>, ByteArray>,
+    intents: HashMap<u32, ByteArray>,
+}
+
+impl Strings {
+    fn get(&mut self, bytes: &[u8]) -> ByteArray {
+        if let Some(known) = self.known.get(bytes) {
+            return known.clone();
+        }
+        let value = lossy(bytes);
+        self.known.insert(bytes.to_vec(), value.clone());
+        value
+    }
+
+    fn intent(&mut self, bits: u32) -> ByteArray {
+        self.intents
+            .entry(bits)
+            .or_insert_with(|| text(intent::names(bits).join(",")))
+            .clone()
+    }
+
+    /// Forgets the row group's strings: memory stays bounded by one row group.
+    fn clear(&mut self) {
+        self.known.clear();
+    }
+}
+
+fn push_access(columns: &mut [Column], row: AccessRow<'_>, strings: &mut Strings) {
+    let access = row.access;
     let values: [Value; 16] = [
         Value::Int64(access.first_ns as i64),
         Value::Int64(access.last_ns as i64),
-        Value::Text(text(header.host.as_str())),
-        Value::Text(text(label)),
+        Value::Text(row.host),
+        Value::Text(row.label),
         Value::Int64(i64::from(access.pid)),
         Value::Int64(access.start as i64),
-        Value::Text(exe),
-        Value::Text(text(access.op.name())),
-        Value::Text(lossy(&access.path)),
-        Value::OptionalText(access.target.as_deref().map(lossy)),
-        Value::Text(text(access.kind.name())),
-        Value::Text(text(intent::names(access.intent).join(","))),
+        Value::Text(row.exe),
+        Value::Text(strings.get(access.op.name().as_bytes())),
+        Value::Text(strings.get(&access.path)),
+        Value::OptionalText(access.target.as_deref().map(|t| strings.get(t))),
+        Value::Text(strings.get(access.kind.name().as_bytes())),
+        Value::Text(strings.intent(access.intent)),
         Value::Int32(access.errno),
         Value::Bool(access.succeeded()),
         Value::Int64(access.count as i64),
