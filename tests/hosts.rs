@@ -203,7 +203,10 @@ fn fleet_queries_over_parquet_give_the_sets_answers() {
             "cat /etc/passwd >/dev/null; /usr/bin/curl --version >/dev/null",
         ),
         ("db", "cat /etc/passwd >/dev/null; ls / >/dev/null"),
-        ("cache", "/usr/bin/curl --version >/dev/null"),
+        (
+            "cache",
+            "/usr/bin/curl --version >/dev/null; bash -c \"exec 3<>/dev/tcp/127.0.0.1/9\" 2>/dev/null; true",
+        ),
     ];
     let mut script = String::from("mkdir -p \"$T/fleet\"\n");
     for (host, command) in hosts {
@@ -211,6 +214,7 @@ fn fleet_queries_over_parquet_give_the_sets_answers() {
             r#""$DEPSETFS" run --host {host} --log "$T/{host}.dlog" -- /bin/sh -c '{command}'
 "$DEPSETFS" dump --log "$T/{host}.dlog" --format parquet --output "$T/fleet/{host}-access.parquet"
 "$DEPSETFS" dump --log "$T/{host}.dlog" --set --format parquet --output "$T/fleet/{host}-set.parquet"
+"$DEPSETFS" dump --log "$T/{host}.dlog" --format parquet --net --output "$T/fleet/{host}-net.parquet"
 "$DEPSETFS" dump --log "$T/{host}.dlog" --set > "$T/{host}.set"
 "#
         ));
@@ -257,11 +261,16 @@ curl_opened = duckdb.sql(f"""
   WHERE ok AND op = 'open' AND path LIKE '%/libcurl.so%' ORDER BY host
 """).fetchall()
 labels = duckdb.sql(f"SELECT DISTINCT label FROM {accesses} ORDER BY label").fetchall()
+connected = duckdb.sql(f"""
+  SELECT DISTINCT host FROM read_parquet('{fleet}/*-net.parquet')
+  WHERE call = 'connect' AND address = '127.0.0.1:9' ORDER BY host
+""").fetchall()
 print(json.dumps({
   "every_host": [r[0] for r in every_host],
   "curl_in_sets": [r[0] for r in curl_in_sets],
   "curl_opened": [r[0] for r in curl_opened],
   "labels": [r[0] for r in labels],
+  "connected": [r[0] for r in connected],
 }))
 "#;
     fs::write(t.join("queries.py"), queries).unwrap();
@@ -287,6 +296,24 @@ print(json.dumps({
         strings("labels"),
         ["cache", "db", "web"].map(str::to_owned).into(),
         "each log's file stem is its label"
+    );
+    let connected: BTreeSet<String> = hosts
+        .iter()
+        .filter(|(host, _)| {
+            let events = dump_events(&t, &t.join(&format!("{host}.dlog")));
+            of_type(&events, "net").any(|e| e["call"] == "connect" && e["address"] == "127.0.0.1:9")
+        })
+        .map(|(host, _)| host.to_string())
+        .collect();
+    assert_eq!(
+        connected,
+        ["cache".to_owned()].into(),
+        "the log's own net records"
+    );
+    assert_eq!(
+        strings("connected"),
+        connected,
+        "the hosts that connected to 127.0.0.1:9"
     );
 }
 

@@ -2,9 +2,10 @@
 //! so that the logs of a whole fleet can be queried with an engine that already exists (DuckDB
 //! on one machine, Spark or Trino on many) instead of one made here. Every row carries the
 //! log's `host` and a run `label` (for now the log's file stem), so the files of many logs can
-//! be read as one table. Two tables, each a file, schemas in docs/fleet.md: [`ACCESS_SCHEMA`],
-//! one row per access record (streamed from the log: memory stays one row group), and
-//! [`SET_SCHEMA`], one row per path of a deployment set. Written with the `parquet` crate's
+//! be read as one table. Three tables, each a file, schemas in docs/fleet.md: [`ACCESS_SCHEMA`],
+//! one row per access record (streamed from the log: memory stays one row group),
+//! [`NET_SCHEMA`], one row per network record, and [`SET_SCHEMA`], one row per path of a
+//! deployment set. Written with the `parquet` crate's
 //! low-level column writers (no Arrow), uncompressed with dictionary encoding: the repeated
 //! strings (host, label, op, exe, most paths) are stored once per row group.
 
@@ -20,7 +21,7 @@ use parquet::schema::parser::parse_message_type;
 
 use crate::analysis::closure::DeploymentSet;
 use crate::log::LogError;
-use crate::record::{Access, LogHeader, Record, intent};
+use crate::record::{Access, LogHeader, NetCall, Record, intent};
 
 /// Rows per row group: what is held in memory before it is written.
 pub const ROWS_PER_GROUP: usize = 128 * 1024;
@@ -43,6 +44,20 @@ pub const ACCESS_SCHEMA: &str = "message access {
   REQUIRED BOOLEAN ok;
   REQUIRED INT64 count;
   REQUIRED INT64 bytes;
+}";
+
+/// One row per network record: connect, bind, listen, accept (docs/fleet.md).
+pub const NET_SCHEMA: &str = "message net {
+  REQUIRED INT64 time (TIMESTAMP(NANOS,true));
+  REQUIRED BYTE_ARRAY host (UTF8);
+  REQUIRED BYTE_ARRAY label (UTF8);
+  REQUIRED INT64 pid;
+  REQUIRED INT64 start;
+  REQUIRED BYTE_ARRAY exe (UTF8);
+  REQUIRED BYTE_ARRAY call (UTF8);
+  REQUIRED BYTE_ARRAY family (UTF8);
+  REQUIRED BYTE_ARRAY address (UTF8);
+  OPTIONAL BYTE_ARRAY socket_type (UTF8);
 }";
 
 /// One row per path of a deployment set (docs/fleet.md).
@@ -354,6 +369,61 @@ impl Value {
     }
 }
 
+/// Writes one row per network record (connect, bind, listen, accept; not `traced`) of
+/// `records` to `path`, with the process image as in [`write_accesses`].
+pub fn write_net(
+    header: &LogHeader,
+    label: &str,
+    records: impl Iterator<Item = Result<Record, LogError>>,
+    path: &Path,
+) -> Result<u64, FleetError> {
+    let columns = vec![
+        Column::Int64(Vec::new()),
+        Column::Text(Vec::new()),
+        Column::Text(Vec::new()),
+        Column::Int64(Vec::new()),
+        Column::Int64(Vec::new()),
+        Column::Text(Vec::new()),
+        Column::Text(Vec::new()),
+        Column::Text(Vec::new()),
+        Column::Text(Vec::new()),
+        Column::OptionalText(Vec::new(), Vec::new()),
+    ];
+    let mut table = Table::create(path, NET_SCHEMA, columns)?;
+    let mut exes: HashMap<(u32, u64), ByteArray> = HashMap::new();
+    let mut rows = 0u64;
+    for record in records {
+        match record? {
+            Record::Process(info) => {
+                exes.insert((info.pid, info.start), lossy(&info.exe));
+            }
+            Record::Net(event) if event.call != NetCall::Traced => {
+                let exe = exes.get(&(event.pid, event.start)).cloned();
+                let values = [
+                    Value::Int64(event.ts_ns as i64),
+                    Value::Text(text(header.host.as_str())),
+                    Value::Text(text(label)),
+                    Value::Int64(i64::from(event.pid)),
+                    Value::Int64(event.start as i64),
+                    Value::Text(exe.unwrap_or_else(|| text(""))),
+                    Value::Text(text(event.call.name())),
+                    Value::Text(text(event.family.name())),
+                    Value::Text(text(event.address.as_str())),
+                    Value::OptionalText(event.socket_type.as_deref().map(text)),
+                ];
+                for (value, column) in values.into_iter().zip(table.columns.iter_mut()) {
+                    value.push(column);
+                }
+                table.row_done()?;
+                rows += 1;
+            }
+            _ => {}
+        }
+    }
+    table.close()?;
+    Ok(rows)
+}
+
 /// Writes one row per path of `set` (computed with `strategy`) to `path`.
 pub fn write_set(
     header: &LogHeader,
@@ -400,7 +470,7 @@ mod tests {
 
     #[test]
     fn schemas_parse() {
-        for schema in [ACCESS_SCHEMA, SET_SCHEMA] {
+        for schema in [ACCESS_SCHEMA, NET_SCHEMA, SET_SCHEMA] {
             parse_message_type(schema).expect("a valid schema");
         }
     }

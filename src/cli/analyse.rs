@@ -55,6 +55,9 @@ pub(crate) struct DumpArgs {
     /// The file --format writes.
     #[arg(long, requires = "format")]
     pub(crate) output: Option<PathBuf>,
+    /// With --format parquet: the network records (connect, bind, listen, accept) instead.
+    #[arg(long, requires = "format", conflicts_with = "set")]
+    pub(crate) net: bool,
 }
 
 #[derive(Args)]

@@ -1,5 +1,5 @@
-//! `dump --format parquet --output FILE`: the log's access records, or with `--set` the
-//! deployment set, as a Parquet file for DuckDB, Spark or Trino (docs/fleet.md); the writing is
+//! `dump --format parquet --output FILE`: the log's access records, with `--net` its network
+//! records, or with `--set` the deployment set, as a Parquet file for DuckDB, Spark or Trino (docs/fleet.md); the writing is
 //! [`depsetfs::analysis::fleet`].
 
 use std::process::ExitCode;
@@ -50,12 +50,17 @@ pub(crate) fn dump_parquet_command(
     } else {
         let reader = LogReader::open(&path)?;
         let header = reader.header().clone();
-        fleet::write_accesses(&header, &label, reader, output)?
+        if args.net {
+            fleet::write_net(&header, &label, reader, output)?
+        } else {
+            fleet::write_accesses(&header, &label, reader, output)?
+        }
     };
-    eprintln!(
-        "depsetfs: wrote {rows} {} to {}",
-        if args.set { "set paths" } else { "accesses" },
-        output.display()
-    );
+    let what = match (args.set, args.net) {
+        (true, _) => "set paths",
+        (false, true) => "network records",
+        (false, false) => "accesses",
+    };
+    eprintln!("depsetfs: wrote {rows} {what} to {}", output.display());
     Ok(ExitCode::SUCCESS)
 }
