@@ -32,7 +32,8 @@ packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci 
   mmdebstrap # a Debian root for the image made and debloated by tests/images.rs (with umoci)
   mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless
   man-db groff-base bsdextrautils # man, groff, col: the man pages (tests/cli.rs, scripts/test-deb.sh)
-  chromium chromium-driver graphviz) # the page of depsetfs ui in a real browser, graph --format dot (tests/ui.rs)
+  chromium chromium-driver graphviz # the page of depsetfs ui in a real browser, graph --format dot (tests/ui.rs)
+  python3-pip) # pip for DuckDB, below
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()
 for p in "${packages[@]}"; do
@@ -57,6 +58,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     remove_policy
     trap - EXIT
   fi
+fi
+
+# DuckDB reads the Parquet files of `dump --format parquet` (tests/hosts.rs, docs/fleet.md); it
+# is on PyPI only. Into the system Python the tests run (/usr/bin/python3).
+if ! /usr/bin/python3 -c 'import duckdb' 2>/dev/null; then
+  step "pip install duckdb"
+  /usr/bin/python3 -m pip install --quiet --break-system-packages duckdb
 fi
 
 step "rust toolchain"

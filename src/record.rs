@@ -70,6 +70,14 @@ pub struct LogHeader {
     /// For `depsetfs run --image`: the OCI image whose unpacked root (`source`) was traced.
     #[serde(default)]
     pub image: Option<TracedImage>,
+    /// The addresses that identify the host on the network (docs/hosts.md): the interface
+    /// addresses of the traced command's network namespace without loopback and link-local
+    /// ones, then those declared with `--address`. Empty in logs written before it.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Where [`LogHeader::addresses`] came from, in words.
+    #[serde(default)]
+    pub addresses_from: String,
 }
 
 impl LogHeader {
@@ -86,6 +94,16 @@ impl LogHeader {
             self.runs.iter().collect()
         }
     }
+}
+
+/// The host part of a header as `mount` and `run` hand it to the daemon (`--host`, the
+/// addresses found in the command's network namespace).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostIdentity {
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// Where the addresses came from, in words (`the network namespace /run/netns/web`).
+    pub addresses_from: String,
 }
 
 /// The command `depsetfs run` started.

@@ -205,6 +205,10 @@ pub fn merged_header(runs: &[LogHeader]) -> LogHeader {
         image: first
             .and_then(|run| run.image.clone())
             .filter(|image| runs.iter().all(|run| run.image.as_ref() == Some(image))),
+        addresses: first.map(|run| run.addresses.clone()).unwrap_or_default(),
+        addresses_from: first
+            .map(|run| run.addresses_from.clone())
+            .unwrap_or_default(),
     }
 }
 

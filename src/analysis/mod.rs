@@ -7,6 +7,7 @@
 
 pub mod closure;
 pub mod dump;
+pub mod fleet;
 pub mod graph;
 pub mod merge;
 pub mod names;

@@ -97,6 +97,8 @@ fn header() -> LogHeader {
         label: None,
         runs: Vec::new(),
         image: None,
+        addresses: Vec::new(),
+        addresses_from: String::new(),
     }
 }
 

@@ -49,6 +49,16 @@ pub(crate) struct DumpArgs {
     /// A rules file (TOML); see `depsetfs rules --default`.
     #[arg(long)]
     pub(crate) rules: Option<PathBuf>,
+    /// Write a file in this format instead (`parquet`: the access records, or with --set the
+    /// set's paths, one row each with host and run label; docs/fleet.md).
+    #[arg(long, value_enum, requires = "output", conflicts_with_all = ["json", "null"])]
+    pub(crate) format: Option<super::fleet::DumpFormat>,
+    /// The file --format writes.
+    #[arg(long, requires = "format")]
+    pub(crate) output: Option<PathBuf>,
+    /// With --format parquet: the network records (connect, bind, listen, accept) instead.
+    #[arg(long, requires = "format", conflicts_with = "set")]
+    pub(crate) net: bool,
 }
 
 #[derive(Args)]
@@ -174,6 +184,9 @@ pub(crate) fn dump_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
+    if args.format.is_some() {
+        return super::fleet::dump_parquet_command(args, matches, state);
+    }
     if args.set {
         return dump_set_command(args, matches, state);
     }

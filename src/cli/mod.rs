@@ -7,6 +7,8 @@
 //! and [`output`] what they share.
 
 mod analyse;
+mod fleet;
+mod host;
 mod image;
 mod load;
 mod merge;
@@ -99,6 +101,9 @@ pub(crate) enum Command {
     /// Merge logs into one log of several runs (each record keeps its run; analyses give the
     /// union of the runs' needs); conflicts between runs of different source trees: exit 2.
     Merge(MergeArgs),
+    /// The lines of the set's text files that name a recorded host: its name and addresses,
+    /// and the peers its processes connected to (what to edit, or `export --map`, to move it).
+    HostRefs(host::HostRefsArgs),
     /// Check what this machine lets depsetfs do (FUSE, namespaces, process events, seccomp) and
     /// say what will and will not be recorded here.
     Doctor,
@@ -145,6 +150,8 @@ pub(crate) enum CliError {
     Ui(#[from] depsetfs::analysis::ui::UiError),
     #[error(transparent)]
     Image(#[from] depsetfs::launch::image::ImageError),
+    #[error(transparent)]
+    Fleet(#[from] depsetfs::analysis::fleet::FleetError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -238,6 +245,7 @@ pub(crate) fn dispatch(
         Command::Export(args) => ship::export_command(args, matches, &state),
         Command::Verify(args) => ship::verify_command(args, matches, &state),
         Command::Merge(args) => merge::merge_command(args),
+        Command::HostRefs(args) => host::host_refs_command(args, matches, &state),
     }
 }
 

@@ -10,12 +10,13 @@ use std::time::Duration;
 use clap::{Args, CommandFactory};
 
 use depsetfs::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
-use depsetfs::launch::run::RunOptions;
+use depsetfs::launch::run::{RunError, RunOptions};
 use depsetfs::launch::{run, umount};
 use depsetfs::mirror::serve;
 use depsetfs::state::StateDir;
 use depsetfs::sys;
 
+use super::host::HostArgs;
 use super::load::new_log_path;
 use super::output::{one_line, write_stdout};
 use super::{Cli, CliError};
@@ -37,6 +38,8 @@ pub(crate) struct MountArgs {
     pub(crate) label: Option<String>,
     #[command(flatten)]
     pub(crate) speed: SpeedArgs,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
     pub(crate) mountpoint: PathBuf,
 }
 
@@ -150,6 +153,12 @@ pub(crate) struct RunArgs {
     pub(crate) label: Option<String>,
     #[command(flatten)]
     pub(crate) speed: SpeedArgs,
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+    /// Run the command in this network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`);
+    /// its addresses are the host's in the log. `run` itself stays where it is.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) netns: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required_unless_present = "image")]
     pub(crate) command: Vec<OsString>,
@@ -177,6 +186,7 @@ pub(crate) fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCod
         None => state.new_log_path()?,
     };
     args.speed.confine_to_cpus()?;
+    let host = args.host.options(None).identity().map_err(RunError::from)?;
     let options = ServeOptions {
         source,
         mountpoint,
@@ -186,6 +196,7 @@ pub(crate) fn mount_command(args: MountArgs, state: &StateDir) -> Result<ExitCod
         network: false,
         label: args.label,
         image: None,
+        host: Some(host),
     };
     // The daemon runs on after we return; dropping the handle does not stop it.
     let _daemon = mount::start_daemon(&options, state)?;
@@ -249,6 +260,7 @@ pub(crate) fn run_command(args: RunArgs, state: &StateDir) -> Result<ExitCode, C
         argv,
         label: args.label,
         image,
+        host: args.host.options(args.netns),
     };
     let report = run::run(&options, state)?;
     if report.killed > 0 {

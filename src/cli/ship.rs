@@ -71,6 +71,10 @@ pub(crate) struct ExportArgs {
     /// Ship the binaries listed as stubs as a program that exits 0.
     #[arg(long)]
     pub(crate) stubs: bool,
+    /// Rewrite a host name or address in the exported copy's text files (repeatable; see
+    /// `depsetfs host-refs` and docs/hosts.md). The source is never changed.
+    #[arg(long = "map", value_name = "OLD=NEW", value_parser = export::map::parse_mapping)]
+    pub(crate) map: Vec<export::map::Mapping>,
     #[command(flatten)]
     pub(crate) set: SetArgs,
 }
@@ -123,8 +127,20 @@ pub(crate) fn export_command(
         progress: true,
         stubs: shipment.stubs,
     };
-    let report = export::export(&plan.graph.header, &shipment.set, &options)?;
+    let (report, rewrites) = export::map::with_mappings(&args.map, || {
+        export::export(&plan.graph.header, &shipment.set, &options)
+    });
+    let report = report?;
     eprintln!("depsetfs: {}", report.summary());
+    for rewrite in &rewrites {
+        eprintln!("depsetfs: rewrote {}", rewrite.describe());
+    }
+    for unused in export::map::unused(&args.map, &rewrites) {
+        eprintln!(
+            "depsetfs: warning: --map {}: no text file of the set names it",
+            unused.old
+        );
+    }
     if !options.stubs.is_empty() {
         eprintln!(
             "depsetfs: {} binaries shipped as stubs",

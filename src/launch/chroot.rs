@@ -71,7 +71,7 @@ pub fn chroot(mountpoint: &Path, argv: &[OsString], state: &StateDir) -> Result<
         return Err(ChrootError::NoControlSocket { path: mp });
     };
     let hand_over = HandOver::prepare(&control).map_err(io_err(&control))?;
-    let held = HeldCommand::fork(argv, &mp, Path::new("/"), Some(&hand_over))?;
+    let held = HeldCommand::fork(argv, &mp, Path::new("/"), Some(&hand_over), None)?;
     drop(hand_over);
     let pid = held.release()?;
     Ok(wait_exit_code(pid))

@@ -7,6 +7,7 @@
 
 pub mod chroot;
 pub mod doctor;
+pub mod host;
 pub mod image;
 pub mod mount;
 pub mod run;

@@ -19,12 +19,13 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crate::launch::host::{HostError, HostIdentity, HostOptions};
 use crate::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use crate::mirror::network::{self, HandOver, HandOverStep};
 use crate::record::{TracedCommand, TracedImage};
@@ -60,6 +61,10 @@ pub enum RunError {
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("--netns: the command cannot enter the network namespace: {0}")]
+    EnterNetns(#[source] io::Error),
+    #[error(transparent)]
     State(#[from] StateError),
 }
 
@@ -83,6 +88,8 @@ pub struct RunOptions {
     /// `run --image`: the environment, directory and user the image's config gives the
     /// command (the source is then the image's unpacked root).
     pub image: Option<ImageLaunch>,
+    /// `--host`, `--netns`, `--address`: the header's host and the command's network namespace.
+    pub host: HostOptions,
 }
 
 /// How the command of `run --image` is started: as the image's config says, not with the
@@ -154,7 +161,19 @@ fn check_then_run(
         Some(log) => log.clone(),
         None => state.new_log_path()?,
     };
+    let host = options.host.identity()?;
+    let netns = match &options.host.netns {
+        Some(path) => Some(
+            std::fs::File::open(path).map_err(|source| HostError::Netns {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let job = Job {
+        host,
+        netns,
         options,
         state,
         source,
@@ -174,6 +193,9 @@ fn check_then_run(
 
 /// What the worker needs.
 struct Job<'a> {
+    host: HostIdentity,
+    /// The network namespace the command enters before its chroot (`--netns`).
+    netns: Option<std::fs::File>,
     options: &'a RunOptions,
     state: &'a StateDir,
     source: PathBuf,
@@ -269,6 +291,7 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
         &job.cwd_in_mirror,
         hand_over.as_ref(),
         exec.as_ref(),
+        job.netns.as_ref().map(|file| file.as_fd()),
     )?;
     let network = hand_over.is_some();
     drop(hand_over);
@@ -289,6 +312,7 @@ fn work(job: &Job, signals: &SignalSet, orphaned: bool) -> Result<RunReport, Run
         network,
         label: options.label.clone(),
         image: options.image.as_ref().map(|image| image.traced.clone()),
+        host: Some(job.host.clone()),
     };
     let mut daemon = match mount::start_tied_daemon(&serve, job.state) {
         Ok(daemon) => daemon,
@@ -643,6 +667,8 @@ impl ExecAs {
 /// What the child reports on its error pipe: the step (0: chroot or exec, else a
 /// [`HandOverStep`]) and the errno, 8 bytes.
 const STEP_EXEC: u32 = 0;
+/// The step of entering `--netns` (not a [`HandOverStep`]: those count from 1).
+const STEP_NETNS: u32 = 1000;
 
 impl HeldCommand {
     /// Forks the process that will run `argv` chrooted at `mountpoint` in `cwd` once
@@ -653,8 +679,9 @@ impl HeldCommand {
         mountpoint: &Path,
         cwd: &Path,
         hand_over: Option<&HandOver>,
+        netns: Option<BorrowedFd<'_>>,
     ) -> Result<HeldCommand, RunError> {
-        HeldCommand::fork_as(argv, mountpoint, cwd, hand_over, None)
+        HeldCommand::fork_as(argv, mountpoint, cwd, hand_over, None, netns)
     }
 
     /// [`HeldCommand::fork`], with `exec` the program, environment and user to exec with
@@ -665,6 +692,7 @@ impl HeldCommand {
         cwd: &Path,
         hand_over: Option<&HandOver>,
         exec: Option<&ExecAs>,
+        netns: Option<BorrowedFd<'_>>,
     ) -> Result<HeldCommand, RunError> {
         let args: Vec<CString> = argv
             .iter()
@@ -691,8 +719,11 @@ impl HeldCommand {
                 &root,
                 &dir,
                 &arg_ptrs,
-                hand_over,
-                exec,
+                &BeforeExec {
+                    hand_over,
+                    netns,
+                    exec,
+                },
             );
         }
         Ok(HeldCommand {
@@ -720,6 +751,7 @@ impl HeldCommand {
             let source = io::Error::from_raw_os_error(errno);
             return Err(match HandOverStep::from_code(step) {
                 Some(step) => RunError::NetworkSetup { step, source },
+                None if step == STEP_NETNS => RunError::EnterNetns(source),
                 None => RunError::CommandNotFound {
                     command: self.name,
                     source,
@@ -738,6 +770,14 @@ impl HeldCommand {
     }
 }
 
+/// What the forked child does besides chroot and chdir before it execs, in this order: the
+/// network hand-over, entering the network namespace, the program, environment and user.
+struct BeforeExec<'a> {
+    hand_over: Option<&'a HandOver>,
+    netns: Option<BorrowedFd<'a>>,
+    exec: Option<&'a ExecAs>,
+}
+
 /// In the forked child: wait for the go-ahead, chroot, chdir, exec; report exec errors
 /// through `error_pipe` (closed on a successful exec by O_CLOEXEC).
 fn exec_when_released(
@@ -746,9 +786,13 @@ fn exec_when_released(
     root: &CString,
     dir: &CString,
     argv: &[*const libc::c_char],
-    hand_over: Option<&HandOver>,
-    exec: Option<&ExecAs>,
+    before: &BeforeExec<'_>,
 ) -> ! {
+    let BeforeExec {
+        hand_over,
+        netns,
+        exec,
+    } = *before;
     let mut byte = 0u8;
     // SAFETY: only system calls on valid buffers and descriptors; no allocation after fork.
     unsafe {
@@ -767,6 +811,11 @@ fn exec_when_released(
             && let Err((step, errno)) = hand_over.perform()
         {
             report_and_exit(error_pipe, step as u32, errno);
+        }
+        if let Some(netns) = netns
+            && libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+        {
+            report_and_exit(error_pipe, STEP_NETNS, *libc::__errno_location());
         }
         if libc::chroot(root.as_ptr()) != 0 {
             report_and_exit(error_pipe, STEP_EXEC, *libc::__errno_location());

@@ -27,8 +27,8 @@ use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
-    LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand, TracedImage,
-    now_ns,
+    HostIdentity, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand,
+    TracedImage, now_ns,
 };
 use crate::state::{MountRecord, StateDir, StateError};
 use crate::sys;
@@ -125,6 +125,9 @@ pub struct ServeOptions {
     pub label: Option<String>,
     /// `run --image`: the image whose unpacked root is `source`, for the log header.
     pub image: Option<TracedImage>,
+    /// The host's name and addresses for the header (`mount`/`run` `--host`); None: the
+    /// hostname, no addresses.
+    pub host: Option<HostIdentity>,
 }
 
 impl ServeOptions {
@@ -153,6 +156,10 @@ impl ServeOptions {
         if let Some(image) = &self.image {
             args.push("--image-json".into());
             args.push(serde_json::to_string(image).unwrap_or_default().into());
+        }
+        if let Some(host) = &self.host {
+            args.push("--host-json".into());
+            args.push(serde_json::to_string(host).unwrap_or_default().into());
         }
         args.push(self.mountpoint.clone().into());
         args
@@ -183,6 +190,13 @@ impl ServeOptions {
             ),
             None => None,
         };
+        let host = match args.host_json {
+            Some(json) => Some(
+                serde_json::from_str::<HostIdentity>(&json)
+                    .map_err(|e| ServeError::Arguments(format!("--host-json: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(ServeOptions {
             source: args.source,
             mountpoint: args.mountpoint,
@@ -197,6 +211,7 @@ impl ServeOptions {
             network: args.network,
             label: args.label,
             image,
+            host,
         })
     }
 }
@@ -226,6 +241,8 @@ struct ServeArgs {
     network: bool,
     #[arg(long)]
     label: Option<String>,
+    #[arg(long)]
+    host_json: Option<String>,
     mountpoint: PathBuf,
 }
 
@@ -399,12 +416,16 @@ fn start_entry_cache(fuse: &OwnedFd) -> Option<EntryCache> {
 }
 
 fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
+    let host = options.host.clone().unwrap_or_else(|| HostIdentity {
+        name: uname_field(|u| &u.nodename),
+        ..HostIdentity::default()
+    });
     LogHeader {
         magic: LOG_MAGIC.to_owned(),
         version: LOG_FORMAT_VERSION,
         source: options.source.to_string_lossy().into_owned(),
         mountpoint: options.mountpoint.to_string_lossy().into_owned(),
-        host: uname_field(|u| &u.nodename),
+        host: host.name,
         kernel: uname_field(|u| &u.release),
         started_ns: now_ns(),
         boot_time_ns: boot_time_ns(),
@@ -423,6 +444,8 @@ fn log_header(options: &ServeOptions, entry_cache: bool) -> LogHeader {
         })),
         runs: Vec::new(),
         image: options.image.clone(),
+        addresses: host.addresses,
+        addresses_from: host.addresses_from,
     }
 }
 
@@ -530,6 +553,7 @@ mod tests {
             network: false,
             label: None,
             image: None,
+            host: None,
         };
         let header = log_header(&options, false);
         assert_eq!(header.label.as_deref(), Some("smoke-test"));
@@ -555,6 +579,7 @@ mod tests {
             network: false,
             label: None,
             image: None,
+            host: None,
         };
         let args = options.to_args();
         assert_eq!(
@@ -596,6 +621,11 @@ mod tests {
                 manifest: format!("sha256:{}", "a".repeat(64)),
                 config: format!("sha256:{}", "b".repeat(64)),
             }),
+            host: Some(HostIdentity {
+                name: "web".to_owned(),
+                addresses: vec!["10.0.0.2".to_owned(), "fd00::2".to_owned()],
+                addresses_from: "the network namespace /run/netns/web".to_owned(),
+            }),
         };
         assert_ne!(options.speed, SpeedOptions::default());
         let parsed = ServeOptions::from_args(options.to_args()).expect("parses");
@@ -605,6 +635,7 @@ mod tests {
             network: false,
             label: None,
             image: None,
+            host: None,
             speed: SpeedOptions::default(),
             ..options
         };

@@ -4,5 +4,6 @@
 
 pub mod capture;
 pub mod export;
+pub mod host_refs;
 pub mod progress;
 pub mod verify;

@@ -376,6 +376,7 @@ fn run_in_root(
         argv: options.argv.clone(),
         label: None,
         image: None,
+        host: Default::default(),
     };
     let outcome = run::run(&run_options, state);
     let _ = std::env::set_current_dir(&previous_cwd);

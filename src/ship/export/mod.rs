@@ -8,6 +8,7 @@
 //! source's filesystem (a statvfs estimate, not a walk of the whole tree).
 
 pub mod dir;
+pub mod map;
 pub mod oci;
 pub mod output;
 pub mod stub;

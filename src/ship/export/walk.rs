@@ -131,6 +131,8 @@ pub fn walk(
             stub_item(&entry.path, source)?
         } else if parent_ok {
             read_item(&entry.path, source, &mut inodes)?
+                .map(super::map::apply)
+                .transpose()?
         } else {
             None
         };
