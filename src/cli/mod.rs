@@ -3,10 +3,11 @@
 //! clap's errors in that one-line form, and the dispatch to one thin function per subcommand,
 //! in one file per side: [`record`] (mount, umount, run, chroot, __serve, doctor, completions,
 //! man), [`analyse`] (dump, ps, tree, why, who, files, stats, report, rules), [`page`] (ui,
-//! report --html, graph, suggest), [`ship`] (export, verify), with [`load`] and [`output`] what
-//! they share.
+//! report --html, graph, suggest), [`ship`] (export, verify), [`compare`] (manifest, diff,
+//! satisfies), with [`load`] and [`output`] what they share.
 
 mod analyse;
+mod compare;
 mod load;
 mod output;
 mod page;
@@ -17,6 +18,7 @@ use analyse::{
     AnalysisArgs, DumpArgs, FilesArgs, LogArgs, ReportArgs, RulesArgs, SynthLogArgs, WhoArgs,
     WhyArgs,
 };
+use compare::{DiffArgs, ManifestArgs, SatisfiesArgs};
 use page::{GraphArgs, SuggestArgs, UiArgs};
 use record::{ChrootArgs, MountArgs, RunArgs, ServeArgs};
 use ship::{ExportArgs, VerifyArgs};
@@ -92,6 +94,15 @@ pub(crate) enum Command {
     /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
     /// and the paths it missed.
     Verify(VerifyArgs),
+    /// Describe what a target holds under ROOT (default /): every path with kind, mode,
+    /// owner, size, sha256 and symlink target, as JSON; incremental with the previous output.
+    Manifest(ManifestArgs),
+    /// Compare two inputs (logs, saved sets, manifests, exported directories, tars, OCI
+    /// layouts): paths added, removed, changed; `--fail-on` exits 1 for CI.
+    Diff(DiffArgs),
+    /// Does the target (a manifest) already hold every path of the set, identical? Lists the
+    /// missing and differing paths with why each is needed; exit 1 when not.
+    Satisfies(SatisfiesArgs),
     /// Check what this machine lets depsetfs do (FUSE, namespaces, process events, seccomp) and
     /// say what will and will not be recorded here.
     Doctor,
@@ -134,6 +145,8 @@ pub(crate) enum CliError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Ui(#[from] depsetfs::analysis::ui::UiError),
+    #[error(transparent)]
+    Compare(#[from] depsetfs::ship::compare::CompareError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -226,6 +239,9 @@ pub(crate) fn dispatch(
         Command::SynthLog(args) => analyse::synth_log_command(args),
         Command::Export(args) => ship::export_command(args, matches, &state),
         Command::Verify(args) => ship::verify_command(args, matches, &state),
+        Command::Manifest(args) => compare::manifest_command(args),
+        Command::Diff(args) => compare::diff_command(args, matches, &state),
+        Command::Satisfies(args) => compare::satisfies_command(args, matches, &state),
     }
 }
 
