@@ -55,11 +55,7 @@ pub fn detect(path: &Path) -> Result<InputKind, CompareError> {
     if is_tar(head) || is_gzip(head) {
         return Ok(InputKind::Side(SideKind::Tar));
     }
-    let text = head
-        .iter()
-        .copied()
-        .skip_while(u8::is_ascii_whitespace)
-        .next();
+    let text = head.iter().copied().find(|b| !b.is_ascii_whitespace());
     if text == Some(b'{') {
         let bytes = super::manifest::read_all(path)?;
         let value: serde_json::Value =

@@ -92,6 +92,21 @@ impl HashCache {
     }
 }
 
+/// The keys before the entries, in this order.
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    format: String,
+    root: String,
+    arch: &'a str,
+    os_id: Option<&'a str>,
+    os_version_id: Option<&'a str>,
+    created_ns: u64,
+    not_descended: &'a [String],
+    /// Package data of the target: not collected yet (always null); a later version fills it
+    /// (`analysis/packages`), and readers of version 1 ignore it.
+    packages: Option<()>,
+}
+
 /// A manifest entry as written.
 #[derive(Serialize)]
 struct EntryOut<'a> {
@@ -267,13 +282,15 @@ pub fn directory_side(root: &Path, name: &str, threads: usize) -> Result<Side, C
             entry_of(item, digest.map(|(sha, _)| sha))
         })
         .collect();
-    Ok(Side {
-        kind: SideKind::Directory,
-        name: name.to_string(),
-        arch: super::tree::majority_arch(machines.into_iter().flatten()),
-        entries,
-    }
-    .finish())
+    Ok(super::tree::without_mount_dirs(
+        Side {
+            kind: SideKind::Directory,
+            name: name.to_string(),
+            arch: super::tree::majority_arch(machines.into_iter().flatten()),
+            entries,
+        }
+        .finish(),
+    ))
 }
 
 fn entry_of(item: Found, sha256: Option<Sha256>) -> Entry {
@@ -354,16 +371,16 @@ fn write_document(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, out);
-    let head = serde_json::json!({
-        "format": format!("{MANIFEST_TAG} {MANIFEST_VERSION}"),
-        "root": options.root.to_string_lossy(),
-        "arch": machine.arch,
-        "os_id": machine.os_id,
-        "os_version_id": machine.os_version_id,
-        "created_ns": crate::record::now_ns(),
-        "not_descended": stats.not_descended,
-        "packages": serde_json::Value::Null,
-    });
+    let head = HeadOut {
+        format: format!("{MANIFEST_TAG} {MANIFEST_VERSION}"),
+        root: options.root.to_string_lossy().into_owned(),
+        arch: &machine.arch,
+        os_id: machine.os_id.as_deref(),
+        os_version_id: machine.os_version_id.as_deref(),
+        created_ns: crate::record::now_ns(),
+        not_descended: &stats.not_descended,
+        packages: None,
+    };
     let head = serde_json::to_string(&head)?;
     // The head's keys, then one entry per line: diffable and greppable.
     out.write_all(head.trim_end_matches('}').as_bytes())?;

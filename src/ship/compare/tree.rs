@@ -2,7 +2,8 @@
 //! (plain or gzip'ed, [`tar_side`]) and an OCI image layout ([`oci_side`]: the first image of
 //! `index.json`, its layers applied in order with their whiteouts). An exported directory is
 //! read by [`super::manifest::directory_side`], the same walk a manifest makes. A side's
-//! architecture is the one most of its ELF files are built for.
+//! architecture is the one most of its ELF files are built for. What `export` adds to a root
+//! beside the set (empty `/proc`, `/sys`, `/dev`, `/tmp`) is left out ([`without_mount_dirs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -15,7 +16,7 @@ use flate2::read::GzDecoder;
 use super::hash::hash_all;
 use super::{CompareError, Entry, Side, SideKind, elf_machine_arch};
 use crate::analysis::closure::DeploymentSet;
-use crate::analysis::paths::normalize_mirror_path;
+use crate::analysis::paths::{KERNEL_TREES, is_within, normalize_mirror_path};
 use crate::record::FileKind;
 
 /// The architecture most of `machines` (ELF `e_machine` values) name.
@@ -88,6 +89,33 @@ pub fn set_side(set: &DeploymentSet, source: &Path, name: &str, threads: usize) 
     .finish()
 }
 
+/// Drops what `export` adds to every exported root beside the set (the empty `/proc`,
+/// `/sys`, `/dev` and, when nothing is below it, `/tmp` to mount on) and the kernel's trees,
+/// which no set holds: comparing an export with a set compares the set.
+pub fn without_mount_dirs(mut side: Side) -> Side {
+    // A tar (and a layer) has no member for the root itself: it is there all the same.
+    if side.entries.first().is_none_or(|first| first.path != b"/") {
+        side.entries.insert(
+            0,
+            Entry {
+                path: b"/".to_vec(),
+                kind: FileKind::Dir,
+                ..Entry::default()
+            },
+        );
+    }
+    let tmp_has_contents = side
+        .entries
+        .iter()
+        .any(|entry| entry.path.starts_with(b"/tmp/"));
+    side.entries.retain(|entry| {
+        let kernel = KERNEL_TREES.iter().any(|tree| is_within(&entry.path, tree));
+        let empty_tmp = entry.path == b"/tmp" && entry.kind == FileKind::Dir && !tmp_has_contents;
+        !kernel && !empty_tmp
+    });
+    side
+}
+
 /// Whether the bytes start a gzip stream.
 pub fn is_gzip(head: &[u8]) -> bool {
     head.starts_with(&[0x1f, 0x8b])
@@ -117,13 +145,15 @@ pub fn tar_side(path: &Path, name: &str) -> Result<Side, CompareError> {
     let mut entries = BTreeMap::new();
     let mut machines = Vec::new();
     apply_tar_layer(path, &mut entries, &mut machines)?;
-    Ok(Side {
-        kind: SideKind::Tar,
-        name: name.to_string(),
-        arch: majority_arch(machines.into_iter()),
-        entries: entries.into_values().collect(),
-    }
-    .finish())
+    Ok(without_mount_dirs(
+        Side {
+            kind: SideKind::Tar,
+            name: name.to_string(),
+            arch: majority_arch(machines.into_iter()),
+            entries: entries.into_values().collect(),
+        }
+        .finish(),
+    ))
 }
 
 /// Reads one tar stream onto `entries` (later names replace earlier ones; OCI whiteouts
@@ -262,13 +292,15 @@ pub fn oci_side(root: &Path, name: &str) -> Result<Side, CompareError> {
         .and_then(|_| blob(&document["config"]["digest"]).ok())
         .and_then(|path| read_json(path).ok())
         .and_then(|config| config["architecture"].as_str().map(super::normalize_arch));
-    Ok(Side {
-        kind: SideKind::Oci,
-        name: name.to_string(),
-        arch: declared.or_else(|| majority_arch(machines.into_iter())),
-        entries: entries.into_values().collect(),
-    }
-    .finish())
+    Ok(without_mount_dirs(
+        Side {
+            kind: SideKind::Oci,
+            name: name.to_string(),
+            arch: declared.or_else(|| majority_arch(machines.into_iter())),
+            entries: entries.into_values().collect(),
+        }
+        .finish(),
+    ))
 }
 
 #[cfg(test)]
@@ -310,7 +342,6 @@ mod tests {
         add("./etc/link", tar::EntryType::Symlink, b"", Some("hosts"))?;
         add("./etc/old", tar::EntryType::Regular, b"x", None)?;
         add("./etc/.wh.old", tar::EntryType::Regular, b"", None)?;
-        drop(add);
         builder.into_inner()?;
         let side = tar_side(&path, "t")?;
         let hosts = side.get(b"/etc/hosts").ok_or("no hosts")?;
