@@ -45,7 +45,7 @@ pub enum CompareError {
         reason: String,
     },
     #[error(
-        "{}: {what} format version {found} is newer than this depsetfs reads (versions 0 to {supported}); use a newer depsetfs",
+        "{}: {what} format version {found} is newer than this depsetfs reads (up to {supported}); use a newer depsetfs",
         path.display()
     )]
     FutureVersion {
