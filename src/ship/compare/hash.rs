@@ -79,9 +79,19 @@ pub fn default_threads() -> usize {
 
 /// Hashes every file of `paths` on `threads` threads; the results in the order of `paths`.
 pub fn hash_all(paths: &[PathBuf], threads: usize) -> Vec<io::Result<FileHash>> {
+    hash_each(paths.len(), |at| paths[at].clone(), threads)
+}
+
+/// Hashes the files `path_of(0..count)` names on `threads` threads (paths made as needed, not
+/// held all at once); the results in that order.
+pub fn hash_each(
+    count: usize,
+    path_of: impl Fn(usize) -> PathBuf + Sync,
+    threads: usize,
+) -> Vec<io::Result<FileHash>> {
     let next = AtomicUsize::new(0);
-    let threads = threads.clamp(1, paths.len().max(1));
-    let mut results: Vec<Option<io::Result<FileHash>>> = (0..paths.len()).map(|_| None).collect();
+    let threads = threads.clamp(1, count.max(1));
+    let mut results: Vec<Option<io::Result<FileHash>>> = (0..count).map(|_| None).collect();
     let chunks: Vec<Vec<(usize, io::Result<FileHash>)>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -89,10 +99,10 @@ pub fn hash_all(paths: &[PathBuf], threads: usize) -> Vec<io::Result<FileHash>> 
                     let mut done = Vec::new();
                     loop {
                         let at = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = paths.get(at) else {
+                        if at >= count {
                             break done;
-                        };
-                        done.push((at, hash_file(path)));
+                        }
+                        done.push((at, hash_file(&path_of(at))));
                     }
                 })
             })

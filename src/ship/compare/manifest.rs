@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::hash::{FileHash, hash_all};
+use super::hash::{FileHash, hash_each};
 use super::{
     CompareError, Entry, Sha256, Side, SideKind, hex, kind_from_name, mode_text, normalize_arch,
     unhex,
@@ -228,12 +228,38 @@ impl Machine {
     }
 }
 
-/// One path found by the walk, before hashing.
+/// One path found by the walk, before hashing: what a manifest keeps of its lstat (a whole
+/// `Metadata` is three times larger, and a root has a million paths).
 struct Found {
     path: Vec<u8>,
-    meta: std::fs::Metadata,
+    meta: Stat,
     target: Option<Vec<u8>>,
     unreadable: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Stat {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    key: CacheKey,
+}
+
+impl Stat {
+    fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            key: cache_key(meta),
+        }
+    }
+
+    fn kind(&self) -> FileKind {
+        FileKind::from_mode(self.mode)
+    }
 }
 
 /// Walks the root and writes the manifest to `out`, reusing hashes of `cache`.
@@ -294,14 +320,14 @@ pub fn directory_side(root: &Path, name: &str, threads: usize) -> Result<Side, C
 }
 
 fn entry_of(item: Found, sha256: Option<Sha256>) -> Entry {
-    let kind = FileKind::from_mode(item.meta.mode());
+    let kind = item.meta.kind();
     Entry {
         path: item.path,
         kind,
-        mode: Some(item.meta.mode() & 0o7777),
-        uid: Some(item.meta.uid()),
-        gid: Some(item.meta.gid()),
-        size: matches!(kind, FileKind::File | FileKind::Symlink).then(|| item.meta.len()),
+        mode: Some(item.meta.mode & 0o7777),
+        uid: Some(item.meta.uid),
+        gid: Some(item.meta.gid),
+        size: matches!(kind, FileKind::File | FileKind::Symlink).then_some(item.meta.size),
         sha256,
         target: item.target,
         needed_by: Vec::new(),
@@ -332,22 +358,23 @@ fn scan(
     );
     // Hash what the cache does not know, on a few threads.
     let mut digests: Vec<Option<(Sha256, Option<u16>)>> = vec![None; found.len()];
-    let mut to_hash: Vec<(usize, PathBuf)> = Vec::new();
+    let mut to_hash: Vec<usize> = Vec::new();
     for (at, item) in found.iter().enumerate() {
-        if !item.meta.file_type().is_file() || item.unreadable {
+        if item.meta.kind() != FileKind::File || item.unreadable {
             continue;
         }
         stats.files += 1;
-        match cache.get(&item.path, &cache_key(&item.meta)) {
+        match cache.get(&item.path, &item.meta.key) {
             Some(digest) => {
                 digests[at] = Some((digest, None));
                 stats.reused += 1;
             }
-            None => to_hash.push((at, host_path(root, &item.path))),
+            None => to_hash.push(at),
         }
     }
-    let paths: Vec<PathBuf> = to_hash.iter().map(|(_, path)| path.clone()).collect();
-    for ((at, _), result) in to_hash.iter().zip(hash_all(&paths, options.threads)) {
+    let path_of = |i: usize| host_path(root, &found[to_hash[i]].path);
+    let hashes = hash_each(to_hash.len(), path_of, options.threads);
+    for (at, result) in to_hash.iter().zip(hashes) {
         match result {
             Ok(FileHash {
                 sha256,
@@ -386,18 +413,18 @@ fn write_document(
     out.write_all(head.trim_end_matches('}').as_bytes())?;
     out.write_all(b",\"entries\":[\n")?;
     for (at, (item, digest)) in found.iter().zip(digests).enumerate() {
-        let kind = FileKind::from_mode(item.meta.mode());
+        let kind = item.meta.kind();
         let is_file = kind == FileKind::File;
         let entry = EntryOut {
             path: JsonName(&item.path),
             kind: kind.name(),
-            mode: mode_text(item.meta.mode() & 0o7777),
-            uid: item.meta.uid(),
-            gid: item.meta.gid(),
-            size: matches!(kind, FileKind::File | FileKind::Symlink).then(|| item.meta.len()),
+            mode: mode_text(item.meta.mode & 0o7777),
+            uid: item.meta.uid,
+            gid: item.meta.gid,
+            size: matches!(kind, FileKind::File | FileKind::Symlink).then_some(item.meta.size),
             sha256: digest.as_ref().map(|(sha, _)| hex(sha)),
             target: item.target.as_deref().map(JsonName),
-            key: (is_file && digest.is_some()).then(|| cache_key(&item.meta).into()),
+            key: (is_file && digest.is_some()).then(|| item.meta.key.into()),
         };
         if at > 0 {
             out.write_all(b",\n")?;
@@ -467,7 +494,7 @@ fn walk(
     let canonical_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut found = vec![Found {
         path: b"/".to_vec(),
-        meta: root_meta.clone(),
+        meta: Stat::of(root_meta),
         target: None,
         unreadable: false,
     }];
@@ -477,7 +504,7 @@ fn walk(
             stats.unreadable += 1;
             continue;
         };
-        let mut children: Vec<(Vec<u8>, PathBuf, std::fs::Metadata)> = Vec::new();
+        let mut children: Vec<(Vec<u8>, PathBuf, Stat)> = Vec::new();
         for child in reader.flatten() {
             let host = child.path();
             if exclude.is_some_and(|exclude| exclude == host) {
@@ -492,7 +519,7 @@ fn walk(
                 path.push(b'/');
             }
             path.extend_from_slice(child.file_name().as_bytes());
-            children.push((path, host, meta));
+            children.push((path, host, Stat::of(&meta)));
         }
         children.sort_by(|a, b| b.0.cmp(&a.0));
         for (path, host, meta) in children {
@@ -502,7 +529,7 @@ fn walk(
                 target: None,
                 unreadable: false,
             };
-            if item.meta.file_type().is_symlink() {
+            if item.meta.kind() == FileKind::Symlink {
                 match std::fs::read_link(&host) {
                     Ok(target) => item.target = Some(target.into_os_string().into_vec()),
                     Err(_) => {
@@ -511,7 +538,7 @@ fn walk(
                     }
                 }
             }
-            if item.meta.is_dir() {
+            if item.meta.kind() == FileKind::Dir {
                 if stops.iter().any(|stop| stop == &host) {
                     stats
                         .not_descended
