@@ -147,4 +147,25 @@ mod tests {
         assert!(missing.is_some_and(|e| e.contains("No such file")));
         Ok(())
     }
+
+    #[test]
+    fn logs_are_recognised_and_a_future_log_version_is_one_clear_error()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let scratch = ScratchDir::new("compare-detect-log");
+        let mut header = crate::fixtures::header("/", "/mnt");
+        let current = scratch.root().join("current.dlog");
+        crate::log::LogWriter::create(&current, &header)?;
+        assert_eq!(detect(&current)?, InputKind::Log);
+        header.version = 99;
+        let future = scratch.root().join("future.dlog");
+        crate::log::LogWriter::create(&future, &header)?;
+        let error = detect(&future).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("log format version 99 is not supported")),
+            "{error:?}"
+        );
+        Ok(())
+    }
 }
