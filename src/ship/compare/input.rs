@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::manifest::{MANIFEST_TAG, read_manifest};
-use super::saved_set::{looks_like_set, read_saved_set};
+use super::saved_set::{Probe, read_saved_set};
 use super::tree::{is_gzip, is_tar, oci_side, tar_side};
 use super::{CompareError, Side, SideKind};
 use crate::log::{LogError, LogReader};
@@ -58,15 +58,18 @@ pub fn detect(path: &Path) -> Result<InputKind, CompareError> {
     let text = head.iter().copied().find(|b| !b.is_ascii_whitespace());
     if text == Some(b'{') {
         let bytes = super::manifest::read_all(path)?;
-        let value: serde_json::Value =
+        let probe: Probe =
             serde_json::from_slice(&bytes).map_err(|_| CompareError::Unrecognized {
                 path: path.to_path_buf(),
             })?;
-        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
-        if format.starts_with(MANIFEST_TAG) {
+        if probe
+            .format
+            .as_deref()
+            .is_some_and(|f| f.starts_with(MANIFEST_TAG))
+        {
             return Ok(InputKind::Side(SideKind::Manifest));
         }
-        if looks_like_set(&value) {
+        if probe.is_set() {
             return Ok(InputKind::Side(SideKind::SavedSet));
         }
     }

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::hash::{FileHash, hash_each};
 use super::{
-    CompareError, Entry, Sha256, Side, SideKind, hex, kind_from_name, mode_text, normalize_arch,
-    unhex,
+    CompareError, Entry, NameField, Sha256, Side, SideKind, hex, kind_from_name, mode_text,
+    normalize_arch, unhex,
 };
 use crate::analysis::names::JsonName;
 use crate::analysis::paths::KERNEL_TREES;
@@ -148,36 +148,19 @@ impl From<CacheKey> for KeyOut {
 /// A manifest entry as read (every field but path and kind optional).
 #[derive(Deserialize)]
 struct EntryIn {
-    path: NameIn,
+    path: NameField,
     kind: String,
     mode: Option<String>,
     uid: Option<u32>,
     gid: Option<u32>,
     size: Option<u64>,
     sha256: Option<String>,
-    target: Option<NameIn>,
+    target: Option<NameField>,
     dev: Option<u64>,
     ino: Option<u64>,
     mtime_ns: Option<i64>,
     ctime_ns: Option<i64>,
     package: Option<String>,
-}
-
-/// A name as [`JsonName`] writes it.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NameIn {
-    Text(String),
-    Bytes { bytes: Vec<u8> },
-}
-
-impl NameIn {
-    fn into_bytes(self) -> Vec<u8> {
-        match self {
-            NameIn::Text(text) => text.into_bytes(),
-            NameIn::Bytes { bytes } => bytes,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -587,7 +570,7 @@ pub fn read_manifest(path: &Path, name: &str) -> Result<(Side, HashCache), Compa
             })?),
             None => None,
         };
-        let path_bytes = entry.path.into_bytes();
+        let path_bytes = entry.path.0;
         if let (Some(dev), Some(ino), Some(size), Some(mtime_ns), Some(ctime_ns), Some(digest)) = (
             entry.dev,
             entry.ino,
@@ -613,7 +596,7 @@ pub fn read_manifest(path: &Path, name: &str) -> Result<(Side, HashCache), Compa
             gid: entry.gid,
             size: entry.size,
             sha256,
-            target: entry.target.map(NameIn::into_bytes),
+            target: entry.target.map(|name| name.0),
             needed_by: Vec::new(),
             package: entry.package,
         });

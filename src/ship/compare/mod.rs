@@ -295,6 +295,51 @@ pub fn kind_from_name(name: &str) -> Option<FileKind> {
     })
 }
 
+/// A name read back from JSON as [`JsonName`] writes it: a string, or
+/// `{"bytes": [...], "lossy": "..."}`. Deserialized directly (no intermediate value): a
+/// manifest has a million of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameField(pub Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for NameField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NameField;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a name: a string or {\"bytes\": [...]}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<NameField, E> {
+                Ok(NameField(text.as_bytes().to_vec()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<NameField, E> {
+                Ok(NameField(text.into_bytes()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<NameField, A::Error> {
+                let mut bytes = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "bytes" {
+                        bytes = Some(map.next_value::<Vec<u8>>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                bytes
+                    .map(NameField)
+                    .ok_or_else(|| serde::de::Error::missing_field("bytes"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// A name as JSON writes it ([`JsonName`]): a string, or `{"bytes": [...], ...}`.
 pub fn name_from_json(value: &serde_json::Value) -> Option<Vec<u8>> {
     match value {
@@ -325,6 +370,17 @@ mod tests {
         assert_eq!(normalize_arch("i686"), "i386");
         assert_eq!(normalize_arch("arm64"), "aarch64");
         assert_eq!(elf_machine_arch(62), Some("x86_64"));
+    }
+
+    #[test]
+    fn name_fields_deserialize_from_both_json_forms() -> serde_json::Result<()> {
+        let plain: NameField = serde_json::from_str(r#""/usr/bin/ls""#)?;
+        let bytes: NameField =
+            serde_json::from_str(r#"{"bytes": [47, 99, 97, 102, 233], "lossy": "/caf?"}"#)?;
+        assert_eq!(plain.0, b"/usr/bin/ls");
+        assert_eq!(bytes.0, b"/caf\xe9");
+        assert!(serde_json::from_str::<NameField>("3").is_err());
+        Ok(())
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::manifest::read_all;
-use super::{CompareError, Entry, Side, SideKind, kind_from_name};
+use super::{CompareError, Entry, NameField, Side, SideKind, kind_from_name};
 use crate::record::FileKind;
 
 /// The format key's word; the document says `depsetfs-set N`
@@ -26,7 +26,7 @@ struct DocumentIn {
 
 #[derive(Deserialize)]
 struct EntryIn {
-    path: serde_json::Value,
+    path: NameField,
     kind: String,
     #[serde(default)]
     size: u64,
@@ -40,15 +40,24 @@ struct UserIn {
     exe: String,
 }
 
-/// Whether a JSON value looks like a saved set (an `entries` list and a `strategy`, or the
-/// format key).
-pub fn looks_like_set(value: &serde_json::Value) -> bool {
-    let tagged = value
-        .get("format")
-        .and_then(|f| f.as_str())
-        .is_some_and(|f| f.starts_with(SET_TAG));
-    tagged
-        || (value.get("entries").is_some_and(|e| e.is_array()) && value.get("strategy").is_some())
+/// The top-level keys that tell JSON inputs apart, read without building the document.
+#[derive(Deserialize)]
+pub struct Probe {
+    pub format: Option<String>,
+    pub entries: Option<serde::de::IgnoredAny>,
+    pub strategy: Option<serde::de::IgnoredAny>,
+}
+
+impl Probe {
+    /// Whether the document looks like a saved set (the format key, or version 0's `entries`
+    /// and `strategy`).
+    pub fn is_set(&self) -> bool {
+        let tagged = self
+            .format
+            .as_deref()
+            .is_some_and(|f| f.starts_with(SET_TAG));
+        tagged || (self.entries.is_some() && self.strategy.is_some())
+    }
 }
 
 /// The version a `format` key names (none: 0).
@@ -85,8 +94,7 @@ pub fn read_saved_set(path: &Path, name: &str) -> Result<Side, CompareError> {
         let kind = kind_from_name(&entry.kind).ok_or_else(|| {
             CompareError::malformed(path, "saved set", format!("unknown kind {:?}", entry.kind))
         })?;
-        let entry_path = super::name_from_json(&entry.path)
-            .ok_or_else(|| CompareError::malformed(path, "saved set", "a path is not a name"))?;
+        let entry_path = entry.path.0;
         let mut needed_by: Vec<String> = entry
             .users
             .iter()
