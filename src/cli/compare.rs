@@ -17,9 +17,7 @@ use depsetfs::analysis::strategy::{Strategy, StrategyOptions, StrategySet};
 use depsetfs::ship::compare::diff::{self, Gate};
 use depsetfs::ship::compare::hash::default_threads;
 use depsetfs::ship::compare::input::{InputKind, detect, read_side};
-use depsetfs::ship::compare::manifest::{
-    HashCache, ManifestOptions, read_manifest, write_manifest,
-};
+use depsetfs::ship::compare::manifest::{HashCache, ManifestOptions, read_cache, write_manifest};
 use depsetfs::ship::compare::satisfies::{Unsatisfied, check_architecture, ship_only, unsatisfied};
 use depsetfs::ship::compare::{CompareError, Side, SideKind, describe_entry, tree};
 use depsetfs::state::StateDir;
@@ -155,11 +153,11 @@ fn load_cache(args: &ManifestArgs, output: Option<&Path>) -> Result<HashCache, C
         return Ok(HashCache::default());
     }
     if let Some(cache) = &args.cache {
-        return Ok(read_manifest(cache, &cache.to_string_lossy())?.1);
+        return Ok(read_cache(cache)?);
     }
     match output.filter(|output| output.is_file()) {
-        Some(previous) => match read_manifest(previous, &previous.to_string_lossy()) {
-            Ok((_, cache)) => Ok(cache),
+        Some(previous) => match read_cache(previous) {
+            Ok(cache) => Ok(cache),
             Err(e) => {
                 eprintln!("depsetfs: warning: not reusing hashes of {e}");
                 Ok(HashCache::default())

@@ -641,6 +641,90 @@ fn manifest_version(path: &Path, format: Option<&str>) -> Result<u32, CompareErr
     Ok(version)
 }
 
+/// The hash cache of a manifest alone, streamed entry by entry (neither the file nor its
+/// entries are held: a root's manifest is hundreds of megabytes).
+pub fn read_cache(path: &Path) -> Result<HashCache, CompareError> {
+    let file = File::open(path).map_err(|e| CompareError::io(path, e))?;
+    let reader = io::BufReader::with_capacity(1 << 20, file);
+    let document: CacheDocument = serde_json::from_reader(reader)
+        .map_err(|e| CompareError::malformed(path, "manifest", e))?;
+    if manifest_version(path, document.format.as_deref())? == 0 {
+        return Err(CompareError::NotAManifest {
+            path: path.to_path_buf(),
+            what: "this JSON document",
+        });
+    }
+    Ok(document.entries)
+}
+
+#[derive(Deserialize)]
+struct CacheDocument {
+    format: Option<String>,
+    #[serde(default)]
+    entries: HashCache,
+}
+
+/// What a cache needs of an entry.
+#[derive(Deserialize)]
+struct CacheEntryIn {
+    path: NameField,
+    size: Option<u64>,
+    sha256: Option<String>,
+    dev: Option<u64>,
+    ino: Option<u64>,
+    mtime_ns: Option<i64>,
+    ctime_ns: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for HashCache {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HashCache;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of manifest entries")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HashCache, A::Error> {
+                let mut cache = HashCache::default();
+                while let Some(entry) = seq.next_element::<CacheEntryIn>()? {
+                    let digest = entry.sha256.as_deref().and_then(unhex);
+                    if let (
+                        Some(dev),
+                        Some(ino),
+                        Some(size),
+                        Some(mtime_ns),
+                        Some(ctime_ns),
+                        Some(digest),
+                    ) = (
+                        entry.dev,
+                        entry.ino,
+                        entry.size,
+                        entry.mtime_ns,
+                        entry.ctime_ns,
+                        digest,
+                    ) {
+                        let key = CacheKey {
+                            dev,
+                            ino,
+                            size,
+                            mtime_ns,
+                            ctime_ns,
+                        };
+                        cache.by_path.insert(entry.path.0, (key, digest));
+                    }
+                }
+                Ok(cache)
+            }
+        }
+        deserializer.deserialize_seq(Entries)
+    }
+}
+
 pub(super) fn read_all(path: &Path) -> Result<Vec<u8>, CompareError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -715,6 +799,8 @@ mod tests {
         let (first, _, cache) = manifest_of(&root, &HashCache::default(), &out)?;
         assert_eq!((first.hashed, first.reused), (10, 0));
         assert_eq!(cache.len(), 10);
+        // The streamed reader of the cache alone reads the same.
+        assert_eq!(read_cache(&out)?.len(), 10);
         std::fs::write(root.join("f3"), "changed")?;
         std::fs::write(root.join("new"), "new")?;
         let (second, side, _) = manifest_of(&root, &cache, &out)?;
