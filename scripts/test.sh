@@ -19,7 +19,7 @@ fail() {
 [ "$(id -u)" = 0 ] || fail "run as root: the tests mount FUSE filesystems (sudo bash scripts/test.sh)"
 [ -c /dev/fuse ] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse)"
 
-# What the tests run: zlib1g-dev (tests/compare.rs links a program with -lz), sqlite3 (native checks of the WAL database), python3 (sqlite3 module,
+# What the tests run: sqlite3 (native checks of the WAL database), python3 (sqlite3 module,
 # unix sockets, renameat2 through ctypes), util-linux (unshare, setpriv, mount, findmnt),
 # procps and psmisc (pgrep, fuser), coreutils (timeout, stat, truncate, ...), attr
 # (getfattr/setfattr), acl (setfacl/getfacl: POSIX ACLs through the mirror), tar (reading exports), umoci and skopeo (checking OCI exports).
@@ -27,11 +27,12 @@ fail() {
 # (tests/seed_php_mysql.rs): mariadb-server, php-fpm, php-mysql, nginx, curl, iproute2 (ip netns,
 # veth), and postgresql, which must stay out of its set. Real services run from their set
 # (tests/services.rs): postgresql again, and a JDK (javac, java).
-packages=(sqlite3 python3 zlib1g-dev util-linux procps psmisc coreutils attr acl tar umoci skopeo
+packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci skopeo
   mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless
   man-db groff-base bsdextrautils # man, groff, col: the man pages (tests/cli.rs, scripts/test-deb.sh)
   chromium chromium-driver graphviz) # the page of depsetfs ui in a real browser, graph --format dot (tests/ui.rs)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
+packages+=(zlib1g-dev) # zlib.h and libz.so: tests/compare.rs builds a program with -lz
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")

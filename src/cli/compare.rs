@@ -177,7 +177,7 @@ fn write_manifest_file(
     staged.push(format!(".partial.{}", std::process::id()));
     let staged = PathBuf::from(staged);
     let result = std::fs::File::create(&staged)
-        .map_err(|e| CompareError::io(&staged, e))
+        .map_err(|e| CompareError::io(output, e))
         .and_then(|mut file| {
             let stats = write_manifest(options, cache, &mut file)?;
             file.flush()
