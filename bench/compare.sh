@@ -27,8 +27,8 @@ measure() { # LABEL CMD...: one line "LABEL  wall  peak-RSS"
 python3 - "$N" "$work" <<'EOF'
 import json, sys, hashlib
 n, work = int(sys.argv[1]), sys.argv[2]
-def path(i):
-    return "/usr/share/bench/d%03d/f%06d" % (i % 1000, i)
+def path(i):  # sorted by i, as sets and manifests are sorted by path
+    return "/usr/share/bench/d%03d/f%06d" % (i // 1000, i)
 def saved_set(offset):
     entries = [{"path": path(i), "kind": "file", "size": 100 + i % 7, "reason": "used",
                 "users": [{"pid": 1000 + i % 50, "start": 1, "exe": "/usr/bin/app", "ops": ["open(read)"]}]}

@@ -176,7 +176,10 @@ impl Side {
 
     /// Sorts by path and keeps the last entry of a path (a tar may name a path twice).
     pub fn finish(mut self) -> Side {
-        self.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        // Sets and manifests are written sorted: checking is one pass, sorting many.
+        if !self.entries.is_sorted_by(|a, b| a.path <= b.path) {
+            self.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         let mut unique: Vec<Entry> = Vec::with_capacity(self.entries.len());
         for entry in self.entries {
             match unique.last_mut() {
