@@ -108,11 +108,15 @@ pub(crate) fn manifest_command(args: ManifestArgs) -> Result<ExitCode, CliError>
     let options = ManifestOptions {
         root: args.root.clone(),
         cross_mounts: args.cross_mounts,
-        exclude: output.as_ref().map(|output| {
-            let dir = output.parent().unwrap_or(Path::new("/"));
-            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            dir.join(output.file_name().unwrap_or_default())
-        }),
+        exclude: output
+            .iter()
+            .flat_map(|output| [output.clone(), staged_name(output)])
+            .map(|path| {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+                dir.join(path.file_name().unwrap_or_default())
+            })
+            .collect(),
         threads: args.threads.unwrap_or_else(default_threads).max(1),
     };
     let stats = match &output {
@@ -167,15 +171,20 @@ fn load_cache(args: &ManifestArgs, output: Option<&Path>) -> Result<HashCache, C
     }
 }
 
+/// The temporary name a manifest is written under beside `output`.
+fn staged_name(output: &Path) -> PathBuf {
+    let mut staged = output.as_os_str().to_owned();
+    staged.push(format!(".partial.{}", std::process::id()));
+    PathBuf::from(staged)
+}
+
 /// Writes the manifest beside `output` and renames it into place when complete.
 fn write_manifest_file(
     options: &ManifestOptions,
     cache: &HashCache,
     output: &Path,
 ) -> Result<depsetfs::ship::compare::manifest::ManifestStats, CliError> {
-    let mut staged = output.as_os_str().to_owned();
-    staged.push(format!(".partial.{}", std::process::id()));
-    let staged = PathBuf::from(staged);
+    let staged = staged_name(output);
     let result = std::fs::File::create(&staged)
         .map_err(|e| CompareError::io(output, e))
         .and_then(|mut file| {

@@ -38,8 +38,9 @@ pub struct ManifestOptions {
     /// Also list what other filesystems mounted below the root hold (and `/proc`, `/sys`,
     /// `/dev`).
     pub cross_mounts: bool,
-    /// A path not to list (the manifest being written, when it lies under the root).
-    pub exclude: Option<PathBuf>,
+    /// Host paths not to list (the manifest being written and its temporary name, when they
+    /// lie under the root).
+    pub exclude: Vec<PathBuf>,
     /// Hashing threads.
     pub threads: usize,
 }
@@ -276,7 +277,7 @@ pub fn directory_side(root: &Path, name: &str, threads: usize) -> Result<Side, C
     let options = ManifestOptions {
         root: root.to_path_buf(),
         cross_mounts: false,
-        exclude: None,
+        exclude: Vec::new(),
         threads,
     };
     let (found, digests, _) = scan(&options, &root_meta, &HashCache::default());
@@ -332,13 +333,7 @@ fn scan(
     let root = &options.root;
     let mut stats = ManifestStats::default();
     let stops = stop_points(root, options.cross_mounts);
-    let found = walk(
-        root,
-        root_meta,
-        &stops,
-        options.exclude.as_deref(),
-        &mut stats,
-    );
+    let found = walk(root, root_meta, &stops, &options.exclude, &mut stats);
     // Hash what the cache does not know, on a few threads.
     let mut digests: Vec<Option<(Sha256, Option<u16>)>> = vec![None; found.len()];
     let mut to_hash: Vec<usize> = Vec::new();
@@ -471,7 +466,7 @@ fn walk(
     root: &Path,
     root_meta: &std::fs::Metadata,
     stops: &[PathBuf],
-    exclude: Option<&Path>,
+    exclude: &[PathBuf],
     stats: &mut ManifestStats,
 ) -> Vec<Found> {
     let canonical_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
@@ -490,7 +485,7 @@ fn walk(
         let mut children: Vec<(Vec<u8>, PathBuf, Stat)> = Vec::new();
         for child in reader.flatten() {
             let host = child.path();
-            if exclude.is_some_and(|exclude| exclude == host) {
+            if exclude.contains(&host) {
                 continue;
             }
             let Ok(meta) = child.metadata() else {
@@ -742,7 +737,7 @@ mod tests {
         ManifestOptions {
             root: root.to_path_buf(),
             cross_mounts: false,
-            exclude: None,
+            exclude: Vec::new(),
             threads: 2,
         }
     }
@@ -809,6 +804,23 @@ mod tests {
             side.get(b"/f3").and_then(|e| e.sha256),
             Some(super::super::hash::hash_file(&root.join("f3"))?.sha256)
         );
+        Ok(())
+    }
+
+    #[test]
+    fn the_manifest_being_written_is_not_listed() -> Result<(), Box<dyn std::error::Error>> {
+        let scratch = ScratchDir::new("manifest-exclude");
+        let root = std::fs::canonicalize(scratch.root())?;
+        std::fs::write(root.join("kept"), "x")?;
+        let out = root.join("m.json");
+        let mut options = options(&root);
+        options.exclude = vec![out.clone(), root.join("m.json.partial")];
+        std::fs::write(root.join("m.json.partial"), "")?;
+        let stats = write_manifest(&options, &HashCache::default(), &mut File::create(&out)?)?;
+        let (side, _) = read_manifest(&out, "m")?;
+        let paths: Vec<&[u8]> = side.entries.iter().map(|e| e.path.as_slice()).collect();
+        assert_eq!(paths, [b"/".as_slice(), b"/kept"]);
+        assert_eq!(stats.paths, 2);
         Ok(())
     }
 
