@@ -147,6 +147,45 @@ fn diff_of_two_versions_shows_exactly_what_changed_and_gates_on_it() {
         .collect::<Vec<_>>(),
     )
     .assert_ok("export v1");
+    // The same set exported as a directory and as an OCI layout reads back as the tar, and
+    // as the log's set hashed in the tree: every kind, mode, owner, size, hash and target.
+    for (format, name) in [("dir", "v1-root"), ("oci", "v1-oci")] {
+        let output = t.join(name);
+        depsetfs(
+            &t,
+            &[
+                "export",
+                "--log",
+                arg(&log1),
+                "--strategy",
+                "strict",
+                "--format",
+                format,
+            ]
+            .into_iter()
+            .chain(["--output", arg(&output)])
+            .collect::<Vec<_>>(),
+        )
+        .assert_ok("export v1");
+        for other in [&v1_tar, &log1] {
+            let same = depsetfs(
+                &t,
+                &[
+                    "diff",
+                    arg(&output),
+                    arg(other),
+                    "--fail-on",
+                    "added,removed,changed",
+                ],
+            );
+            same.assert_ok(&format!("diff {name} {}", other.display()));
+            assert!(
+                same.stdout.ends_with("0 added, 0 removed, 0 changed\n"),
+                "{}",
+                same.stdout
+            );
+        }
+    }
     build(&t, V2, "-lz");
     trace(&t, &log2);
 
