@@ -343,20 +343,6 @@ impl<'de> serde::Deserialize<'de> for NameField {
     }
 }
 
-/// A name as JSON writes it ([`JsonName`]): a string, or `{"bytes": [...], ...}`.
-pub fn name_from_json(value: &serde_json::Value) -> Option<Vec<u8>> {
-    match value {
-        serde_json::Value::String(text) => Some(text.as_bytes().to_vec()),
-        serde_json::Value::Object(object) => object
-            .get("bytes")?
-            .as_array()?
-            .iter()
-            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-            .collect(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,16 +370,5 @@ mod tests {
         assert_eq!(bytes.0, b"/caf\xe9");
         assert!(serde_json::from_str::<NameField>("3").is_err());
         Ok(())
-    }
-
-    #[test]
-    fn names_read_back_from_both_json_forms() {
-        let plain = serde_json::json!("/usr/bin/ls");
-        let bytes = serde_json::to_value(JsonName(b"/caf\xe9")).ok();
-        assert_eq!(name_from_json(&plain), Some(b"/usr/bin/ls".to_vec()));
-        assert_eq!(
-            bytes.as_ref().and_then(name_from_json),
-            Some(b"/caf\xe9".to_vec())
-        );
     }
 }
