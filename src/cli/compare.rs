@@ -118,6 +118,7 @@ pub(crate) fn manifest_command(args: ManifestArgs) -> Result<ExitCode, CliError>
             })
             .collect(),
         threads: args.threads.unwrap_or_else(default_threads).max(1),
+        progress: true,
     };
     let stats = match &output {
         None => write_stdout(|out| {

@@ -79,15 +79,17 @@ pub fn default_threads() -> usize {
 
 /// Hashes every file of `paths` on `threads` threads; the results in the order of `paths`.
 pub fn hash_all(paths: &[PathBuf], threads: usize) -> Vec<io::Result<FileHash>> {
-    hash_each(paths.len(), |at| paths[at].clone(), threads)
+    hash_each(paths.len(), |at| paths[at].clone(), threads, &mut |_, _| {})
 }
 
 /// Hashes the files `path_of(0..count)` names on `threads` threads (paths made as needed, not
-/// held all at once); the results in that order.
+/// held all at once); the results in that order. `progress(started, count)` is called from
+/// this thread a few times a second while the workers run.
 pub fn hash_each(
     count: usize,
     path_of: impl Fn(usize) -> PathBuf + Sync,
     threads: usize,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Vec<io::Result<FileHash>> {
     let next = AtomicUsize::new(0);
     let threads = threads.clamp(1, count.max(1));
@@ -107,6 +109,10 @@ pub fn hash_each(
                 })
             })
             .collect();
+        while !workers.iter().all(|worker| worker.is_finished()) {
+            progress(next.load(Ordering::Relaxed).min(count) as u64, count as u64);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         workers
             .into_iter()
             .map(|worker| worker.join().unwrap_or_default())

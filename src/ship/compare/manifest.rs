@@ -43,6 +43,8 @@ pub struct ManifestOptions {
     pub exclude: Vec<PathBuf>,
     /// Hashing threads.
     pub threads: usize,
+    /// A progress line on stderr while hashing (drawn only when stderr is a terminal).
+    pub progress: bool,
 }
 
 /// What a manifest run did, for the summary line and the tests.
@@ -279,6 +281,7 @@ pub fn directory_side(root: &Path, name: &str, threads: usize) -> Result<Side, C
         cross_mounts: false,
         exclude: Vec::new(),
         threads,
+        progress: false,
     };
     let (found, digests, _) = scan(&options, &root_meta, &HashCache::default());
     let marker = format!("/{}", crate::ship::export::output::MARKER);
@@ -351,7 +354,21 @@ fn scan(
         }
     }
     let path_of = |i: usize| host_path(root, &found[to_hash[i]].path);
-    let hashes = hash_each(to_hash.len(), path_of, options.threads);
+    let mut line = crate::ship::progress::Progress::on_stderr("hashing", options.progress);
+    // Bytes of the files started so far, for the progress line.
+    let bytes_before: Vec<u64> = std::iter::once(0)
+        .chain(to_hash.iter().scan(0u64, |sum, &at| {
+            *sum += found[at].meta.size;
+            Some(*sum)
+        }))
+        .collect();
+    let hashes = hash_each(
+        to_hash.len(),
+        path_of,
+        options.threads,
+        &mut |done, total| line.update(done, total, bytes_before[done as usize]),
+    );
+    line.clear();
     for (at, result) in to_hash.iter().zip(hashes) {
         match result {
             Ok(FileHash {
@@ -739,6 +756,7 @@ mod tests {
             cross_mounts: false,
             exclude: Vec::new(),
             threads: 2,
+            progress: false,
         }
     }
 
