@@ -35,6 +35,7 @@ packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci 
   chromium chromium-driver graphviz # the page of depsetfs ui in a real browser, graph --format dot (tests/ui.rs)
   python3-pip) # pip for DuckDB, below
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
+packages+=(zlib1g-dev) # zlib.h and libz.so: tests/compare.rs builds a program with -lz
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")

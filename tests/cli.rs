@@ -117,7 +117,7 @@ bash --norc --noprofile -c '
         .map(|r| r.split_whitespace().collect())
         .unwrap_or_default();
     reply2.sort();
-    assert_eq!(reply2, ["doctor", "dump"], "{}", out.describe());
+    assert_eq!(reply2, ["diff", "doctor", "dump"], "{}", out.describe());
 }
 
 #[test]

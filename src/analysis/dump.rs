@@ -205,6 +205,7 @@ pub fn write_strategy_set_json(
     let mut out = BufWriter::new(out);
     let set = &result.set;
     let document = StrategyDocument {
+        format: SAVED_SET_FORMAT,
         set: SetDocument::of(set),
         strategy: result.strategy.name(),
         needed: result
@@ -246,8 +247,13 @@ pub fn write_strategy_set_json(
     out.flush()
 }
 
+/// The format key of a saved set (`dump --set --json`): `depsetfs-set N`. A document without
+/// it is version 0 (the same shape, before the key existed); docs/set-algebra.md.
+pub const SAVED_SET_FORMAT: &str = "depsetfs-set 1";
+
 #[derive(Serialize)]
 struct StrategyDocument<'a> {
+    format: &'static str,
     #[serde(flatten)]
     set: SetDocument<'a>,
     strategy: &'static str,

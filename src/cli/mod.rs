@@ -3,10 +3,12 @@
 //! clap's errors in that one-line form, and the dispatch to one thin function per subcommand,
 //! in one file per side: [`record`] (mount, umount, run, chroot, __serve, doctor, completions,
 //! man), [`analyse`] (dump, ps, tree, why, who, files, stats, report, rules), [`page`] (ui,
-//! report --html, graph, suggest), [`ship`] (export, verify), [`merge`] (merge), with [`load`]
-//! and [`output`] what they share.
+//! report --html, graph, suggest), [`ship`] (export, verify), [`merge`] (merge), [`compare`]
+//! (manifest, diff, satisfies), [`host`] (host-refs), [`fleet`] (dump --format parquet),
+//! [`image`] (run --image), with [`load`] and [`output`] what they share.
 
 mod analyse;
+mod compare;
 mod fleet;
 mod host;
 mod image;
@@ -21,6 +23,7 @@ use analyse::{
     AnalysisArgs, DumpArgs, FilesArgs, LogArgs, ReportArgs, RulesArgs, SynthLogArgs, WhoArgs,
     WhyArgs,
 };
+use compare::{DiffArgs, ManifestArgs, SatisfiesArgs};
 use merge::MergeArgs;
 use page::{GraphArgs, SuggestArgs, UiArgs};
 use record::{ChrootArgs, MountArgs, RunArgs, ServeArgs};
@@ -104,6 +107,15 @@ pub(crate) enum Command {
     /// The lines of the set's text files that name a recorded host: its name and addresses,
     /// and the peers its processes connected to (what to edit, or `export --map`, to move it).
     HostRefs(host::HostRefsArgs),
+    /// Describe what a target holds under ROOT (default /): every path with kind, mode,
+    /// owner, size, sha256 and symlink target, as JSON; incremental with the previous output.
+    Manifest(ManifestArgs),
+    /// Compare two inputs (logs, saved sets, manifests, exported directories, tars, OCI
+    /// layouts): paths added, removed, changed; `--fail-on` exits 1 for CI.
+    Diff(DiffArgs),
+    /// Does the target (a manifest) already hold every path of the set, identical? Lists the
+    /// missing and differing paths with why each is needed; exit 1 when not.
+    Satisfies(SatisfiesArgs),
     /// Check what this machine lets depsetfs do (FUSE, namespaces, process events, seccomp) and
     /// say what will and will not be recorded here.
     Doctor,
@@ -152,6 +164,8 @@ pub(crate) enum CliError {
     Image(#[from] depsetfs::launch::image::ImageError),
     #[error(transparent)]
     Fleet(#[from] depsetfs::analysis::fleet::FleetError),
+    #[error(transparent)]
+    Compare(#[from] depsetfs::ship::compare::CompareError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -246,6 +260,9 @@ pub(crate) fn dispatch(
         Command::Verify(args) => ship::verify_command(args, matches, &state),
         Command::Merge(args) => merge::merge_command(args),
         Command::HostRefs(args) => host::host_refs_command(args, matches, &state),
+        Command::Manifest(args) => compare::manifest_command(args),
+        Command::Diff(args) => compare::diff_command(args, matches, &state),
+        Command::Satisfies(args) => compare::satisfies_command(args, matches, &state),
     }
 }
 

@@ -75,6 +75,10 @@ pub(crate) struct ExportArgs {
     /// `depsetfs host-refs` and docs/hosts.md). The source is never changed.
     #[arg(long = "map", value_name = "OLD=NEW", value_parser = export::map::parse_mapping)]
     pub(crate) map: Vec<export::map::Mapping>,
+    /// Ship only what this target (a manifest, see `depsetfs manifest`) lacks or has
+    /// different, with the directories above it.
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) against: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) set: SetArgs,
 }
@@ -116,9 +120,14 @@ pub(crate) fn export_command(
 ) -> Result<ExitCode, CliError> {
     let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
-    let shipment = plan.shipment(&strategy, &Default::default());
+    let mut shipment = plan.shipment(&strategy, &Default::default());
     if let Some(warning) = &shipment.rules_warning {
         eprintln!("depsetfs: warning: {warning}");
+    }
+    if let Some(target) = &args.against {
+        let source = plan.set_options().source;
+        shipment.set =
+            super::compare::cut_to_target(shipment.set, &shipment.stubs, &source, target)?;
     }
     let options = ExportOptions {
         format: args.format,
