@@ -9,6 +9,7 @@ pub mod closure;
 pub mod dump;
 pub mod graph;
 pub mod names;
+pub mod packages;
 pub mod paths;
 pub mod plan;
 pub mod query;
