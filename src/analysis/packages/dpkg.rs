@@ -179,6 +179,8 @@ impl DpkgDb {
             let list_path = info.join(format!("{stem}.list"));
             let text = read_file(&list_path)?;
             for listed in text.split(|&b| b == b'\n').filter(|l| l.starts_with(b"/")) {
+                // The root is listed as "/.".
+                let listed = if listed == b"/." { b"/" } else { listed };
                 if !is_wanted(listed) {
                     continue;
                 }
