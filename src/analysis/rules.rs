@@ -308,12 +308,16 @@ impl RawRules {
         let packages_install = package_names(path, text, self.packages.install)?;
         if let Some(both) = packages_copy
             .iter()
-            .find(|p| packages_install.iter().any(|q| q.0 == p.0)) {
+            .find(|p| packages_install.iter().any(|q| q.0 == p.0))
+        {
             return Err(invalid(
                 path,
                 text,
                 both.1,
-                &format!("{:?}: a package is either copied or installed, not both", both.0),
+                &format!(
+                    "{:?}: a package is either copied or installed, not both",
+                    both.0
+                ),
             ));
         }
         Ok(Rules {
@@ -325,8 +329,14 @@ impl RawRules {
             exec_tolerant: globs(self.processes.exec_tolerant)?,
             stubs: globs(self.processes.stubs)?,
             select: compile_selectors(path, text, self.select.unwrap_or_default())?,
-            packages_copy: packages_copy.into_iter().map(|PackageName(name, _)| name).collect(),
-            packages_install: packages_install.into_iter().map(|PackageName(name, _)| name).collect(),
+            packages_copy: packages_copy
+                .into_iter()
+                .map(|PackageName(name, _)| name)
+                .collect(),
+            packages_install: packages_install
+                .into_iter()
+                .map(|PackageName(name, _)| name)
+                .collect(),
             origin: "built-in rules".to_string(),
         })
     }
@@ -505,7 +515,9 @@ mod tests {
             error_of("[packages]\ncopy = [\"nginx\"]\ninstall = [\"nginx\"]\n"),
             "my.toml:2:9: \"nginx\": a package is either copied or installed, not both"
         );
-        assert!(error_of("[packages]\nkopy = []\n").starts_with("my.toml:2:1: unknown field `kopy`"));
+        assert!(
+            error_of("[packages]\nkopy = []\n").starts_with("my.toml:2:1: unknown field `kopy`")
+        );
     }
 
     #[test]

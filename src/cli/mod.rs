@@ -9,6 +9,7 @@
 mod analyse;
 mod load;
 mod output;
+mod packages;
 mod page;
 mod record;
 mod ship;
@@ -17,6 +18,7 @@ use analyse::{
     AnalysisArgs, DumpArgs, FilesArgs, LogArgs, ReportArgs, RulesArgs, SynthLogArgs, WhoArgs,
     WhyArgs,
 };
+use packages::PackagesArgs;
 use page::{GraphArgs, SuggestArgs, UiArgs};
 use record::{ChrootArgs, MountArgs, RunArgs, ServeArgs};
 use ship::{ExportArgs, VerifyArgs};
@@ -89,6 +91,9 @@ pub(crate) enum Command {
     /// Write the deployment set out of the source tree: a directory, a tar stream or an OCI
     /// image layout.
     Export(ExportArgs),
+    /// Every package the set touches (name, version, architecture, files used) and every path
+    /// classified: pristine, modified, unowned (see docs/packages.md).
+    Packages(PackagesArgs),
     /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
     /// and the paths it missed.
     Verify(VerifyArgs),
@@ -134,6 +139,8 @@ pub(crate) enum CliError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Ui(#[from] depsetfs::analysis::ui::UiError),
+    #[error(transparent)]
+    Packages(#[from] depsetfs::analysis::packages::PackageError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -226,6 +233,7 @@ pub(crate) fn dispatch(
         Command::SynthLog(args) => analyse::synth_log_command(args),
         Command::Export(args) => ship::export_command(args, matches, &state),
         Command::Verify(args) => ship::verify_command(args, matches, &state),
+        Command::Packages(args) => packages::packages_command(args, matches, &state),
     }
 }
 

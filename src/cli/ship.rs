@@ -67,6 +67,14 @@ pub(crate) struct ExportArgs {
     pub(crate) stubs: bool,
     #[command(flatten)]
     pub(crate) set: SetArgs,
+    /// With --format dockerfile|packages: install the packages' unchanged files (`install`)
+    /// or copy them (`copy`); see docs/packages.md.
+    #[arg(long, value_enum, default_value = "install")]
+    pub(crate) packages: depsetfs::analysis::packages::Policy,
+    /// With --format dockerfile: the image to start FROM (default: the source's distribution,
+    /// from its /etc/os-release).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) base: Option<String>,
 }
 
 #[derive(Args)]
@@ -104,6 +112,12 @@ pub(crate) fn export_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
+    if matches!(
+        args.format,
+        export::Format::Dockerfile | export::Format::Packages
+    ) {
+        return super::packages::export_packages_command(args, matches, state);
+    }
     let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
     let shipment = plan.shipment(&strategy, &Default::default());

@@ -68,6 +68,9 @@ pub struct DpkgDb {
     /// The architecture of dpkg itself: apt's native one.
     pub native_architecture: String,
     pub diversions: Vec<Diversion>,
+    /// Top-level symlinks to directories (merged /usr: `/bin` -> `/usr/bin`): a package lists
+    /// `/bin/ls`, the set has `/usr/bin/ls`.
+    pub aliases: Vec<(Vec<u8>, Vec<u8>)>,
     facts: HashMap<Vec<u8>, PathFacts>,
 }
 
@@ -105,11 +108,17 @@ impl DpkgDb {
             .find(|p| p.name == "dpkg")
             .map(|p| p.architecture.clone())
             .unwrap_or_default();
-        let diversions = read_diversions(&root.join(DIVERSIONS))?;
+        let aliases = top_level_aliases(root);
+        let mut diversions = read_diversions(&root.join(DIVERSIONS))?;
+        for d in &mut diversions {
+            d.from = translate(&aliases, &d.from).into_owned();
+            d.to = translate(&aliases, &d.to).into_owned();
+        }
         let mut db = DpkgDb {
             packages,
             native_architecture,
             diversions,
+            aliases,
             facts: HashMap::new(),
         };
         db.read_info(root, wanted, &conffiles)?;
@@ -181,6 +190,8 @@ impl DpkgDb {
             for listed in text.split(|&b| b == b'\n').filter(|l| l.starts_with(b"/")) {
                 // The root is listed as "/.".
                 let listed = if listed == b"/." { b"/" } else { listed };
+                let listed = translate(&self.aliases, listed);
+                let listed = listed.as_ref();
                 if !is_wanted(listed) {
                     continue;
                 }
@@ -213,6 +224,7 @@ impl DpkgDb {
                 let mut listed = Vec::with_capacity(rel.len() + 1);
                 listed.push(b'/');
                 listed.extend_from_slice(rel);
+                let listed = translate(&self.aliases, &listed).into_owned();
                 if !is_wanted(&listed) {
                     continue;
                 }
@@ -223,6 +235,8 @@ impl DpkgDb {
                 self.facts.entry(path).or_default().md5.push(digest);
             }
             for (listed, digest) in &conffiles[ix] {
+                let listed = translate(&self.aliases, listed);
+                let listed = listed.as_ref();
                 if !is_wanted(listed) {
                     continue;
                 }
@@ -239,10 +253,9 @@ impl DpkgDb {
                 facts.diversion = Some(d.clone());
                 // A package's list names the original path even when its file went elsewhere:
                 // only the diverting package may own it.
-                let by = d
-                    .by
-                    .as_deref()
-                    .and_then(|by| self.packages.iter().position(|p| p.name == by));
+                let by =
+                    d.by.as_deref()
+                        .and_then(|by| self.packages.iter().position(|p| p.name == by));
                 facts.owners.retain(|&o| Some(o) == by);
                 if facts.owners.is_empty() {
                     facts.md5.clear();
@@ -252,6 +265,48 @@ impl DpkgDb {
         }
         Ok(())
     }
+}
+
+/// The root's symlinks to directories, as (link, resolved) mirror paths: `/bin` -> `/usr/bin`
+/// on a merged-/usr system.
+fn top_level_aliases(root: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut aliases = Vec::new();
+    for entry in entries.flatten() {
+        let mut link = b"/".to_vec();
+        link.extend_from_slice(entry.file_name().as_bytes());
+        let Some(target) = link_target(root, &link) else {
+            continue;
+        };
+        if target == link || target == b"/" {
+            continue;
+        }
+        let host = root.join(std::ffi::OsStr::from_bytes(&target[1..]));
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+            aliases.push((link, target));
+        }
+    }
+    aliases
+}
+
+/// `path` with a leading alias replaced by what it resolves to.
+fn translate<'a>(aliases: &[(Vec<u8>, Vec<u8>)], path: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    for (link, target) in aliases {
+        if let Some(rest) = path.strip_prefix(link.as_slice()) {
+            if rest.is_empty() {
+                // The link itself: a package lists `/bin` as a directory.
+                return std::borrow::Cow::Borrowed(path);
+            }
+            if rest.starts_with(b"/") {
+                let mut out = target.clone();
+                out.extend_from_slice(rest);
+                return std::borrow::Cow::Owned(out);
+            }
+        }
+    }
+    std::borrow::Cow::Borrowed(path)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, PackageError> {
@@ -373,7 +428,10 @@ fn end_paragraph(
     {
         // "/etc/foo 0123...cdef", with " obsolete" or " remove-on-upgrade" after it.
         let mut words: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        if matches!(words.last(), Some(&b"obsolete") | Some(&b"remove-on-upgrade")) {
+        if matches!(
+            words.last(),
+            Some(&b"obsolete") | Some(&b"remove-on-upgrade")
+        ) {
             words.pop();
         }
         let Some(digest) = words.pop() else { continue };
@@ -425,8 +483,9 @@ fn read_diversions(path: &Path) -> Result<Vec<Diversion>, PackageError> {
         .collect())
 }
 
-/// The target of an `/etc/alternatives/NAME` link in the source tree, as a mirror path.
-pub fn alternative_target(root: &Path, link: &[u8]) -> Option<Vec<u8>> {
+/// The target of the symlink `link` of the source tree, as a normalized mirror path (a
+/// relative target taken from the link's directory); None when it is not a symlink.
+pub fn link_target(root: &Path, link: &[u8]) -> Option<Vec<u8>> {
     let rel = link.strip_prefix(b"/")?;
     let host: PathBuf = root.join(std::ffi::OsStr::from_bytes(rel));
     let target = std::fs::read_link(host).ok()?;
@@ -434,7 +493,10 @@ pub fn alternative_target(root: &Path, link: &[u8]) -> Option<Vec<u8>> {
     if target.starts_with(b"/") {
         Some(crate::analysis::paths::normalize_mirror_path(target))
     } else {
-        let mut joined = b"/etc/alternatives/".to_vec();
+        let mut joined = crate::analysis::paths::parent_of(link)
+            .unwrap_or(b"/")
+            .to_vec();
+        joined.push(b'/');
         joined.extend_from_slice(target);
         Some(crate::analysis::paths::normalize_mirror_path(&joined))
     }

@@ -103,7 +103,8 @@ fn python(root: &Path, set: &DeploymentSet) -> Vec<LanguagePackage> {
             ) else {
                 continue;
             };
-            let record = std::fs::read_to_string(host(root, &info).join("RECORD")).unwrap_or_default();
+            let record =
+                std::fs::read_to_string(host(root, &info).join("RECORD")).unwrap_or_default();
             let mut files: BTreeSet<Vec<u8>> = BTreeSet::new();
             for line in record.lines() {
                 let rel = record_path(line);

@@ -130,6 +130,10 @@ pub struct FileReport {
     /// For an alternative: the path the alternative points to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alternative_target: Option<NameBuf>,
+    /// For a directory (or a merged-/usr link such as `/lib`): how many installed packages list it (its
+    /// `packages` are only those of them the set uses).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shared_by: usize,
     /// Copied into an image (the Dockerfile's context) under the policy, rather than
     /// installed with a package.
     pub copied: bool,
@@ -143,7 +147,8 @@ pub struct PackageUse {
     pub architecture: String,
     /// How apt names it (`name:arch` for a foreign architecture).
     pub apt_name: String,
-    /// Non-directory paths of the set the package owns or provides (alternatives).
+    /// Non-directory paths of the set the package owns or provides (alternatives): at least
+    /// one, or the package is not listed.
     pub files: usize,
     /// Of those, how many differ from the package.
     pub modified: usize,
@@ -242,8 +247,18 @@ impl PackagesReport {
         )?;
         writeln!(out)?;
         writeln!(out, "packages ({}):", self.packages.len())?;
-        let width = self.packages.iter().map(|p| p.apt_name.len()).max().unwrap_or(0);
-        let vwidth = self.packages.iter().map(|p| p.version.len()).max().unwrap_or(0);
+        let width = self
+            .packages
+            .iter()
+            .map(|p| p.apt_name.len())
+            .max()
+            .unwrap_or(0);
+        let vwidth = self
+            .packages
+            .iter()
+            .map(|p| p.version.len())
+            .max()
+            .unwrap_or(0);
         for p in &self.packages {
             writeln!(
                 out,
@@ -254,13 +269,7 @@ impl PackagesReport {
                 p.files,
                 p.modified,
                 p.directories,
-                if p.installed {
-                    "install"
-                } else if p.files == 0 {
-                    "(directories only)"
-                } else {
-                    "copy"
-                },
+                if p.installed { "install" } else { "copy" },
             )?;
         }
         if !self.language_packages.is_empty() {
@@ -286,6 +295,9 @@ impl PackagesReport {
             let mut notes = Vec::new();
             if !f.packages.is_empty() {
                 notes.push(f.packages.join(", "));
+            }
+            if f.shared_by > f.packages.len() {
+                notes.push(format!("listed by {} packages", f.shared_by));
             }
             if f.conffile {
                 notes.push("conffile".to_string());
@@ -315,6 +327,10 @@ impl PackagesReport {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 pub fn policy_name(policy: Policy) -> &'static str {
     match policy {
         Policy::Install => "install",
@@ -339,10 +355,10 @@ pub fn classify(
         let link = if is_within(&entry.path, ALTERNATIVES) {
             Some(entry.path.clone())
         } else {
-            dpkg::alternative_target(root, &entry.path)
+            dpkg::link_target(root, &entry.path)
                 .filter(|target| is_within(target, ALTERNATIVES) && target != ALTERNATIVES)
         };
-        if let Some(target) = link.and_then(|link| dpkg::alternative_target(root, &link)) {
+        if let Some(target) = link.and_then(|link| dpkg::link_target(root, &link)) {
             alternatives.insert(entry.path.clone(), target);
         }
     }
@@ -374,6 +390,8 @@ pub fn classify(
     let mut uses: BTreeMap<usize, (usize, usize, usize)> = BTreeMap::new();
     let mut files = Vec::with_capacity(set.entries.len());
     let mut counts = ClassCounts::default();
+    // Directories (and merged-/usr links) many packages list: (index in `files`, owners).
+    let mut shared: Vec<(usize, Vec<usize>)> = Vec::new();
     for entry in &set.entries {
         let facts = db.facts(&entry.path);
         let owners: &[usize] = facts.map_or(&[], |f| &f.owners);
@@ -383,19 +401,28 @@ pub fn classify(
             packages: names(owners),
             checksum: None,
             conffile: facts.is_some_and(|f| f.conffile && !f.owners.is_empty()),
-            diversion: facts.and_then(|f| f.diversion.as_ref()).map(describe_diversion),
+            diversion: facts
+                .and_then(|f| f.diversion.as_ref())
+                .map(describe_diversion),
             alternative_target: None,
+            shared_by: 0,
             copied: true,
         };
-        if PACKAGE_STATE.iter().any(|state| is_within(&entry.path, state)) {
+        if PACKAGE_STATE
+            .iter()
+            .any(|state| is_within(&entry.path, state))
+        {
             report.class = FileClass::PackageState;
             report.copied = false;
-        } else if entry.kind == FileKind::Dir {
+        } else if entry.kind == FileKind::Dir
+            || db.aliases.iter().any(|(link, _)| *link == entry.path)
+        {
+            // A merged-/usr link (`/lib` -> `usr/lib`) is the directory the packages list.
             report.class = FileClass::Directory;
-            report.copied = !installs(owners);
             for &o in owners {
                 uses.entry(o).or_default().2 += 1;
             }
+            shared.push((files.len(), owners.to_vec()));
         } else if !owners.is_empty() {
             let checksum = if entry.kind == FileKind::File {
                 let digests = facts.map_or(&[][..], |f| &f.md5[..]);
@@ -435,6 +462,22 @@ pub fn classify(
                 uses.entry(o).or_default().0 += 1;
             }
         }
+        files.push(report);
+    }
+    // Shared directories: listed with the packages of the set that create them (a few out of
+    // the hundreds that list `/usr`), copied only when no installed package creates them.
+    let used = |o: &usize| uses.get(o).is_some_and(|u| u.0 > 0);
+    let installed = |o: &usize| used(o) && policy.of(&db.packages[*o].name) == Policy::Install;
+    for (at, owners) in shared {
+        let report = &mut files[at];
+        report.shared_by = owners.len();
+        let in_use: Vec<usize> = owners.iter().copied().filter(used).collect();
+        report.packages = names(&in_use);
+        if report.class == FileClass::Directory {
+            report.copied = !owners.iter().any(installed);
+        }
+    }
+    for report in &files {
         match report.class {
             FileClass::Pristine => counts.pristine += 1,
             FileClass::Modified => counts.modified += 1,
@@ -444,10 +487,10 @@ pub fn classify(
             FileClass::PackageState => counts.package_state += 1,
         }
         counts.copied += usize::from(report.copied);
-        files.push(report);
     }
     let mut packages: Vec<PackageUse> = uses
         .into_iter()
+        .filter(|(_, (files, _, _))| *files > 0)
         .map(|(ix, (files, modified, directories))| {
             let p = &db.packages[ix];
             let policy = policy.of(&p.name);

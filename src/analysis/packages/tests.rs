@@ -233,7 +233,10 @@ fn pristine_files_match_their_package_and_a_changed_conffile_is_modified() {
     assert!(package(&report, "oldpkg").is_none());
     // The database itself is never copied over an image's.
     let status = file(&report, "/var/lib/dpkg/status");
-    assert_eq!((status.class, status.copied), (FileClass::PackageState, false));
+    assert_eq!(
+        (status.class, status.copied),
+        (FileClass::PackageState, false)
+    );
     assert_eq!(
         report.install_lines(),
         [
@@ -325,7 +328,12 @@ fn the_copy_policy_copies_a_packages_files_and_does_not_install_it() {
     let report = report(&tree, &policy);
     assert!(file(&report, "/usr/bin/ls").copied);
     assert!(!file(&report, "/usr/bin/vim.basic").copied);
-    assert!(!report.install_lines().iter().any(|l| l.starts_with("coreutils")));
+    assert!(
+        !report
+            .install_lines()
+            .iter()
+            .any(|l| l.starts_with("coreutils"))
+    );
     // /usr/bin is still created by vim, which is installed.
     assert!(!file(&report, "/usr/bin").copied);
     let all_copied = report_all_copy(&tree);
@@ -378,8 +386,11 @@ fn a_corrupt_status_file_is_one_error_naming_its_line() {
         tree.file("var/lib/dpkg/status").display()
     );
     assert_eq!(error.as_deref(), Some(expected.as_str()));
-    tree.write("/var/lib/dpkg/status", "Version: 1\nStatus: install ok installed\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    tree.write(
+        "/var/lib/dpkg/status",
+        "Version: 1\nStatus: install ok installed\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let error = classify(tree.root(), &set_of(&tree, SET), &PolicyChoice::default())
         .err()
         .map(|e| e.to_string());
@@ -457,8 +468,14 @@ fn a_jar_names_its_maven_artifact() {
     // A stored jar made here, so the test needs no Java installed.
     let tree = ScratchDir::new("jar");
     let jar = tree.file("demo.jar");
-    std::fs::write(&jar, stored_zip("META-INF/maven/g/a/pom.properties", b"groupId=g\nartifactId=a\nversion=7\n"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &jar,
+        stored_zip(
+            "META-INF/maven/g/a/pom.properties",
+            b"groupId=g\nartifactId=a\nversion=7\n",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let found = language::jar_pom_properties(&jar);
     assert_eq!(found.len(), 1);
     assert!(found[0].contains("artifactId=a"));
