@@ -89,8 +89,14 @@ const PRESENT_STATES: [&str; 5] = [
 
 impl DpkgDb {
     /// Reads the database under `root`, keeping the facts of the paths in `wanted` (mirror
-    /// paths, `/etc/passwd`). None when the root has no status file.
-    pub fn load(root: &Path, wanted: &HashSet<Vec<u8>>) -> Result<Option<DpkgDb>, PackageError> {
+    /// paths, `/etc/passwd`), of which `directories` are directories (a package whose list
+    /// has only those needs no checksums: its md5sums file is not read). None when the root
+    /// has no status file.
+    pub fn load(
+        root: &Path,
+        wanted: &HashSet<Vec<u8>>,
+        directories: &HashSet<Vec<u8>>,
+    ) -> Result<Option<DpkgDb>, PackageError> {
         let status_path = root.join(STATUS);
         let status = match std::fs::read(&status_path) {
             Ok(text) => text,
@@ -121,7 +127,7 @@ impl DpkgDb {
             aliases,
             facts: HashMap::new(),
         };
-        db.read_info(root, wanted, &conffiles)?;
+        db.read_info(root, wanted, directories, &conffiles)?;
         Ok(Some(db))
     }
 
@@ -142,6 +148,7 @@ impl DpkgDb {
         &mut self,
         root: &Path,
         wanted: &HashSet<Vec<u8>>,
+        directories: &HashSet<Vec<u8>>,
         conffiles: &[Vec<(Vec<u8>, Option<[u8; 16]>)>],
     ) -> Result<(), PackageError> {
         let info = root.join(INFO);
@@ -187,6 +194,7 @@ impl DpkgDb {
             let name = self.packages[ix].name.clone();
             let list_path = info.join(format!("{stem}.list"));
             let text = read_file(&list_path)?;
+            let mut owns_a_file = false;
             for listed in text.split(|&b| b == b'\n').filter(|l| l.starts_with(b"/")) {
                 // The root is listed as "/.".
                 let listed = if listed == b"/." { b"/" } else { listed };
@@ -197,6 +205,7 @@ impl DpkgDb {
                 }
                 let (path, diversion) = self.installed_name(listed, &name);
                 let diversion = diversion.cloned();
+                owns_a_file |= !directories.contains(&path);
                 let facts = self.facts.entry(path).or_default();
                 if !facts.owners.contains(&ix) {
                     facts.owners.push(ix);
@@ -206,7 +215,12 @@ impl DpkgDb {
                 }
             }
             let md5_path = info.join(format!("{stem}.md5sums"));
-            let text = match std::fs::read(&md5_path) {
+            let read = if owns_a_file {
+                std::fs::read(&md5_path)
+            } else {
+                Ok(Vec::new())
+            };
+            let text = match read {
                 Ok(text) => text,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
                 Err(source) => {

@@ -364,7 +364,13 @@ pub fn classify(
     }
     let mut wanted: HashSet<Vec<u8>> = set.entries.iter().map(|e| e.path.clone()).collect();
     wanted.extend(alternatives.values().cloned());
-    let db = DpkgDb::load(root, &wanted)?;
+    let directories: HashSet<Vec<u8>> = set
+        .entries
+        .iter()
+        .filter(|e| e.kind == FileKind::Dir)
+        .map(|e| e.path.clone())
+        .collect();
+    let db = DpkgDb::load(root, &wanted, &directories)?;
     let warning = db.is_none().then(|| {
         format!(
             "{}: no dpkg database ({} is missing): every path is classified unowned",

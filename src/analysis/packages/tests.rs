@@ -403,6 +403,42 @@ fn a_corrupt_status_file_is_one_error_naming_its_line() {
 }
 
 #[test]
+fn on_a_merged_usr_root_a_package_listing_bin_owns_usr_bin() {
+    let tree = ScratchDir::new("usrmerge");
+    let write = |path: &str, text: &str| tree.write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    write("/usr/bin/true", "true binary");
+    tree.link("/bin", "usr/bin")
+        .unwrap_or_else(|e| panic!("{e}"));
+    write(
+        "/var/lib/dpkg/status",
+        &status_paragraph("coreutils", "amd64", "9.1-1", ""),
+    );
+    write("/var/lib/dpkg/info/coreutils.list", "/.\n/bin\n/bin/true\n");
+    write(
+        "/var/lib/dpkg/info/coreutils.md5sums",
+        &format!("{}  bin/true\n", md5_hex("true binary")),
+    );
+    let set = set_of(&tree, &["/", "/bin", "/usr", "/usr/bin", "/usr/bin/true"]);
+    let report =
+        classify(tree.root(), &set, &PolicyChoice::default()).unwrap_or_else(|e| panic!("{e}"));
+    let file_true = file(&report, "/usr/bin/true");
+    assert_eq!(
+        (file_true.class, file_true.checksum, &file_true.packages[..]),
+        (
+            FileClass::Pristine,
+            Some(Checksum::Matches),
+            &["coreutils".to_string()][..]
+        )
+    );
+    // The /bin link is the directory the package lists: not a file of the package.
+    assert_eq!(file(&report, "/bin").class, FileClass::Directory);
+    assert_eq!(
+        package(&report, "coreutils").map(|p| (p.files, p.directories)),
+        Some((1, 2))
+    );
+}
+
+#[test]
 fn language_packages_account_for_their_files() {
     let tree = ScratchDir::new("lang");
     let write = |path: &str, text: &str| tree.write(path, text).unwrap_or_else(|e| panic!("{e}"));

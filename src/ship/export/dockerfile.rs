@@ -164,7 +164,9 @@ pub fn dockerfile_text(
     owners: &BTreeMap<(u32, u32), Vec<String>>,
     setid: &[(String, u32)],
 ) -> String {
-    let mut text = format!("# {}\nFROM {}\n", spec.origin, spec.base);
+    // A newline in the traced command must not end the comment.
+    let origin = spec.origin.replace(|c: char| c.is_control(), " ");
+    let mut text = format!("# {origin}\nFROM {}\n", spec.base);
     if !spec.install.is_empty() {
         text.push_str("RUN apt-get update \\\n && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends --allow-downgrades \\\n");
         for package in &spec.install {
