@@ -149,7 +149,7 @@ impl DpkgDb {
         root: &Path,
         wanted: &HashSet<Vec<u8>>,
         directories: &HashSet<Vec<u8>>,
-        conffiles: &[Vec<(Vec<u8>, Option<[u8; 16]>)>],
+        conffiles: &Conffiles,
     ) -> Result<(), PackageError> {
         let info = root.join(INFO);
         // The name of each package's info files: NAME, or NAME:ARCH for Multi-Arch: same.
