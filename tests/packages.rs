@@ -229,3 +229,65 @@ fn packages_and_dockerfile_of_a_traced_script() {
     assert!(!dockerfile.contains("apt-get"), "{dockerfile}");
     assert!(fs::symlink_metadata(t.join("copied/rootfs/usr/bin/ls")).is_ok());
 }
+
+/// `verify --packages install`: the root is built by mmdebstrap from the distribution's
+/// archive (the machine's apt sources), with the traced packages at their versions, the
+/// script's own files copied over it; the traced web server must answer there. The
+/// downloaded packages are kept in /var/cache/depsetfs-tests/packages between runs.
+#[test]
+fn verify_packages_builds_the_root_from_the_archive_and_the_server_answers() {
+    let t = TestDir::new("packages_verify");
+    let www = t.join("www");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("index.html"), "hello from the archive\n").unwrap();
+    let port = 20000 + std::process::id() % 10000;
+    let script = t.join("serve.sh");
+    fs::write(
+        &script,
+        format!(
+            "python3 -m http.server --bind 127.0.0.1 {port} --directory {www} >/dev/null 2>&1 &\n\
+             pid=$!\n\
+             ok=1\n\
+             for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do\n\
+               if curl -fsS http://127.0.0.1:{port}/index.html | grep -q 'hello from the archive'; then ok=0; break; fi\n\
+               sleep 0.2\n\
+             done\n\
+             kill $pid\n\
+             exit $ok\n",
+            www = www.display()
+        ),
+    )
+    .unwrap();
+    let out = ns_script(
+        &t,
+        300,
+        r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- sh "$T/serve.sh""#,
+    );
+    out.assert_ok("depsetfs run -- sh serve.sh");
+    let log = t.log();
+    let out = depsetfs_ns(
+        &t,
+        &[
+            "verify",
+            "--log",
+            log.to_str().unwrap(),
+            "--packages",
+            "install",
+            "--package-cache",
+            "/var/cache/depsetfs-tests/packages",
+            "--",
+            "sh",
+            script.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.stderr.contains("root built from the distribution"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("exit status 0, pass"),
+        "the server did not answer in the root built from the archive: {}",
+        out.describe()
+    );
+}

@@ -80,6 +80,14 @@ pub(crate) fn export_packages_command(
     let (plan, shipment, report) = classify(&args.set, args.packages, matches, state)?;
     let header = &plan.graph.header;
     let install = report.install_lines();
+    let (_, superseded) =
+        depsetfs::ship::verify::packages::pinned_if_available(Path::new(&header.source), &install);
+    if !superseded.is_empty() {
+        eprintln!(
+            "depsetfs: warning: the archive no longer offers these traced versions (apt-cache madison): {}; pinned all the same, `apt-get install` will refuse them unless they come from a snapshot of the archive",
+            superseded.join(" ")
+        );
+    }
     if args.format == Format::Packages {
         let written = dockerfile::write_manifest(header, &install, &args.output, args.force)?;
         eprintln!(

@@ -102,6 +102,18 @@ pub(crate) struct VerifyArgs {
     /// The expected stdout, for --compare-stdout.
     #[arg(long, requires = "compare_stdout")]
     pub(crate) expect: Option<PathBuf>,
+    /// Build each root from the distribution instead (mmdebstrap: the packages the policy
+    /// installs, at their traced versions, plus the copied files), as the Dockerfile of
+    /// `export --format dockerfile` would; see docs/packages.md.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(crate) packages: Option<depsetfs::analysis::packages::Policy>,
+    /// With --packages: where downloaded packages are kept between runs.
+    #[arg(
+        long,
+        requires = "packages",
+        default_value = "/var/cache/depsetfs/packages"
+    )]
+    pub(crate) package_cache: PathBuf,
     /// The command and its arguments.
     #[arg(last = true, required_unless_present = "script")]
     pub(crate) command: Vec<OsString>,
@@ -150,6 +162,7 @@ pub(crate) fn verify_options(argv: Vec<OsString>, timeout: Duration) -> VerifyOp
         timeout,
         keep: false,
         expect_stdout: None,
+        packages: None,
     }
 }
 
@@ -171,10 +184,19 @@ pub(crate) fn verify_command(
         ),
         _ => None,
     };
+    let packages = args.packages.map(|policy| verify::packages::PackagesRoot {
+        policy: depsetfs::analysis::packages::PolicyChoice {
+            default: policy,
+            copy: plan.rules.packages_copy.iter().cloned().collect(),
+            install: plan.rules.packages_install.iter().cloned().collect(),
+        },
+        cache: args.package_cache.clone(),
+    });
     let options = VerifyOptions {
         iterate: args.iterate,
         keep: args.keep,
         expect_stdout,
+        packages,
         ..verify_options(argv, Duration::from_secs(args.timeout))
     };
     let report = verify::verify(&plan, &strategy, &options, state, &mut |round| {

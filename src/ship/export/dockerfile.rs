@@ -206,7 +206,7 @@ pub fn dockerfile_text(
 }
 
 /// The copied paths with the directories above them: what the context's tree holds.
-fn context_set(set: &DeploymentSet, copied: &BTreeSet<Vec<u8>>) -> DeploymentSet {
+pub fn context_set(set: &DeploymentSet, copied: &BTreeSet<Vec<u8>>) -> DeploymentSet {
     let mut keep: BTreeSet<Vec<u8>> = BTreeSet::new();
     for path in copied {
         let mut at = Some(path.as_slice());
