@@ -31,6 +31,7 @@ packages=(sqlite3 python3 util-linux procps psmisc coreutils attr acl tar umoci 
   mariadb-server php-fpm php-mysql nginx curl iproute2 postgresql openjdk-17-jdk-headless
   man-db groff-base bsdextrautils # man, groff, col: the man pages (tests/cli.rs, scripts/test-deb.sh)
   chromium chromium-driver graphviz) # the page of depsetfs ui in a real browser, graph --format dot (tests/ui.rs)
+packages+=(mmdebstrap) # verify --packages builds its root from the archive (tests/packages.rs)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev) # the linker rustc calls
 missing=()
 for p in "${packages[@]}"; do
