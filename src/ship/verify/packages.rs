@@ -147,6 +147,11 @@ pub fn build_root(
         command.arg(format!("--include={}", install.join(",")));
     }
     command.arg(suite).arg(root).args(&sources);
+    eprintln!(
+        "depsetfs: building a {suite} root with mmdebstrap and {} packages (cache {})",
+        install.len(),
+        how.cache.display()
+    );
     let out = command
         .stdin(std::process::Stdio::null())
         .output()
