@@ -109,6 +109,36 @@ fn packages_and_dockerfile_of_a_traced_script() {
         assert_eq!(entry["class"], "unowned", "{own}");
         assert_eq!(entry["copied"], true, "{own}");
     }
+    // A package the rules file says to copy is copied, and not installed.
+    let rules = t.join("rules.toml");
+    fs::write(
+        &rules,
+        format!("[packages]\ncopy = [\"{}\"]\n", dpkg_owner("/usr/bin/ls")),
+    )
+    .unwrap();
+    let out = depsetfs(
+        &t,
+        &[
+            "packages",
+            "--log",
+            log,
+            "--json",
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    );
+    out.assert_ok("depsetfs packages --rules");
+    let with_rules: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(file_entry(&with_rules, "/usr/bin/ls")["copied"], true);
+    assert!(
+        with_rules["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == dpkg_owner("/usr/bin/ls").as_str() && p["installed"] == false),
+        "{}",
+        out.stdout
+    );
     // The human form says the same in lines.
     let human = depsetfs(&t, &["packages", "--log", log]);
     human.assert_ok("depsetfs packages");
