@@ -22,6 +22,8 @@ measure() {
 measure "stats (graph build)" "$bin" stats --log "$work/log"
 measure "dump --set --strategy strict" "$bin" dump --set --strategy strict --log "$work/log"
 measure "report (all four strategies)" "$bin" report --log "$work/log"
+measure "packages (set + dpkg database)" "$bin" packages --log "$work/log"
+measure "packages --json" "$bin" packages --json --log "$work/log"
 # Memory grows with distinct edges (process, file, use), not with events: the same number of
 # records where each access recurs 10 times (10x fewer distinct edges), and a log with 10x
 # fewer records and the same distinct edges as that one.

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod graph;
 pub mod merge;
 pub mod names;
+pub mod packages;
 pub mod paths;
 pub mod plan;
 pub mod query;

@@ -62,6 +62,13 @@ exec_tolerant = [
 # Binaries always replaced by a stub that exits 0: never followed, listed under "stubs".
 stubs = []
 
+[packages]
+# `depsetfs packages` and `export --format dockerfile|packages`: packages whose files are
+# copied like the service's own, or installed from the distribution, whatever --packages says
+# (names as dpkg spells them, e.g. "libfoo1").
+copy = []
+install = []
+
 # Processes to select, in addition to --pid/--exe/--cmd. Each entry has one of pid, exe, cmd
 # (a regular expression over the command line) and optionally children = true. Example:
 # [[select]]
@@ -125,6 +132,10 @@ pub struct Rules {
     pub exec_tolerant: Vec<PathGlob>,
     pub stubs: Vec<PathGlob>,
     pub select: Vec<Selector>,
+    /// `[packages] copy`: packages always copied rather than installed.
+    pub packages_copy: Vec<String>,
+    /// `[packages] install`: packages always installed rather than copied.
+    pub packages_install: Vec<String>,
     /// Where they came from, for messages: `built-in` or the file.
     pub origin: String,
 }
@@ -188,7 +199,16 @@ struct RawRules {
     policy: RawPolicy,
     #[serde(default)]
     processes: RawProcesses,
+    #[serde(default)]
+    packages: RawPackages,
     select: Option<Vec<Spanned<RawSelector>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPackages {
+    copy: Option<Vec<Spanned<String>>>,
+    install: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -272,6 +292,10 @@ impl RawRules {
                     .or(defaults.processes.exec_tolerant),
                 stubs: self.processes.stubs.or(defaults.processes.stubs),
             },
+            packages: RawPackages {
+                copy: self.packages.copy.or(defaults.packages.copy),
+                install: self.packages.install.or(defaults.packages.install),
+            },
             select: self.select.or(defaults.select),
         }
     }
@@ -280,6 +304,22 @@ impl RawRules {
     /// built-in text; they never fail (tested).
     fn compile(self, path: &Path, text: &str) -> Result<Rules, RulesError> {
         let globs = |list: Option<Vec<Spanned<String>>>| compile_globs(path, text, list);
+        let packages_copy = package_names(path, text, self.packages.copy)?;
+        let packages_install = package_names(path, text, self.packages.install)?;
+        if let Some(both) = packages_copy
+            .iter()
+            .find(|p| packages_install.iter().any(|q| q.0 == p.0))
+        {
+            return Err(invalid(
+                path,
+                text,
+                both.1,
+                &format!(
+                    "{:?}: a package is either copied or installed, not both",
+                    both.0
+                ),
+            ));
+        }
         Ok(Rules {
             include: globs(self.paths.include)?,
             exclude: globs(self.paths.exclude)?,
@@ -289,6 +329,14 @@ impl RawRules {
             exec_tolerant: globs(self.processes.exec_tolerant)?,
             stubs: globs(self.processes.stubs)?,
             select: compile_selectors(path, text, self.select.unwrap_or_default())?,
+            packages_copy: packages_copy
+                .into_iter()
+                .map(|PackageName(name, _)| name)
+                .collect(),
+            packages_install: packages_install
+                .into_iter()
+                .map(|PackageName(name, _)| name)
+                .collect(),
             origin: "built-in rules".to_string(),
         })
     }
@@ -315,6 +363,38 @@ fn compile_globs(
             PathGlob::new(&value).map_err(|error| {
                 invalid(path, text, start, &format!("{value:?}: {}", error.kind()))
             })
+        })
+        .collect()
+}
+
+/// Package names as dpkg allows them (lower case letters, digits, `+`, `-`, `.`, starting
+/// with a letter or digit), each with the offset of its value for a later error.
+struct PackageName(String, usize);
+
+fn package_names(
+    path: &Path,
+    text: &str,
+    list: Option<Vec<Spanned<String>>>,
+) -> Result<Vec<PackageName>, RulesError> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|spanned| {
+            let start = spanned.span().start;
+            let name = spanned.into_inner();
+            let valid = name.len() >= 2
+                && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+            if !valid {
+                return Err(invalid(
+                    path,
+                    text,
+                    start,
+                    &format!("{name:?}: not a package name (lower case letters, digits, + - .)"),
+                ));
+            }
+            Ok(PackageName(name, start))
         })
         .collect()
 }
@@ -427,5 +507,28 @@ mod tests {
             "my.toml:1:1: a [[select]] entry needs exactly one of pid, exe, cmd"
         );
         assert!(error_of("[paths\n").starts_with("my.toml:1:"));
+        assert_eq!(
+            error_of("[packages]\ncopy = [\"nginx\", \"Bad_Name\"]\n"),
+            "my.toml:2:18: \"Bad_Name\": not a package name (lower case letters, digits, + - .)"
+        );
+        assert_eq!(
+            error_of("[packages]\ncopy = [\"nginx\"]\ninstall = [\"nginx\"]\n"),
+            "my.toml:2:9: \"nginx\": a package is either copied or installed, not both"
+        );
+        assert!(
+            error_of("[packages]\nkopy = []\n").starts_with("my.toml:2:1: unknown field `kopy`")
+        );
+    }
+
+    #[test]
+    fn the_packages_table_lists_packages_to_copy_and_to_install() {
+        let rules = Rules::from_text(
+            Path::new("my.toml"),
+            "[packages]\ncopy = [\"libfoo1\"]\ninstall = [\"nginx-common\"]\n",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(rules.packages_copy, ["libfoo1"]);
+        assert_eq!(rules.packages_install, ["nginx-common"]);
+        assert!(Rules::built_in().packages_copy.is_empty());
     }
 }

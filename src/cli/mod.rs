@@ -5,7 +5,7 @@
 //! man), [`analyse`] (dump, ps, tree, why, who, files, stats, report, rules), [`page`] (ui,
 //! report --html, graph, suggest), [`ship`] (export, verify), [`merge`] (merge), [`compare`]
 //! (manifest, diff, satisfies), [`host`] (host-refs), [`fleet`] (dump --format parquet),
-//! [`image`] (run --image), with [`load`] and [`output`] what they share.
+//! [`image`] (run --image), [`packages`] (packages), with [`load`] and [`output`] what they share.
 
 mod analyse;
 mod compare;
@@ -15,6 +15,7 @@ mod image;
 mod load;
 mod merge;
 mod output;
+mod packages;
 mod page;
 mod record;
 mod ship;
@@ -25,6 +26,7 @@ use analyse::{
 };
 use compare::{DiffArgs, ManifestArgs, SatisfiesArgs};
 use merge::MergeArgs;
+use packages::PackagesArgs;
 use page::{GraphArgs, SuggestArgs, UiArgs};
 use record::{ChrootArgs, MountArgs, RunArgs, ServeArgs};
 use ship::{ExportArgs, VerifyArgs};
@@ -98,6 +100,9 @@ pub(crate) enum Command {
     /// Write the deployment set out of the source tree: a directory, a tar stream or an OCI
     /// image layout.
     Export(ExportArgs),
+    /// Every package the set touches (name, version, architecture, files used) and every path
+    /// classified: pristine, modified, unowned (see docs/packages.md).
+    Packages(PackagesArgs),
     /// Export the set into a clean root, run CMD there on a recording mirror, report pass/fail
     /// and the paths it missed.
     Verify(VerifyArgs),
@@ -166,6 +171,8 @@ pub(crate) enum CliError {
     Fleet(#[from] depsetfs::analysis::fleet::FleetError),
     #[error(transparent)]
     Compare(#[from] depsetfs::ship::compare::CompareError),
+    #[error(transparent)]
+    Packages(#[from] depsetfs::analysis::packages::PackageError),
     #[error("writing output: {0}")]
     Output(io::Error),
     #[error("--log {}: {source}", path.display())]
@@ -263,6 +270,7 @@ pub(crate) fn dispatch(
         Command::Manifest(args) => compare::manifest_command(args),
         Command::Diff(args) => compare::diff_command(args, matches, &state),
         Command::Satisfies(args) => compare::satisfies_command(args, matches, &state),
+        Command::Packages(args) => packages::packages_command(args, matches, &state),
     }
 }
 

@@ -81,6 +81,14 @@ pub(crate) struct ExportArgs {
     pub(crate) against: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) set: SetArgs,
+    /// With --format dockerfile|packages: install the packages' unchanged files (`install`)
+    /// or copy them (`copy`); see docs/packages.md.
+    #[arg(long, value_enum, default_value = "install")]
+    pub(crate) packages: depsetfs::analysis::packages::Policy,
+    /// With --format dockerfile: the image to start FROM (default: the source's distribution,
+    /// from its /etc/os-release).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) base: Option<String>,
 }
 
 #[derive(Args)]
@@ -108,6 +116,18 @@ pub(crate) struct VerifyArgs {
     /// The expected stdout, for --compare-stdout.
     #[arg(long, requires = "compare_stdout")]
     pub(crate) expect: Option<PathBuf>,
+    /// Build each root from the distribution instead (mmdebstrap: the packages the policy
+    /// installs, at their traced versions, plus the copied files), as the Dockerfile of
+    /// `export --format dockerfile` would; see docs/packages.md.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(crate) packages: Option<depsetfs::analysis::packages::Policy>,
+    /// With --packages: where downloaded packages are kept between runs.
+    #[arg(
+        long,
+        requires = "packages",
+        default_value = "/var/cache/depsetfs/packages"
+    )]
+    pub(crate) package_cache: PathBuf,
     /// The command and its arguments.
     #[arg(last = true, required_unless_present = "script")]
     pub(crate) command: Vec<OsString>,
@@ -118,6 +138,12 @@ pub(crate) fn export_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
+    if matches!(
+        args.format,
+        export::Format::Dockerfile | export::Format::Packages
+    ) {
+        return super::packages::export_packages_command(args, matches, state);
+    }
     let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
     let mut shipment = plan.shipment(&strategy, &Default::default());
@@ -167,6 +193,7 @@ pub(crate) fn verify_options(argv: Vec<OsString>, timeout: Duration) -> VerifyOp
         timeout,
         keep: false,
         expect_stdout: None,
+        packages: None,
     }
 }
 
@@ -188,10 +215,19 @@ pub(crate) fn verify_command(
         ),
         _ => None,
     };
+    let packages = args.packages.map(|policy| verify::packages::PackagesRoot {
+        policy: depsetfs::analysis::packages::PolicyChoice {
+            default: policy,
+            copy: plan.rules.packages_copy.iter().cloned().collect(),
+            install: plan.rules.packages_install.iter().cloned().collect(),
+        },
+        cache: args.package_cache.clone(),
+    });
     let options = VerifyOptions {
         iterate: args.iterate,
         keep: args.keep,
         expect_stdout,
+        packages,
         ..verify_options(argv, Duration::from_secs(args.timeout))
     };
     let report = verify::verify(&plan, &strategy, &options, state, &mut |round| {

@@ -37,6 +37,7 @@ use crate::ship::progress::Progress;
 use crate::state::StateDir;
 
 pub mod loadable;
+pub mod packages;
 
 pub use loadable::Unloadable;
 
@@ -99,6 +100,9 @@ pub struct VerifyOptions {
     pub keep: bool,
     /// The standard output the command must print (`--compare-stdout --expect FILE`).
     pub expect_stdout: Option<Vec<u8>>,
+    /// `--packages`: build each root from the distribution's packages plus the copied files
+    /// ([`packages`]) instead of exporting the whole set.
+    pub packages: Option<packages::PackagesRoot>,
 }
 
 /// A path the command looked for in the clean root that the original tree has.
@@ -260,12 +264,25 @@ fn rounds(
             eprintln!("depsetfs: warning: {warning}");
         }
         let root = workdir.join(format!("root-{number}"));
-        let mut progress = Progress::on_stderr(format!("verify round {number}: exporting"), true);
-        let totals =
-            export::dir::write(&set, &stubs, &source, &root, &mut |done, total, bytes| {
-                progress.update(done, total, bytes)
-            })?;
-        progress.clear();
+        let paths = match &options.packages {
+            Some(how) => {
+                let (installed, copied) = packages::build_root(&source, &set, how, &root, workdir)?;
+                eprintln!(
+                    "depsetfs: verify round {number}: root built from the distribution with {installed} packages pinned, {copied} paths copied"
+                );
+                copied as u64
+            }
+            None => {
+                let mut progress =
+                    Progress::on_stderr(format!("verify round {number}: exporting"), true);
+                let totals =
+                    export::dir::write(&set, &stubs, &source, &root, &mut |done, total, bytes| {
+                        progress.update(done, total, bytes)
+                    })?;
+                progress.clear();
+                totals.paths()
+            }
+        };
         let unloadable = loadable::unloadable_files(&root)
             .map_err(io_error(&root, "check that the ELF files load in"))?;
         let log = workdir.join(format!("round-{number}.log"));
@@ -284,7 +301,7 @@ fn rounds(
         let round = Round {
             number,
             exit_code,
-            paths: totals.paths(),
+            paths,
             misses,
             unloadable,
             log,

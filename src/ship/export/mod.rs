@@ -8,6 +8,7 @@
 //! source's filesystem (a statvfs estimate, not a walk of the whole tree).
 
 pub mod dir;
+pub mod dockerfile;
 pub mod map;
 pub mod oci;
 pub mod output;
@@ -84,6 +85,11 @@ pub enum Format {
     /// An OCI image layout directory: one gzip layer, entrypoint from the traced command (the
     /// image's whole config for a log of `run --image`).
     Oci,
+    /// A Dockerfile and its build context: the distribution's packages pinned, the other
+    /// files copied (see docs/packages.md).
+    Dockerfile,
+    /// The packages to install, one `name=version` line each (see docs/packages.md).
+    Packages,
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +197,14 @@ pub fn export(
             &mut on_progress,
         )
         .and_then(|totals| output::write_marker(staged.path(), "oci").map(|()| totals))?,
+        // They need the packages of the set: `dockerfile::write_dockerfile`, `write_manifest`.
+        Format::Dockerfile | Format::Packages => {
+            return Err(ExportError::Write {
+                path: output,
+                action: "write this format without the packages of the set",
+                source: io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
     };
     progress.clear();
     staged.commit(options.force)?;
