@@ -436,7 +436,11 @@ fn missing_required_arguments_are_named() {
             "--format <FORMAT>",
             "(see depsetfs export --help)",
         ),
-        (&["files"][..], "--pid <PID>", "(see depsetfs files --help)"),
+        (
+            &["files"][..],
+            "--pid <[LABEL:]PID>",
+            "(see depsetfs files --help)",
+        ),
     ] {
         let out = depsetfs(&t, args);
         let line = out.stderr.trim_end();
