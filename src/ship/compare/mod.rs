@@ -13,6 +13,7 @@ pub mod diff;
 pub mod hash;
 pub mod input;
 pub mod manifest;
+pub mod packages;
 pub mod satisfies;
 pub mod saved_set;
 pub mod tree;
@@ -65,6 +66,8 @@ pub enum CompareError {
     },
     #[error("{}: {what} is not a manifest (make one with `depsetfs manifest`)", path.display())]
     NotAManifest { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    Packages(#[from] crate::analysis::packages::PackageError),
     #[error("{what}: {reason}")]
     Usage { what: String, reason: String },
 }
@@ -124,8 +127,8 @@ pub struct Entry {
     pub target: Option<Vec<u8>>,
     /// The process images that used the path (a log's set: `exe (pid N)`), else empty.
     pub needed_by: Vec<String>,
-    /// The package that owns the path, when the input has package data (none yet: the hook
-    /// for `analysis/packages`).
+    /// The package that owns the path (its apt name), when the input has package data
+    /// ([`packages`]).
     pub package: Option<String>,
 }
 
@@ -164,6 +167,9 @@ pub struct Side {
     /// one a manifest declares, else the one most ELF files of the side are built for.
     pub arch: Option<String>,
     pub entries: Vec<Entry>,
+    /// The packages installed where the side's paths come from (a manifest's target, a log's
+    /// source tree), when the input has package data.
+    pub packages: Option<Vec<packages::InstalledPackage>>,
 }
 
 impl Side {
