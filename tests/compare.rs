@@ -275,6 +275,24 @@ fn diff_of_two_versions_shows_exactly_what_changed_and_gates_on_it() {
     let logs: Value = serde_json::from_str(&logs.stdout).unwrap();
     assert_eq!(paths_of(&logs["added"]), expected_added);
     assert_eq!(paths_of(&logs["removed"]), BTreeSet::new());
+    // Both logs' source tree is this machine's root: its dpkg database says zlib1g owns the
+    // library, and no package changed between the two sources.
+    for entry in logs["added"].as_array().unwrap() {
+        if entry["kind"] == "file" && entry["path"].as_str().unwrap().contains("/libz.so") {
+            assert_eq!(entry["package"], "zlib1g", "{entry}");
+        }
+    }
+    assert_eq!(logs["packages"]["changed"], serde_json::json!([]), "{logs}");
+    let grouped = depsetfs(&t, &["diff", arg(&log1), arg(&log2)]);
+    grouped.assert_ok("diff of two logs");
+    assert!(
+        grouped.stdout.contains("\n[zlib1g]\n+ ")
+            && grouped
+                .stdout
+                .contains("packages: 0 added, 0 removed, 0 at another version\n"),
+        "{}",
+        grouped.stdout
+    );
 
     // A saved set (dump --set --json) of v1 against v2's: the same added paths.
     let saved = depsetfs(
