@@ -1,10 +1,11 @@
 //! Sets as values to compare: `depsetfs manifest`, `diff`, `satisfies` and `export --against`.
 //! Every input becomes a [`Side`], one sorted list of [`Entry`] values (a path with its kind,
 //! mode, owner, size, content hash and symlink target, each present only when the input
-//! knows it, and the processes that needed it when the input is a log's set). A side comes
-//! from a log's set hashed in its source tree ([`tree::set_side`]), a saved set
-//! ([`saved_set`]), a manifest of a target ([`manifest`]), an exported directory, a tar or an
-//! OCI layout ([`tree`]); [`input::detect`] tells which a path is. [`diff`] compares two sides
+//! knows it, the processes that needed it when the input is a log's set, and its package when
+//! the input has package data: [`packages`]). A side comes from a log's set hashed in its
+//! source tree ([`tree::set_side`]), a saved set ([`saved_set`]), a manifest of a target
+//! ([`manifest`]), an exported directory, a tar or an OCI layout ([`tree`]);
+//! [`input::detect`] tells which a path is. [`diff`] compares two sides
 //! and [`satisfies`] a set with a target. It lives on the ship side because reading trees,
 //! tars and images and hashing files is I/O on trees, like export; the analysis side only
 //! supplies the set. Formats and exit codes: docs/set-algebra.md.
