@@ -137,7 +137,7 @@ pub(crate) fn manifest_command(args: ManifestArgs) -> Result<ExitCode, CliError>
                 eprintln!("depsetfs: warning: {warning}: the manifest has no package data")
             }
             (Some(n), None) => eprintln!(
-                "depsetfs: packages of {}: {n} installed, {} paths owned by one",
+                "depsetfs: packages of {}: {n} installed, {} paths owned by a package",
                 args.root.display(),
                 stats.owned
             ),
