@@ -3,7 +3,8 @@
 //! `manifest` writes both, a log's side gets them from its source tree, an exported directory
 //! from its own database when it holds one. A path listed by several packages gets the first
 //! of their apt names in byte order (`libc6` before `libc6:i386`), except a directory listed
-//! by several, which belongs to none of them (`/usr` is listed by hundreds). [`changes`]
+//! by several (or a merged-/usr link such as `/bin`), which belongs to none of them (`/usr` is
+//! listed by hundreds). [`changes`]
 //! compares the package lists of two sides: packages added, removed, at another version.
 
 use std::collections::{BTreeMap, HashSet};
@@ -107,6 +108,8 @@ impl Owners {
     /// it, none for a directory several packages list.
     pub fn owner(&self, path: &[u8], is_dir: bool) -> Option<String> {
         let owners = &self.db.facts(path)?.owners;
+        // A merged-/usr link (`/bin` -> `usr/bin`) is the directory the packages list.
+        let is_dir = is_dir || self.db.aliases.iter().any(|(link, _)| link == path);
         if owners.is_empty() || (is_dir && owners.len() > 1) {
             return None;
         }
@@ -174,8 +177,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::fixtures::ScratchDir;
 
-    /// A root with a dpkg database: dpkg, zlib1g at `zlib_version` (`/usr/lib/libz.so.1`),
-    /// libc6 for amd64 and i386 (both list one copyright file), `/usr` listed by all, and the
+    /// A root with a dpkg database: dpkg, zlib1g at `zlib_version` (`/usr/lib/libz.so.1`,
+    /// listed as `/lib/libz.so.1` under the merged-/usr link `/lib` both packages list),
+    /// libc6 for amd64 and i386 (both list one copyright file), `/usr` listed by several, and the
     /// service's own `/srv/app`.
     pub(crate) fn dpkg_root(scratch: &ScratchDir, dir: &str, zlib_version: &str) -> PathBuf {
         let root = scratch.root().join(dir);
@@ -189,6 +193,8 @@ pub(crate) mod tests {
         write("usr/share/doc/libc6/copyright", "libc copyright");
         write("usr/bin/dpkg", "dpkg");
         write("srv/app/run.sh", "#!/bin/sh\n");
+        std::os::unix::fs::symlink("usr/lib", root.join("lib"))
+            .unwrap_or_else(|e| panic!("{}: {e}", root.display()));
         let paragraph = |name: &str, arch: &str, version: &str| {
             format!(
                 "Package: {name}\nStatus: install ok installed\nArchitecture: {arch}\nVersion: {version}\nMulti-Arch: same\n\n"
@@ -199,13 +205,14 @@ pub(crate) mod tests {
         status += &paragraph("libc6", "amd64", "2.36-9");
         status += &paragraph("libc6", "i386", "2.36-9");
         write("var/lib/dpkg/status", &status);
-        write(
-            "var/lib/dpkg/info/dpkg:amd64.list",
-            "/.\n/usr\n/usr/bin\n/usr/bin/dpkg\n",
-        );
+        // Listed under the merged-/usr link, as on a real system.
         write(
             "var/lib/dpkg/info/zlib1g:amd64.list",
-            "/.\n/usr\n/usr/lib\n/usr/lib/libz.so.1\n",
+            "/.\n/lib\n/lib/libz.so.1\n",
+        );
+        write(
+            "var/lib/dpkg/info/dpkg:amd64.list",
+            "/.\n/lib\n/usr\n/usr/bin\n/usr/bin/dpkg\n",
         );
         let libc = "/.\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/libc6\n/usr/share/doc/libc6/copyright\n";
         write("var/lib/dpkg/info/libc6:amd64.list", libc);
@@ -220,8 +227,9 @@ pub(crate) mod tests {
         let scratch = ScratchDir::new("compare-owners");
         let root = dpkg_root(&scratch, "root", "1:1.2.13");
         let wanted: HashSet<Vec<u8>> = [
+            "/lib",
             "/usr",
-            "/usr/lib",
+            "/usr/bin",
             "/usr/lib/libz.so.1",
             "/usr/share/doc/libc6/copyright",
             "/usr/share/doc/libc6",
@@ -243,7 +251,9 @@ pub(crate) mod tests {
             Some("libc6")
         );
         // A directory of one package is its; one several list is nobody's.
-        assert_eq!(owners.owner(b"/usr/lib", true).as_deref(), Some("zlib1g"));
+        assert_eq!(owners.owner(b"/usr/bin", true).as_deref(), Some("dpkg"));
+        // The merged-/usr link both list: nobody's, though it is a symlink.
+        assert_eq!(owners.owner(b"/lib", false), None);
         assert_eq!(owners.owner(b"/usr/share/doc/libc6", true), None);
         assert_eq!(owners.owner(b"/usr", true), None);
         assert_eq!(owners.owner(b"/srv/app/run.sh", false), None);
