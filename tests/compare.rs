@@ -392,6 +392,37 @@ fn satisfies_a_manifest_of_the_exported_root_and_names_a_removed_library() {
         "{}",
         no.stdout
     );
+    // A target whose dpkg database lacks zlib1g: the package to install is named (the
+    // version is the one of the log's source tree, this machine).
+    let dpkg_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/status"),
+        format!(
+            "Package: dpkg\nStatus: install ok installed\nArchitecture: {dpkg_arch}\nVersion: 1.0\n"
+        ),
+    )
+    .unwrap();
+    let with_packages = t.join("target-packages.json");
+    let made = depsetfs(
+        &t,
+        &["manifest", arg(&root), "--output", arg(&with_packages)],
+    );
+    made.assert_ok("manifest with packages");
+    assert!(made.stderr.contains("1 installed"), "{}", made.stderr);
+    let named = depsetfs(&t, &["satisfies", arg(&with_packages), "--log", arg(&log)]);
+    assert_eq!(named.code, Some(1), "{}", named.describe());
+    assert!(
+        named.stdout.contains("\n  package: zlib1g ")
+            && named.stdout.contains(" is not installed on the target\n"),
+        "{}",
+        named.stdout
+    );
+    fs::remove_dir_all(root.join("var")).unwrap();
 
     // export --against ships only the missing file (and its directories).
     let delta = t.join("delta");
