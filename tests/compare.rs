@@ -275,6 +275,24 @@ fn diff_of_two_versions_shows_exactly_what_changed_and_gates_on_it() {
     let logs: Value = serde_json::from_str(&logs.stdout).unwrap();
     assert_eq!(paths_of(&logs["added"]), expected_added);
     assert_eq!(paths_of(&logs["removed"]), BTreeSet::new());
+    // Both logs' source tree is this machine's root: its dpkg database says zlib1g owns the
+    // library, and no package changed between the two sources.
+    for entry in logs["added"].as_array().unwrap() {
+        if entry["kind"] == "file" && entry["path"].as_str().unwrap().contains("/libz.so") {
+            assert_eq!(entry["package"], "zlib1g", "{entry}");
+        }
+    }
+    assert_eq!(logs["packages"]["changed"], serde_json::json!([]), "{logs}");
+    let grouped = depsetfs(&t, &["diff", arg(&log1), arg(&log2)]);
+    grouped.assert_ok("diff of two logs");
+    assert!(
+        grouped.stdout.contains("\n[zlib1g]\n+ ")
+            && grouped
+                .stdout
+                .contains("packages: 0 added, 0 removed, 0 at another version\n"),
+        "{}",
+        grouped.stdout
+    );
 
     // A saved set (dump --set --json) of v1 against v2's: the same added paths.
     let saved = depsetfs(
@@ -374,6 +392,37 @@ fn satisfies_a_manifest_of_the_exported_root_and_names_a_removed_library() {
         "{}",
         no.stdout
     );
+    // A target whose dpkg database lacks zlib1g: the package to install is named (the
+    // version is the one of the log's source tree, this machine).
+    let dpkg_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/status"),
+        format!(
+            "Package: dpkg\nStatus: install ok installed\nArchitecture: {dpkg_arch}\nVersion: 1.0\n"
+        ),
+    )
+    .unwrap();
+    let with_packages = t.join("target-packages.json");
+    let made = depsetfs(
+        &t,
+        &["manifest", arg(&root), "--output", arg(&with_packages)],
+    );
+    made.assert_ok("manifest with packages");
+    assert!(made.stderr.contains("1 installed"), "{}", made.stderr);
+    let named = depsetfs(&t, &["satisfies", arg(&with_packages), "--log", arg(&log)]);
+    assert_eq!(named.code, Some(1), "{}", named.describe());
+    assert!(
+        named.stdout.contains("\n  package: zlib1g ")
+            && named.stdout.contains(" is not installed on the target\n"),
+        "{}",
+        named.stdout
+    );
+    fs::remove_dir_all(root.join("var")).unwrap();
 
     // export --against ships only the missing file (and its directories).
     let delta = t.join("delta");

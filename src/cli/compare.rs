@@ -18,7 +18,9 @@ use depsetfs::ship::compare::diff::{self, Gate};
 use depsetfs::ship::compare::hash::default_threads;
 use depsetfs::ship::compare::input::{InputKind, detect, read_side};
 use depsetfs::ship::compare::manifest::{HashCache, ManifestOptions, read_cache, write_manifest};
-use depsetfs::ship::compare::satisfies::{Unsatisfied, check_architecture, ship_only, unsatisfied};
+use depsetfs::ship::compare::satisfies::{
+    Unsatisfied, check_architecture, package_note, ship_only, unsatisfied,
+};
 use depsetfs::ship::compare::{CompareError, Side, SideKind, describe_entry, tree};
 use depsetfs::state::StateDir;
 
@@ -129,6 +131,22 @@ pub(crate) fn manifest_command(args: ManifestArgs) -> Result<ExitCode, CliError>
         .map(|_| None)?,
         Some(output) => Some(write_manifest_file(&options, &cache, output)?),
     };
+    if let Some(stats) = &stats {
+        match (&stats.packages, &stats.package_warning) {
+            (_, Some(warning)) => {
+                eprintln!("depsetfs: warning: {warning}: the manifest has no package data")
+            }
+            (Some(n), None) => eprintln!(
+                "depsetfs: packages of {}: {n} installed, {} paths owned by a package",
+                args.root.display(),
+                stats.owned
+            ),
+            (None, None) => eprintln!(
+                "depsetfs: {} has no dpkg database (var/lib/dpkg/status): the manifest has no package data",
+                args.root.display()
+            ),
+        }
+    }
     if let Some(stats) = stats {
         let skipped = if stats.not_descended.is_empty() {
             String::new()
@@ -228,12 +246,12 @@ fn log_side(
     if let Some(warning) = result.rules_warning(&plan.rules) {
         eprintln!("depsetfs: warning: {warning}");
     }
-    let side = tree::set_side(
-        &result.set,
-        &plan.set_options().source,
-        name,
-        default_threads(),
-    );
+    let source = plan.set_options().source;
+    let mut side = tree::set_side(&result.set, &source, name, default_threads());
+    // The packages of the log's source tree, when it has a dpkg database.
+    if let Err(e) = depsetfs::ship::compare::packages::attach(&mut side, &source) {
+        eprintln!("depsetfs: warning: {e}: no package data for {name}");
+    }
     Ok(LogSide { plan, result, side })
 }
 
@@ -309,6 +327,10 @@ struct UnsatisfiedJson<'a> {
     path: depsetfs::analysis::names::NameBuf,
     missing: bool,
     fields: &'a [diff::FieldChange],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package_note: Option<String>,
     why: query::WhyAnswer,
 }
 
@@ -355,6 +377,8 @@ pub(crate) fn satisfies_command(
                     path: item.entry.path.as_slice().into(),
                     missing: item.missing(),
                     fields: &item.fields,
+                    package: item.entry.package.as_deref(),
+                    package_note: package_note(&log.side, &target, item),
                     why: why(item),
                 })
                 .collect();
@@ -378,6 +402,9 @@ pub(crate) fn satisfies_command(
                     .map(|f| format!("{} {} on the target, {} in the set", f.field, f.b, f.a))
                     .collect();
                 writeln!(out, "differs {path}  {}", fields.join("; "))?;
+            }
+            if let Some(note) = package_note(&log.side, &target, item) {
+                writeln!(out, "  package: {note}")?;
             }
             let mut text = Vec::new();
             query::write_why_human(&log.plan.graph, &why(item), &mut text)?;

@@ -1,14 +1,16 @@
 //! `depsetfs diff A B`: the paths only B has (added), only A has (removed), and those whose
 //! type, mode, owner, size, content hash or symlink target differ (changed), comparing only
 //! what both sides know (a saved set has no hashes). Each path carries who needed it on a
-//! log's side and its package when package data is there (then the text groups by package).
-//! [`Gate`]s turn a diff into a CI verdict. One merge pass over two sorted lists: 100,000
+//! log's side and its package when package data is there (then the text groups by package);
+//! when both sides list their installed packages, the packages added, removed or at another
+//! version are reported too ([`super::packages::changes`]). [`Gate`]s turn a diff into a CI verdict. One merge pass over two sorted lists: 100,000
 //! paths a side compare in milliseconds.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::packages::{PackageChanges, changes};
 use super::{Entry, EntryJson, Side, SideKind, describe_entry, hex, mode_text};
 use crate::analysis::names::{JsonName, escape};
 use crate::record::FileKind;
@@ -193,6 +195,9 @@ pub fn write_human(
 ) -> io::Result<()> {
     writeln!(out, "A: {}", describe_side(a.0, a.1))?;
     writeln!(out, "B: {}", describe_side(b.0, b.1))?;
+    if let Some(packages) = changes(a.0, b.0) {
+        write_package_changes(&packages, out)?;
+    }
     let grouped = diff
         .added
         .iter()
@@ -266,6 +271,27 @@ pub fn write_human(
     )
 }
 
+/// `packages: 1 added, 0 removed, 1 at another version` and a line per package.
+fn write_package_changes(packages: &PackageChanges, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "packages: {} added, {} removed, {} at another version",
+        packages.added.len(),
+        packages.removed.len(),
+        packages.changed.len()
+    )?;
+    for p in &packages.removed {
+        writeln!(out, "- package {} {} ({})", p.name, p.version, p.arch)?;
+    }
+    for p in &packages.added {
+        writeln!(out, "+ package {} {} ({})", p.name, p.version, p.arch)?;
+    }
+    for p in &packages.changed {
+        writeln!(out, "~ package {} ({})  {} -> {}", p.name, p.arch, p.a, p.b)?;
+    }
+    Ok(())
+}
+
 /// A digest shortened for the text form (the JSON has it whole).
 fn short(value: &str) -> &str {
     if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -310,6 +336,8 @@ struct DiffJson<'a> {
     added: Vec<EntryJson<'a>>,
     removed: Vec<EntryJson<'a>>,
     changed: Vec<ChangedJson<'a>>,
+    /// Package-level changes, when both sides list their packages (else null).
+    packages: Option<PackageChanges>,
     gates_hit: &'a [String],
 }
 
@@ -352,6 +380,7 @@ pub fn write_json(
                 b: EntryJson::new(c.b),
             })
             .collect(),
+        packages: changes(a.0, b.0),
         gates_hit,
     };
     let mut out = io::BufWriter::new(out);
@@ -383,6 +412,7 @@ mod tests {
             name: "x".to_string(),
             arch: None,
             entries,
+            packages: None,
         }
         .finish()
     }
@@ -491,6 +521,76 @@ mod tests {
         assert_eq!(value["format"], DIFF_FORMAT);
         assert_eq!(value["counts"]["added"], 2);
         assert_eq!(value["added"][1]["package"], "zlib1g");
+        Ok(())
+    }
+
+    #[test]
+    fn two_manifests_with_packages_diff_by_package_and_version()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::fixtures::ScratchDir;
+        use crate::ship::compare::manifest::{
+            HashCache, ManifestOptions, read_manifest, write_manifest,
+        };
+        let scratch = ScratchDir::new("diff-packages");
+        let manifest = |dir: &str, zlib: &str| -> Result<Side, Box<dyn std::error::Error>> {
+            let root = crate::ship::compare::packages::tests::dpkg_root(&scratch, dir, zlib);
+            std::fs::write(root.join("srv/app/run.sh"), format!("#!/bin/sh\n# {dir}\n"))?;
+            let out = scratch.root().join(format!("{dir}.json"));
+            let options = ManifestOptions {
+                root,
+                cross_mounts: false,
+                exclude: Vec::new(),
+                threads: 1,
+                progress: false,
+            };
+            write_manifest(
+                &options,
+                &HashCache::default(),
+                &mut std::fs::File::create(&out)?,
+            )?;
+            Ok(read_manifest(&out, dir)?.0)
+        };
+        let a = manifest("v1", "1:1.2.13")?;
+        let b = manifest("v2", "1:1.3")?;
+        let d = diff(&a, &b);
+        let mut out = Vec::new();
+        write_human(&d, (&a, None), (&b, None), &mut out)?;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("packages: 0 added, 0 removed, 1 at another version\n~ package zlib1g (amd64)  1:1.2.13 -> 1:1.3\n"),
+            "{text}"
+        );
+        // Changed paths under their package's heading, the service's own file under none.
+        assert!(
+            text.contains("[no package]\n~ /srv/app/run.sh  sha256"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[zlib1g]\n~ /usr/lib/libz.so.1  size"),
+            "{text}"
+        );
+        let mut json = Vec::new();
+        write_json(&d, (&a, None), (&b, None), &[], &mut json)?;
+        let value: serde_json::Value = serde_json::from_slice(&json)?;
+        assert_eq!(value["packages"]["changed"][0]["name"], "zlib1g");
+        assert_eq!(value["packages"]["changed"][0]["b"], "1:1.3");
+        let libz = value["changed"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["path"] == "/usr/lib/libz.so.1"))
+            .ok_or("libz.so.1 not changed")?;
+        assert_eq!(libz["b"]["package"], "zlib1g");
+        // A side without package data: no package-level report.
+        let plain = side(a.entries.clone());
+        let mut json = Vec::new();
+        write_json(
+            &diff(&plain, &b),
+            (&plain, None),
+            (&b, None),
+            &[],
+            &mut json,
+        )?;
+        let value: serde_json::Value = serde_json::from_slice(&json)?;
+        assert!(value["packages"].is_null());
         Ok(())
     }
 

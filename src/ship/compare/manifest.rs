@@ -5,8 +5,10 @@
 //! and other filesystems mounted below the root are listed as directories without their
 //! contents unless asked ([`ManifestOptions::cross_mounts`]). Hashing is incremental: each
 //! regular file's entry keeps its `(dev, ino, size, mtime_ns, ctime_ns)`, and a file whose key
-//! is unchanged since a previous manifest (the cache) reuses that manifest's hash. The reader
-//! accepts this version and refuses a newer one. docs/set-algebra.md.
+//! is unchanged since a previous manifest (the cache) reuses that manifest's hash. When the
+//! root has a dpkg database, `packages` lists its installed packages and each path owned by
+//! one names it in `package` ([`super::packages`]). The reader accepts this version and
+//! refuses a newer one. docs/set-algebra.md.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::hash::{FileHash, hash_each};
+use super::packages::{InstalledPackage, Owners, has_dpkg_database};
 use super::{
     CompareError, Entry, NameField, Sha256, Side, SideKind, hex, kind_from_name, mode_text,
     normalize_arch, unhex,
@@ -60,6 +63,13 @@ pub struct ManifestStats {
     pub unreadable: u64,
     /// Directories listed without their contents (kernel trees, other mounts).
     pub not_descended: Vec<String>,
+    /// Installed packages of the root's dpkg database (None: it has none, or it could not be
+    /// read: then `package_warning` says why).
+    pub packages: Option<usize>,
+    /// Paths owned by a package.
+    pub owned: u64,
+    /// Why the manifest has no package data though the root has a dpkg database.
+    pub package_warning: Option<String>,
 }
 
 /// The key under which a file's hash is reused.
@@ -105,9 +115,8 @@ struct HeadOut<'a> {
     os_version_id: Option<&'a str>,
     created_ns: u64,
     not_descended: &'a [String],
-    /// Package data of the target: not collected yet (always null); a later version fills it
-    /// (`analysis/packages`), and readers of version 1 ignore it.
-    packages: Option<()>,
+    /// The installed packages of the root's dpkg database (null without one).
+    packages: Option<&'a [InstalledPackage]>,
 }
 
 /// A manifest entry as written.
@@ -126,6 +135,8 @@ struct EntryOut<'a> {
     target: Option<JsonName<'a>>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     key: Option<KeyOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package: Option<&'a str>,
 }
 
 /// The cache key's fields besides the size (which the entry has already).
@@ -170,6 +181,8 @@ struct EntryIn {
 struct DocumentIn {
     format: Option<String>,
     arch: Option<String>,
+    #[serde(default)]
+    packages: Option<Vec<InstalledPackage>>,
     #[serde(default)]
     entries: Vec<EntryIn>,
 }
@@ -265,7 +278,15 @@ pub fn write_manifest(
     }
     let (found, digests, mut stats) = scan(options, &root_meta, cache);
     let machine = Machine::of(root);
-    write_document(options, &machine, &stats, &found, &digests, out)
+    let (packages, owners) = package_data(root, &found, &mut stats);
+    let document = Document {
+        machine: &machine,
+        found: &found,
+        digests: &digests,
+        packages: packages.as_deref(),
+        owners: &owners,
+    };
+    write_document(options, &stats, &document, out)
         .map_err(|e| CompareError::io("the manifest", e))?;
     stats.paths = found.len() as u64;
     Ok(stats)
@@ -284,6 +305,7 @@ pub fn directory_side(root: &Path, name: &str, threads: usize) -> Result<Side, C
         progress: false,
     };
     let (found, digests, _) = scan(&options, &root_meta, &HashCache::default());
+    let has_packages = has_dpkg_database(root);
     let marker = format!("/{}", crate::ship::export::output::MARKER);
     let mut machines: Vec<Option<u16>> = Vec::new();
     let entries = found
@@ -301,9 +323,48 @@ pub fn directory_side(root: &Path, name: &str, threads: usize) -> Result<Side, C
             name: name.to_string(),
             arch: super::tree::majority_arch(machines.into_iter().flatten()),
             entries,
+            packages: None,
         }
         .finish(),
     ))
+    .and_then(|mut side| {
+        // An exported tree that holds a dpkg database (a whole root exported): its packages.
+        if has_packages {
+            super::packages::attach(&mut side, root)?;
+        }
+        Ok(side)
+    })
+}
+
+/// The root's installed packages and the owner of each path found (empty without a dpkg
+/// database; an unreadable one is a warning, not an error: the paths are the manifest).
+fn package_data(
+    root: &Path,
+    found: &[Found],
+    stats: &mut ManifestStats,
+) -> (Option<Vec<InstalledPackage>>, Vec<Option<String>>) {
+    if !has_dpkg_database(root) {
+        return (None, Vec::new());
+    }
+    let wanted: std::collections::HashSet<Vec<u8>> =
+        found.iter().map(|item| item.path.clone()).collect();
+    let owners = match Owners::load(root, &wanted) {
+        Ok(Some(owners)) => owners,
+        Ok(None) => return (None, Vec::new()),
+        Err(e) => {
+            stats.package_warning = Some(e.to_string());
+            return (None, Vec::new());
+        }
+    };
+    drop(wanted);
+    let owned: Vec<Option<String>> = found
+        .iter()
+        .map(|item| owners.owner(&item.path, item.meta.kind() == FileKind::Dir))
+        .collect();
+    let packages = owners.packages();
+    stats.packages = Some(packages.len());
+    stats.owned = owned.iter().filter(|o| o.is_some()).count() as u64;
+    (Some(packages), owned)
 }
 
 fn entry_of(item: Found, sha256: Option<Sha256>) -> Entry {
@@ -384,14 +445,29 @@ fn scan(
     (found, digests, stats)
 }
 
+/// What a manifest document holds besides its options and stats.
+struct Document<'a> {
+    machine: &'a Machine,
+    found: &'a [Found],
+    digests: &'a [Option<(Sha256, Option<u16>)>],
+    packages: Option<&'a [InstalledPackage]>,
+    /// The owner of each found path (empty: none has one).
+    owners: &'a [Option<String>],
+}
+
 fn write_document(
     options: &ManifestOptions,
-    machine: &Machine,
     stats: &ManifestStats,
-    found: &[Found],
-    digests: &[Option<(Sha256, Option<u16>)>],
+    document: &Document<'_>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    let Document {
+        machine,
+        found,
+        digests,
+        packages,
+        owners,
+    } = *document;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let head = HeadOut {
         format: format!("{MANIFEST_TAG} {MANIFEST_VERSION}"),
@@ -401,7 +477,7 @@ fn write_document(
         os_version_id: machine.os_version_id.as_deref(),
         created_ns: crate::record::now_ns(),
         not_descended: &stats.not_descended,
-        packages: None,
+        packages,
     };
     let head = serde_json::to_string(&head)?;
     // The head's keys, then one entry per line: diffable and greppable.
@@ -420,6 +496,7 @@ fn write_document(
             sha256: digest.as_ref().map(|(sha, _)| hex(sha)),
             target: item.target.as_deref().map(JsonName),
             key: (is_file && digest.is_some()).then(|| item.meta.key.into()),
+            package: owners.get(at).and_then(|o| o.as_deref()),
         };
         if at > 0 {
             out.write_all(b",\n")?;
@@ -621,6 +698,7 @@ pub fn read_manifest(path: &Path, name: &str) -> Result<(Side, HashCache), Compa
             .filter(|arch| !arch.is_empty())
             .map(|arch| normalize_arch(&arch)),
         entries,
+        packages: document.packages,
     }
     .finish();
     Ok((side, cache))
@@ -839,6 +917,47 @@ mod tests {
         let paths: Vec<&[u8]> = side.entries.iter().map(|e| e.path.as_slice()).collect();
         assert_eq!(paths, [b"/".as_slice(), b"/kept"]);
         assert_eq!(stats.paths, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_manifest_lists_the_roots_packages_and_each_paths_owner()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let scratch = ScratchDir::new("manifest-packages");
+        let root = super::super::packages::tests::dpkg_root(&scratch, "root", "1:1.2.13");
+        let out = scratch.root().join("m.json");
+        let (stats, side, _) = manifest_of(&root, &HashCache::default(), &out)?;
+        assert_eq!(stats.packages, Some(4));
+        let packages = side.packages.as_deref().ok_or("no packages")?;
+        let zlib = super::super::packages::find(packages, "zlib1g").ok_or("no zlib1g")?;
+        assert_eq!(
+            (zlib.version.as_str(), zlib.arch.as_str()),
+            ("1:1.2.13", "amd64")
+        );
+        let owner = |path: &[u8]| side.get(path).and_then(|e| e.package.clone());
+        assert_eq!(owner(b"/usr/lib/libz.so.1").as_deref(), Some("zlib1g"));
+        assert_eq!(
+            owner(b"/usr/share/doc/libc6/copyright").as_deref(),
+            Some("libc6")
+        );
+        assert_eq!(owner(b"/srv/app/run.sh"), None);
+        assert_eq!(owner(b"/usr"), None);
+        // The document says so: a `packages` list in the head, `package` on owned entries.
+        let text = std::fs::read_to_string(&out)?;
+        assert!(
+            text.contains(r#""packages":[{"name":"dpkg","version":"1.21.22","arch":"amd64"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""path":"/usr/lib/libz.so.1""#)
+                && text.contains(r#","package":"zlib1g"}"#)
+        );
+        // A root without a database: null, as version 1 always wrote (and still reads).
+        let bare = scratch.root().join("bare");
+        std::fs::create_dir(&bare)?;
+        let (stats, side, _) = manifest_of(&bare, &HashCache::default(), &out)?;
+        assert_eq!((stats.packages, side.packages), (None, None));
+        assert!(std::fs::read_to_string(&out)?.contains(r#""packages":null"#));
         Ok(())
     }
 

@@ -1,10 +1,11 @@
 //! Sets as values to compare: `depsetfs manifest`, `diff`, `satisfies` and `export --against`.
 //! Every input becomes a [`Side`], one sorted list of [`Entry`] values (a path with its kind,
 //! mode, owner, size, content hash and symlink target, each present only when the input
-//! knows it, and the processes that needed it when the input is a log's set). A side comes
-//! from a log's set hashed in its source tree ([`tree::set_side`]), a saved set
-//! ([`saved_set`]), a manifest of a target ([`manifest`]), an exported directory, a tar or an
-//! OCI layout ([`tree`]); [`input::detect`] tells which a path is. [`diff`] compares two sides
+//! knows it, the processes that needed it when the input is a log's set, and its package when
+//! the input has package data: [`packages`]). A side comes from a log's set hashed in its
+//! source tree ([`tree::set_side`]), a saved set ([`saved_set`]), a manifest of a target
+//! ([`manifest`]), an exported directory, a tar or an OCI layout ([`tree`]);
+//! [`input::detect`] tells which a path is. [`diff`] compares two sides
 //! and [`satisfies`] a set with a target. It lives on the ship side because reading trees,
 //! tars and images and hashing files is I/O on trees, like export; the analysis side only
 //! supplies the set. Formats and exit codes: docs/set-algebra.md.
@@ -13,6 +14,7 @@ pub mod diff;
 pub mod hash;
 pub mod input;
 pub mod manifest;
+pub mod packages;
 pub mod satisfies;
 pub mod saved_set;
 pub mod tree;
@@ -65,6 +67,8 @@ pub enum CompareError {
     },
     #[error("{}: {what} is not a manifest (make one with `depsetfs manifest`)", path.display())]
     NotAManifest { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    Packages(#[from] crate::analysis::packages::PackageError),
     #[error("{what}: {reason}")]
     Usage { what: String, reason: String },
 }
@@ -124,8 +128,8 @@ pub struct Entry {
     pub target: Option<Vec<u8>>,
     /// The process images that used the path (a log's set: `exe (pid N)`), else empty.
     pub needed_by: Vec<String>,
-    /// The package that owns the path, when the input has package data (none yet: the hook
-    /// for `analysis/packages`).
+    /// The package that owns the path (its apt name), when the input has package data
+    /// ([`packages`]).
     pub package: Option<String>,
 }
 
@@ -164,6 +168,9 @@ pub struct Side {
     /// one a manifest declares, else the one most ELF files of the side are built for.
     pub arch: Option<String>,
     pub entries: Vec<Entry>,
+    /// The packages installed where the side's paths come from (a manifest's target, a log's
+    /// source tree), when the input has package data.
+    pub packages: Option<Vec<packages::InstalledPackage>>,
 }
 
 impl Side {

@@ -3,12 +3,16 @@
 //! size, content and symlink target (every field the set's side knows from its source tree).
 //! [`unsatisfied`] lists the rest; [`ship_only`] cuts a set down to them plus the
 //! directories above them, which is what `export --against` writes. A manifest of another
-//! architecture than the set's programs is refused ([`check_architecture`]).
+//! architecture than the set's programs is refused ([`check_architecture`]). When the target
+//! lists its packages and the set's side knows the package of an unsatisfied path,
+//! [`package_note`] says whether that package is missing there or at another version: the
+//! operator installs it rather than copy its files.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::diff::{FieldChange, compare};
+use super::packages::find;
 use super::{CompareError, Entry, Side};
 use crate::analysis::closure::DeploymentSet;
 use crate::analysis::paths::parent_of;
@@ -49,6 +53,36 @@ pub fn unsatisfied<'a>(set: &'a Side, target: &'a Side) -> Vec<Unsatisfied<'a>> 
             }
         })
         .collect()
+}
+
+/// What the target's packages say about an unsatisfied path of a package: `zlib1g 1:1.2.13
+/// is not installed on the target`, `... is installed at another version on the target
+/// (1:1.3)`, or `... is installed on the target, but this file differs there`. None when
+/// the path has no package or the target lists none.
+pub fn package_note(set: &Side, target: &Side, item: &Unsatisfied<'_>) -> Option<String> {
+    let apt = item.entry.package.as_deref()?;
+    let theirs = target.packages.as_deref()?;
+    let version = set
+        .packages
+        .as_deref()
+        .and_then(|ours| find(ours, apt))
+        .map(|p| format!(" {}", p.version))
+        .unwrap_or_default();
+    Some(match find(theirs, apt) {
+        None => format!("{apt}{version} is not installed on the target"),
+        Some(there) if !version.is_empty() && version[1..] != there.version => format!(
+            "{apt}{version} is installed at another version on the target ({})",
+            there.version
+        ),
+        Some(_) => format!(
+            "{apt}{version} is installed on the target, but {} there",
+            if item.missing() {
+                "this file is missing"
+            } else {
+                "this file differs"
+            }
+        ),
+    })
 }
 
 /// Refuses a target of another architecture than the set (when both are known).
@@ -119,6 +153,7 @@ mod tests {
             name: "x".to_string(),
             arch: arch.map(str::to_string),
             entries,
+            packages: None,
         }
         .finish()
     }
@@ -211,6 +246,79 @@ mod tests {
                 "/usr/bin/app",
                 "/usr/lib",
                 "/usr/lib/libz.so.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unsatisfied_path_of_a_package_names_the_package() {
+        use crate::ship::compare::packages::InstalledPackage;
+        let package = |name: &str, version: &str| InstalledPackage {
+            name: name.to_string(),
+            version: version.to_string(),
+            arch: "amd64".to_string(),
+        };
+        let owned = |path: &str, name: &str, content: u8| Entry {
+            package: Some(name.to_string()),
+            ..entry(path, FileKind::File, content)
+        };
+        let mut set = side(
+            SideKind::Log,
+            None,
+            vec![
+                owned("/usr/lib/libz.so.1", "zlib1g", 1),
+                owned("/usr/lib/libssl.so.3", "libssl3", 2),
+                owned("/usr/bin/ls", "coreutils", 3),
+                entry("/srv/app", FileKind::File, 4),
+            ],
+        );
+        set.packages = Some(vec![
+            package("zlib1g", "1:1.2.13"),
+            package("libssl3", "3.0.11"),
+            package("coreutils", "9.1-1"),
+        ]);
+        let mut target = side(
+            SideKind::Manifest,
+            None,
+            vec![
+                owned("/usr/lib/libssl.so.3", "libssl3", 9),
+                owned("/usr/bin/ls", "coreutils", 8),
+            ],
+        );
+        let notes = |target: &Side| -> Vec<(String, Option<String>)> {
+            unsatisfied(&set, target)
+                .iter()
+                .map(|u| {
+                    (
+                        String::from_utf8_lossy(&u.entry.path).into_owned(),
+                        package_note(&set, target, u),
+                    )
+                })
+                .collect()
+        };
+        // A target without package data: nothing to say.
+        assert!(notes(&target).iter().all(|(_, note)| note.is_none()));
+        target.packages = Some(vec![
+            package("libssl3", "3.0.9"),
+            package("coreutils", "9.1-1"),
+        ]);
+        let note = |s: &str| Some(s.to_string());
+        assert_eq!(
+            notes(&target),
+            [
+                ("/srv/app".to_string(), None),
+                (
+                    "/usr/bin/ls".to_string(),
+                    note("coreutils 9.1-1 is installed on the target, but this file differs there")
+                ),
+                (
+                    "/usr/lib/libssl.so.3".to_string(),
+                    note("libssl3 3.0.11 is installed at another version on the target (3.0.9)")
+                ),
+                (
+                    "/usr/lib/libz.so.1".to_string(),
+                    note("zlib1g 1:1.2.13 is not installed on the target")
+                ),
             ]
         );
     }

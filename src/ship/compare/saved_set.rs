@@ -114,6 +114,7 @@ pub fn read_saved_set(path: &Path, name: &str) -> Result<Side, CompareError> {
         name: name.to_string(),
         arch: None,
         entries,
+        packages: None,
     }
     .finish())
 }

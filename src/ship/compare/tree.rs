@@ -85,6 +85,7 @@ pub fn set_side(set: &DeploymentSet, source: &Path, name: &str, threads: usize) 
         name: name.to_string(),
         arch: majority_arch(machines.into_iter()),
         entries,
+        packages: None,
     }
     .finish()
 }
@@ -151,6 +152,7 @@ pub fn tar_side(path: &Path, name: &str) -> Result<Side, CompareError> {
             name: name.to_string(),
             arch: majority_arch(machines.into_iter()),
             entries: entries.into_values().collect(),
+            packages: None,
         }
         .finish(),
     ))
@@ -298,6 +300,7 @@ pub fn oci_side(root: &Path, name: &str) -> Result<Side, CompareError> {
             name: name.to_string(),
             arch: declared.or_else(|| majority_arch(machines.into_iter())),
             entries: entries.into_values().collect(),
+            packages: None,
         }
         .finish(),
     ))
