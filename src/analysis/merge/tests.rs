@@ -1,12 +1,13 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::analysis::graph::ProcessLink;
 use crate::analysis::graph::build::graph_from_log;
 use crate::analysis::select::default_selection;
 use crate::fixtures::ScratchDir;
 use crate::fixtures::trace::{Proc, Trace};
 use crate::log::read_log;
-use crate::record::LogEnd;
+use crate::record::{LogEnd, NetCall};
 
 const SHELL: Proc = Proc { pid: 10, start: 1 };
 const CHILD: Proc = Proc { pid: 11, start: 2 };
@@ -486,5 +487,102 @@ fn ps_and_tree_name_the_run_of_each_process_in_a_merged_log() {
         String::from_utf8_lossy(&out)
             .trim_start()
             .starts_with("PID")
+    );
+}
+
+/// A run on host `host` with `addresses`: pid 10 runs `exe`; its child pid 11 does `net`.
+fn host_trace(host: &str, addresses: &[&str], exe: &str, net: &[(NetCall, &str)]) -> Trace {
+    let mut trace = run_trace(host, "/", exe, &[]);
+    trace.header.host = host.to_string();
+    trace.header.addresses = addresses.iter().map(|a| a.to_string()).collect();
+    trace.records.pop();
+    for (n, (call, address)) in net.iter().enumerate() {
+        trace.net(CHILD, *call, address, "stream", 40 + n as u64);
+    }
+    trace.records.push(Record::End(LogEnd {
+        ts_ns: 1_000_000_000,
+    }));
+    trace
+}
+
+#[test]
+fn a_connect_to_another_hosts_address_reaches_its_server() {
+    let dir = ScratchDir::new("merge-hosts");
+    let db = host_trace(
+        "db",
+        &["10.213.8.2"],
+        "/usr/sbin/mariadbd",
+        &[
+            (NetCall::Bind, "0.0.0.0:3306"),
+            (NetCall::Listen, "0.0.0.0:3306"),
+        ],
+    );
+    let web = host_trace(
+        "web",
+        &["10.213.8.1"],
+        "/usr/sbin/php-fpm",
+        &[
+            (NetCall::Connect, "10.213.8.2:3306"),
+            // Nobody traced owns it: an external endpoint.
+            (NetCall::Connect, "192.0.2.7:3306"),
+            // The web host's own loopback: never the db host's server.
+            (NetCall::Connect, "127.0.0.1:3306"),
+        ],
+    );
+    let inputs = vec![
+        write_trace(&dir, "db.dlog", &db),
+        write_trace(&dir, "web.dlog", &web),
+    ];
+    let output = dir.file("app.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    let connects: Vec<(u32, u32, String)> = graph
+        .process_edges
+        .iter()
+        .filter(|edge| edge.link == ProcessLink::Connect)
+        .map(|edge| {
+            let endpoint = &graph.endpoints[edge.endpoint.expect("endpoint")];
+            (
+                graph.processes[edge.from].key.run,
+                graph.processes[edge.to].key.run,
+                endpoint.key.describe(),
+            )
+        })
+        .collect();
+    assert_eq!(connects, vec![(1, 0, "tcp:0.0.0.0:3306".to_string())]);
+    let unserved: BTreeSet<String> = graph
+        .endpoints
+        .iter()
+        .filter(|endpoint| endpoint.binders.is_empty())
+        .map(|endpoint| endpoint.key.describe())
+        .collect();
+    assert_eq!(
+        unserved,
+        BTreeSet::from([
+            "tcp:127.0.0.1:3306".to_string(),
+            "tcp:192.0.2.7:3306".to_string()
+        ])
+    );
+
+    // The same two runs under one host name: no match across runs.
+    let mut same = host_trace(
+        "db",
+        &["10.213.8.1"],
+        "/usr/sbin/php-fpm",
+        &[(NetCall::Connect, "10.213.8.2:3306")],
+    );
+    same.header.label = Some("web".to_string());
+    let inputs = vec![
+        write_trace(&dir, "db2.dlog", &db),
+        write_trace(&dir, "web2.dlog", &same),
+    ];
+    let output = dir.file("same.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    assert!(
+        !graph
+            .process_edges
+            .iter()
+            .any(|edge| edge.link == ProcessLink::Connect)
     );
 }
