@@ -106,6 +106,10 @@ pub(crate) struct SelectArgs {
     /// Also select the descendants of what the selector just before matched.
     #[arg(long, action = ArgAction::Count)]
     pub(crate) children: u8,
+    /// A merged log of several hosts: the set of this host (the files its runs' needed
+    /// processes used, from its tree); the selection may name processes of any host.
+    #[arg(long = "host", value_name = "NAME")]
+    pub(crate) set_host: Option<String>,
 }
 
 /// A `--pid`: `PID` or `LABEL:PID`, checked here, read by [`super::load`].

@@ -46,7 +46,9 @@ impl SetArgs {
         state: &StateDir,
     ) -> Result<Plan, CliError> {
         let mut plan = load_plan(self.log.as_deref(), self.rules.as_deref(), matches, state)?;
-        depsetfs::analysis::merge::choose_source(&mut plan.graph, self.prefer.as_deref())?;
+        if plan.host_runs.is_none() || self.prefer.is_some() {
+            depsetfs::analysis::merge::choose_source(&mut plan.graph, self.prefer.as_deref())?;
+        }
         Ok(plan)
     }
 

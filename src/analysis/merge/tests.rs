@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::analysis::graph::ProcessLink;
 use crate::analysis::graph::build::graph_from_log;
+use crate::analysis::select::Selector;
 use crate::analysis::select::default_selection;
 use crate::fixtures::ScratchDir;
 use crate::fixtures::trace::{Proc, Trace};
@@ -401,6 +402,7 @@ fn a_merged_set_says_which_runs_needed_each_path_and_why_names_the_run() {
 #[test]
 fn a_client_of_one_run_never_connects_to_a_server_of_another() {
     use crate::analysis::graph::ProcessLink;
+    use crate::analysis::select::Selector;
     use crate::record::{NetCall, Op};
     const SERVER: Proc = Proc { pid: 20, start: 3 };
     const CLIENT: Proc = Proc { pid: 21, start: 4 };
@@ -492,7 +494,12 @@ fn ps_and_tree_name_the_run_of_each_process_in_a_merged_log() {
 
 /// A run on host `host` with `addresses`: pid 10 runs `exe`; its child pid 11 does `net`.
 fn host_trace(host: &str, addresses: &[&str], exe: &str, net: &[(NetCall, &str)]) -> Trace {
-    let mut trace = run_trace(host, "/", exe, &[]);
+    let reads: &[&str] = if host == "db" {
+        &["/etc/passwd"]
+    } else {
+        &["/etc/group"]
+    };
+    let mut trace = run_trace(host, "/", exe, reads);
     trace.header.host = host.to_string();
     trace.header.addresses = addresses.iter().map(|a| a.to_string()).collect();
     trace.records.pop();
@@ -563,6 +570,81 @@ fn a_connect_to_another_hosts_address_reaches_its_server() {
             "tcp:192.0.2.7:3306".to_string()
         ])
     );
+
+    // `tree`: each image names its host; the client shows the server it reached.
+    let rows = crate::analysis::query::tree(&graph, &default_selection(&graph));
+    let mut text = Vec::new();
+    crate::analysis::query::write_tree_human(&rows, &mut text).expect("write");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(text.contains("run db (host db):"), "{text}");
+    assert!(text.contains("run web (host web):"), "{text}");
+    assert!(
+        text.contains("-> tcp:0.0.0.0:3306 on db (run db): pid 11 /usr/sbin/mariadbd"),
+        "{text}"
+    );
+
+    // `--host db` with only the web tier selected: the db server is needed through the
+    // connection, and the set holds the db host's files only.
+    let selection = Selector {
+        matcher: crate::analysis::select::ProcessMatcher::Exe(b"/usr/sbin/php-fpm".to_vec()),
+        children: true,
+    };
+    let mut plan = crate::analysis::plan::Plan::new(
+        graph.clone(),
+        crate::analysis::rules::Rules::built_in(),
+        vec![selection],
+    )
+    .expect("plan");
+    plan.scope_to_host("db").expect("host db");
+    let strict = crate::analysis::strategy::StrategyOptions {
+        strategy: crate::analysis::strategy::Strategy::Strict,
+        stubs: false,
+    };
+    let result = plan.set(&strict);
+    let paths: BTreeSet<String> = result
+        .set
+        .entries
+        .iter()
+        .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+        .collect();
+    assert!(paths.contains("/etc/passwd"), "{paths:?}");
+    assert!(!paths.contains("/etc/group"), "{paths:?}");
+    let server = result
+        .needed
+        .processes()
+        .find(|&p| graph.processes[p].exe == b"/usr/sbin/mariadbd")
+        .expect("the db server is needed");
+    assert!(
+        result
+            .needed
+            .processes()
+            .all(|p| graph.processes[p].key.run == 0)
+    );
+    let chain = result.needed.chain_to(server);
+    assert_eq!(
+        graph.processes[chain[0].0].key.run, 1,
+        "the chain starts on web"
+    );
+    let mut web = crate::analysis::plan::Plan::new(
+        graph.clone(),
+        crate::analysis::rules::Rules::built_in(),
+        vec![Selector {
+            matcher: crate::analysis::select::ProcessMatcher::Exe(b"/usr/sbin/php-fpm".to_vec()),
+            children: true,
+        }],
+    )
+    .expect("plan");
+    web.scope_to_host("web").expect("host web");
+    let web_paths: BTreeSet<String> = web
+        .set(&strict)
+        .set
+        .entries
+        .iter()
+        .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+        .collect();
+    assert!(web_paths.contains("/etc/group"), "{web_paths:?}");
+    assert!(!web_paths.contains("/etc/passwd"), "{web_paths:?}");
+    assert!(plan.scope_to_host("cache").is_err());
 
     // The same two runs under one host name: no match across runs.
     let mut same = host_trace(
