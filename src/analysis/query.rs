@@ -46,7 +46,7 @@ pub struct ProcessRow {
     /// Children in `tree`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ProcessRow>,
-    /// A merged log: the host of the image's run.
+    /// A merged log of several hosts: the host of the image's run.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// A merged log: the servers of other runs (other hosts) this image connected to.
@@ -93,9 +93,13 @@ fn cross_connects(graph: &Graph, process: ProcessIx) -> Vec<CrossConnect> {
     found
 }
 
-/// The host of run `run` of a merged log (empty for the log of one run).
+/// The host of run `run` of a merged log of several hosts (empty for the log of one run or
+/// of one host).
 fn run_host(graph: &Graph, run: u32) -> String {
-    if !graph.is_merged() {
+    let Some(first) = graph.runs.first() else {
+        return String::new();
+    };
+    if graph.runs.iter().all(|info| info.header.host == first.header.host) {
         return String::new();
     }
     graph
