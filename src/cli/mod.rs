@@ -7,6 +7,7 @@
 //! and [`output`] what they share.
 
 mod analyse;
+mod compose;
 mod fleet;
 mod host;
 mod image;

@@ -116,6 +116,9 @@ pub(crate) fn export_command(
     matches: Option<&ArgMatches>,
     state: &StateDir,
 ) -> Result<ExitCode, CliError> {
+    if args.format == export::Format::Compose {
+        return super::compose::export_compose(args, matches, state);
+    }
     let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);
     let shipment = plan.shipment(&strategy, &Default::default());

@@ -7,6 +7,7 @@
 //! empty directory). The summary compares the bytes exported with the space used on the
 //! source's filesystem (a statvfs estimate, not a walk of the whole tree).
 
+pub mod compose;
 pub mod dir;
 pub mod map;
 pub mod oci;
@@ -84,6 +85,10 @@ pub enum Format {
     /// An OCI image layout directory: one gzip layer, entrypoint from the traced command (the
     /// image's whole config for a log of `run --image`).
     Oci,
+    /// A directory: every host's set as an OCI image layout (`HOST/`) and a `compose.yaml`
+    /// ([`compose`]; `depsetfs export` writes each host's image; [`export`] given this format
+    /// writes the one set as `oci` does).
+    Compose,
 }
 
 #[derive(Clone, Debug)]
@@ -181,7 +186,7 @@ pub fn export(
             staged.path(),
             &mut on_progress,
         )?,
-        Format::Oci => oci::write(
+        Format::Oci | Format::Compose => oci::write(
             set,
             &options.stubs,
             &source,
