@@ -170,6 +170,12 @@ pub(crate) struct SynthLogArgs {
     pub(crate) processes: u64,
     #[arg(long, default_value_t = 1)]
     pub(crate) repeat: u64,
+    /// As host N (1-based) of --hosts: a host name, an address, listeners and connects to the
+    /// next host (bench/merge.sh).
+    #[arg(long, requires = "hosts")]
+    pub(crate) host_index: Option<u32>,
+    #[arg(long, requires = "host_index")]
+    pub(crate) hosts: Option<u32>,
     pub(crate) out: PathBuf,
 }
 
@@ -441,7 +447,12 @@ pub(crate) fn synth_log_command(args: SynthLogArgs) -> Result<ExitCode, CliError
         processes: args.processes,
         repeat: args.repeat,
     };
-    depsetfs::analysis::synth::write_synthetic_log(&args.out, spec)?;
+    let host = args
+        .host_index
+        .zip(args.hosts)
+        .filter(|(index, _)| *index > 0)
+        .map(|(index, hosts)| depsetfs::analysis::synth::SynthHost { index, hosts });
+    depsetfs::analysis::synth::write_synthetic_host_log(&args.out, spec, host)?;
     Ok(ExitCode::SUCCESS)
 }
 
