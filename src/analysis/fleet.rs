@@ -513,7 +513,9 @@ mod tests {
     fn accesses_are_written_one_row_each_with_their_image() {
         let dir = crate::fixtures::ScratchDir::new("fleet");
         let path = dir.file("web.parquet");
-        let header = crate::fixtures::records::header();
+        // A log older than labels: the label is the file stem the caller gives.
+        let mut header = crate::fixtures::records::header();
+        header.label = None;
         let id = crate::analysis::graph::uses::ProcessId {
             run: 0,
             pid: 7,
@@ -534,5 +536,42 @@ mod tests {
         let row = first.expect("a row").expect("decoded").to_string();
         assert!(row.contains("exe: \"/usr/sbin/nginx\""), "{row}");
         assert!(row.contains("label: \"web\""), "{row}");
+    }
+
+    #[test]
+    fn a_merged_logs_rows_carry_their_runs_host_and_label() {
+        let dir = crate::fixtures::ScratchDir::new("fleet-merged");
+        let path = dir.file("app.parquet");
+        let mut header = crate::fixtures::records::header();
+        header.label = Some("app".to_string());
+        for (host, label) in [("web", Some("front")), ("db", None)] {
+            let mut run = crate::fixtures::records::header();
+            run.host = host.to_string();
+            run.label = label.map(str::to_string);
+            header.runs.push(run);
+        }
+        let mut records = Vec::new();
+        for index in 0..2 {
+            records.push(Ok(Record::Run(crate::record::RunSegment { index })));
+            let mut access = crate::fixtures::records::access(7, b"/etc/hosts");
+            access.start = 1;
+            records.push(Ok(Record::Access(access)));
+        }
+        let rows = write_accesses(&header, "app", records.into_iter(), &path).expect("written");
+        assert_eq!(rows, 2);
+        let reader = SerializedFileReader::new(File::open(&path).expect("open")).expect("read");
+        let rows: Vec<String> = reader
+            .get_row_iter(None)
+            .expect("rows")
+            .map(|row| row.expect("decoded").to_string())
+            .collect();
+        assert!(
+            rows[0].contains("host: \"web\", label: \"front\""),
+            "{rows:?}"
+        );
+        assert!(
+            rows[1].contains("host: \"db\", label: \"app#2\""),
+            "{rows:?}"
+        );
     }
 }

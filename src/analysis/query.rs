@@ -99,7 +99,11 @@ fn run_host(graph: &Graph, run: u32) -> String {
     let Some(first) = graph.runs.first() else {
         return String::new();
     };
-    if graph.runs.iter().all(|info| info.header.host == first.header.host) {
+    if graph
+        .runs
+        .iter()
+        .all(|info| info.header.host == first.header.host)
+    {
         return String::new();
     }
     graph

@@ -402,7 +402,6 @@ fn a_merged_set_says_which_runs_needed_each_path_and_why_names_the_run() {
 #[test]
 fn a_client_of_one_run_never_connects_to_a_server_of_another() {
     use crate::analysis::graph::ProcessLink;
-    use crate::analysis::select::Selector;
     use crate::record::{NetCall, Op};
     const SERVER: Proc = Proc { pid: 20, start: 3 };
     const CLIENT: Proc = Proc { pid: 21, start: 4 };
