@@ -534,6 +534,56 @@ DBRUN=
         assert_no_postgresql(set);
     }
 
+    // host-refs of one host of the merged log (its --host is the set's host, no clash).
+    let merged_refs = depsetfs(
+        &t,
+        &[
+            "host-refs",
+            "--json",
+            "--host",
+            "web",
+            "--log",
+            app,
+            "--strategy",
+            "strict",
+            "--exe",
+            "/usr/sbin/nginx",
+            "--children",
+        ],
+    );
+    merged_refs.assert_ok("host-refs --host web of the merged log");
+    let report: Value = serde_json::from_str(&merged_refs.stdout).expect("JSON");
+    assert_eq!(report["host"], "web", "{report}");
+    assert!(
+        report["refs"]
+            .as_array()
+            .expect("refs")
+            .iter()
+            .any(|r| r["path"] == page.as_str() && r["line"] == 2),
+        "{report}"
+    );
+    for (args, expected) in [
+        (
+            vec!["dump", "--set", "--host", "nowhere", "--log", app],
+            "depsetfs: --host nowhere: no run of the log is on that host (its hosts: db, web)",
+        ),
+        (
+            vec![
+                "export", "--log", app, "--format", "compose", "--host", "db", "--output", "x",
+            ],
+            "depsetfs: export --format compose exports every host's set: leave out --host and --prefer",
+        ),
+    ] {
+        let out = depsetfs(&t, &args);
+        assert!(!out.ok(), "{args:?} succeeded");
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|line| !line.contains(": warning: "))
+            .collect();
+        assert_eq!(lines, vec![expected], "{args:?}: {}", out.stderr);
+    }
+
     // Each host started from nothing but its own set (from the merged log), in its own
     // namespace.
     let replay = ns_script(&t, 300, &format!("{TWO_NETNS}{}", replay_script("", "")));
