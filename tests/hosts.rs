@@ -629,9 +629,13 @@ for host in web db; do
 done
 test -x "$T/bundle-db/rootfs/usr/sbin/mariadbd"
 test ! -e "$T/bundle-web/rootfs/usr/sbin/mariadbd"
-test -x "$T/bundle-web/rootfs/usr/sbin/nginx""#,
+test -x "$T/bundle-web/rootfs/usr/sbin/nginx"
+chroot "$T/bundle-db/rootfs" /usr/sbin/mariadbd --version >&2
+chroot "$T/bundle-web/rootfs" /usr/sbin/nginx -v"#,
     );
-    parsed.assert_ok("compose.yaml parses as YAML; umoci unpacks both images");
+    parsed.assert_ok(
+        "compose.yaml parses as YAML; umoci unpacks both images, their servers run in a chroot",
+    );
     let doc: Value = serde_json::from_str(parsed.stdout.trim()).expect("JSON");
     let services = &doc["services"];
     assert_eq!(
