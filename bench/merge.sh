@@ -3,7 +3,10 @@
 # 100,000; 5,000 files, 200 processes per log, the same pids in every log) merged into one, with
 # time and peak RSS from /usr/bin/time -v; then `stats` and `dump --set` of the merged log (the
 # graph of all runs, pids kept apart). Usage: bench/merge.sh [LOGS] [RECORDS] (from the crate
-# root, after `cargo build --release`).
+# root, after `cargo build --release`). HOSTS=1: each log is another host (`host1`..`hostN`,
+# address 10.9.0.N) whose processes listen and connect to the next host's listeners, so that
+# the merged log's graph matches connects across hosts (issue 16); then also `dump --set
+# --host host1`.
 set -euo pipefail
 logs=${1:-10}
 records=${2:-100000}
@@ -12,7 +15,9 @@ work=$(mktemp -d /tmp/depsetfs-bench-merge.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 inputs=()
 for n in $(seq "$logs"); do
-  "$bin" __synth-log --records "$records" --files 5000 --processes 200 "$work/run$n.dlog"
+  host_args=()
+  if [ "${HOSTS:-0}" = 1 ]; then host_args=(--host-index "$n" --hosts "$logs"); fi
+  "$bin" __synth-log --records "$records" --files 5000 --processes 200 "${host_args[@]}" "$work/run$n.dlog"
   inputs+=("$work/run$n.dlog")
 done
 echo "inputs: $logs logs of $records records, $(du -ch "${inputs[@]}" | tail -1 | cut -f1) in all"
@@ -29,3 +34,7 @@ echo "merged: $(du -h "$work/all.dlog" | cut -f1)"
 measure "stats of the merged log" "$bin" stats --log "$work/all.dlog"
 measure "dump --set of the merged log" "$bin" dump --set --log "$work/all.dlog"
 measure "stats of one input" "$bin" stats --log "${inputs[0]}"
+if [ "${HOSTS:-0}" = 1 ]; then
+  measure "dump --set --host host1 of the merged log" "$bin" dump --set --host host1 --log "$work/all.dlog"
+  "$bin" tree --log "$work/all.dlog" | grep -c -- '-> tcp:' | sed 's/^/cross-host connections in tree: /'
+fi

@@ -321,6 +321,8 @@ const WEB_ADDR: &str = "10.213.8.1";
 const DB_ADDR: &str = "10.213.8.2";
 /// Where the db host moves to.
 const DB_MOVED: &str = "10.213.8.3";
+/// The port MariaDB listens on (tests/scripts/hosts_setup.sh).
+const DB_PORT: u16 = 3313;
 
 /// Two network namespaces, `$WEBNS` and `$DBNS` (files under /run/netns), joined by a veth
 /// pair: w0 (web, 10.213.8.1/24) and d0 (db, 10.213.8.2/24); the private range exists only
@@ -455,7 +457,135 @@ DBRUN=
         "{db_refs:?}"
     );
 
-    // Each host started from nothing but its own set, in its own namespace.
+    // The hosts' logs merged: php-fpm's connect on web reaches mariadbd on db.
+    let app = t.join("app.dlog");
+    let app = app.to_str().unwrap();
+    depsetfs(
+        &t,
+        &[
+            "merge",
+            t.join("web.dlog").to_str().unwrap(),
+            t.join("db.dlog").to_str().unwrap(),
+            "--output",
+            app,
+        ],
+    )
+    .assert_ok("merge web.dlog db.dlog");
+    let tree = depsetfs(&t, &["tree", "--log", app]);
+    tree.assert_ok("tree of the merged log");
+    for said in ["run web (host web):", "run db (host db):"] {
+        assert!(tree.stdout.contains(said), "{said}: {}", tree.stdout);
+    }
+    let cross = format!("-> tcp:{DB_ADDR}:{DB_PORT} on db (run db): pid ");
+    assert!(
+        tree.stdout
+            .lines()
+            .any(|line| line.contains(&cross) && line.ends_with("/usr/sbin/mariadbd")),
+        "{cross}: {}",
+        tree.stdout
+    );
+    let why = depsetfs(
+        &t,
+        &[
+            "why",
+            &table,
+            "--host",
+            "db",
+            "--exe",
+            "/usr/sbin/nginx",
+            "--children",
+            "--log",
+            app,
+        ],
+    );
+    why.assert_ok("why the table, from nginx");
+    let at = |what: &str| {
+        why.stdout
+            .find(what)
+            .unwrap_or_else(|| panic!("{what}: {}", why.stdout))
+    };
+    assert!(
+        at("/usr/sbin/nginx") < at("php-fpm") && at("php-fpm") < at("mariadbd"),
+        "the chain crosses hosts: {}",
+        why.stdout
+    );
+
+    // The web tier alone selected: the db host's set holds its server and data through the
+    // connection, the web host's set nothing of the db host.
+    let merged_web = merged_set_of(&t, "web");
+    let merged_db = merged_set_of(&t, "db");
+    for binary in ["/usr/sbin/php-fpm8.2", "/usr/sbin/nginx"] {
+        assert_in_set(&merged_web, binary, "a web host service (merged)");
+        assert_not_in_set(&merged_db, binary);
+    }
+    assert_in_set(
+        &merged_db,
+        "/usr/sbin/mariadbd",
+        "the db server, through the connection",
+    );
+    assert_in_set(&merged_db, &table, "the table the page reads (merged)");
+    for db_file in merged_db
+        .iter()
+        .filter(|p| p.starts_with(&format!("{}/srv/db/", t.str())))
+    {
+        assert_not_in_set(&merged_web, db_file);
+    }
+    for set in [&merged_web, &merged_db] {
+        assert_no_postgresql(set);
+    }
+
+    // host-refs of one host of the merged log (its --host is the set's host, no clash).
+    let merged_refs = depsetfs(
+        &t,
+        &[
+            "host-refs",
+            "--json",
+            "--host",
+            "web",
+            "--log",
+            app,
+            "--strategy",
+            "strict",
+            "--exe",
+            "/usr/sbin/nginx",
+            "--children",
+        ],
+    );
+    merged_refs.assert_ok("host-refs --host web of the merged log");
+    let report: Value = serde_json::from_str(&merged_refs.stdout).expect("JSON");
+    assert_eq!(report["host"], "web", "{report}");
+    assert!(
+        report["refs"]
+            .as_array()
+            .expect("refs")
+            .iter()
+            .any(|r| r["path"] == page.as_str() && r["line"] == 2),
+        "{report}"
+    );
+    for (args, expected) in [
+        (
+            vec!["dump", "--set", "--host", "nowhere", "--log", app],
+            "depsetfs: --host nowhere: no run of the log is on that host (its hosts: db, web)",
+        ),
+        (
+            vec![
+                "export", "--log", app, "--format", "compose", "--host", "db", "--output", "x",
+            ],
+            "depsetfs: export --format compose exports every host's set: leave out --host and --prefer",
+        ),
+    ] {
+        let out = depsetfs(&t, &args);
+        assert!(!out.ok(), "{args:?} succeeded");
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|line| !line.contains(": warning: "))
+            .collect();
+        assert_eq!(lines, vec![expected], "{args:?}: {}", out.stderr);
+    }
+
+    // Each host started from nothing but its own set (from the merged log), in its own
+    // namespace.
     let replay = ns_script(&t, 300, &format!("{TWO_NETNS}{}", replay_script("", "")));
     replay.assert_ok("each host from its own set");
     assert_eq!(
@@ -466,6 +596,75 @@ DBRUN=
     );
     assert_every_elf_loads(&t.join("web-root"));
     assert_every_elf_loads(&t.join("db-root"));
+
+    // Every host's set (the traced commands selected) as an image, and a compose file.
+    let composed = depsetfs(
+        &t,
+        &[
+            "export",
+            "--log",
+            app,
+            "--format",
+            "compose",
+            "--strategy",
+            "strict",
+            "--output",
+            t.join("app").to_str().unwrap(),
+        ],
+    );
+    composed.assert_ok("export --format compose");
+    let check = r#"
+import json, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+print(json.dumps(doc))
+"#;
+    fs::write(t.join("compose_check.py"), check).unwrap();
+    let parsed = ns_script(
+        &t,
+        120,
+        r#""$PY" "$T/compose_check.py" "$T/app/compose.yaml"
+for host in web db; do
+  umoci unpack --image "$T/app/$host:latest" "$T/bundle-$host" >/dev/null
+  test -x "$T/bundle-$host/rootfs/usr/bin/bash"
+done
+test -x "$T/bundle-db/rootfs/usr/sbin/mariadbd"
+test ! -e "$T/bundle-web/rootfs/usr/sbin/mariadbd"
+test -x "$T/bundle-web/rootfs/usr/sbin/nginx"
+chroot "$T/bundle-db/rootfs" /usr/sbin/mariadbd --version >&2
+chroot "$T/bundle-web/rootfs" /usr/sbin/nginx -v"#,
+    );
+    parsed.assert_ok(
+        "compose.yaml parses as YAML; umoci unpacks both images, their servers run in a chroot",
+    );
+    let doc: Value = serde_json::from_str(parsed.stdout.trim()).expect("JSON");
+    let services = &doc["services"];
+    assert_eq!(
+        services["web"]["depends_on"],
+        serde_json::json!(["db"]),
+        "{doc}"
+    );
+    assert!(services["db"]["depends_on"].is_null(), "{doc}");
+    assert_eq!(
+        services["web"]["ports"],
+        serde_json::json!(["8080/tcp"]),
+        "{doc}"
+    );
+    assert_eq!(
+        services["db"]["ports"],
+        serde_json::json!([format!("{DB_PORT}/tcp")]),
+        "{doc}"
+    );
+    assert_eq!(
+        services["db"]["networks"]["depsetfs"]["ipv4_address"], DB_ADDR,
+        "{doc}"
+    );
+    assert_eq!(services["web"]["hostname"], "web", "{doc}");
+    assert_eq!(services["db"]["image"], "app/db:latest", "{doc}");
+    assert_eq!(services["web"]["entrypoint"][0], "bash", "{doc}");
+    assert_eq!(
+        doc["networks"]["depsetfs"]["ipam"]["config"][0]["subnet"], "10.213.8.0/24",
+        "{doc}"
+    );
 
     // The db host moves: both copies exported with the new address, the source untouched.
     let moved = ns_script(
@@ -499,17 +698,16 @@ DBRUN=
     assert!(copied_page.contains(DB_MOVED), "{copied_page}");
 }
 
-/// Exports each host's strict set to `$T/web-root$SUFFIX` and `$T/db-root$SUFFIX` (with the
-/// export options `extra`), starts MariaDB from its root in the db namespace and php-fpm and
+/// Exports each host's strict set of the merged log (`--host`, the web tier selected) to
+/// `$T/web-root$SUFFIX` and `$T/db-root$SUFFIX` (with the export options `extra`), starts MariaDB from its root in the db namespace and php-fpm and
 /// nginx from theirs in the web namespace, each through `depsetfs run --source ROOT --netns`,
 /// and fetches the page from the web namespace with the machine's curl.
 fn replay_script(suffix: &str, extra: &str) -> String {
-    let web_selection = WEB_SELECTION.join(" ");
-    let db_selection = DB_SELECTION.join(" ");
+    let selection = WEB_TIER.join(" ");
     format!(
         r#"SRV="$T/srv" WROOT="$T/web-root{suffix}" DROOT="$T/db-root{suffix}"
-"$DEPSETFS" export --log "$T/web.dlog" --format dir {web_selection} --output "$WROOT" {extra}
-"$DEPSETFS" export --log "$T/db.dlog" --format dir {db_selection} --output "$DROOT" {extra}
+"$DEPSETFS" export --log "$T/app.dlog" --host web --format dir {selection} --output "$WROOT" {extra}
+"$DEPSETFS" export --log "$T/app.dlog" --host db --format dir {selection} --output "$DROOT" {extra}
 runs=()
 stop_services() {{
   local pidfile pid
@@ -546,6 +744,33 @@ fn page_of(out: &Outcome) -> String {
         .filter(|line| !line.starts_with("netns="))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The web tier's processes: nginx and its workers (php-fpm and the db server are needed
+/// through their connections).
+const WEB_TIER: [&str; 5] = [
+    "--strategy",
+    "strict",
+    "--exe",
+    "/usr/sbin/nginx",
+    "--children",
+];
+
+/// `dump --set --host HOST` of the merged log with the web tier selected.
+fn merged_set_of(t: &TestDir, host: &str) -> BTreeSet<String> {
+    let log = t.join("app.dlog");
+    let mut args = vec![
+        "dump",
+        "--set",
+        "--host",
+        host,
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    args.extend(WEB_TIER);
+    let out = depsetfs(t, &args);
+    out.assert_ok("dump --set --host");
+    out.stdout.lines().map(str::to_string).collect()
 }
 
 fn set_of(t: &TestDir, host: &str, selection: &[&str]) -> BTreeSet<String> {

@@ -1,7 +1,8 @@
 //! `dump --format parquet`: a log's records, or its deployment set, as an Apache Parquet file,
 //! so that the logs of a whole fleet can be queried with an engine that already exists (DuckDB
 //! on one machine, Spark or Trino on many) instead of one made here. Every row carries the
-//! log's `host` and a run `label` (for now the log's file stem), so the files of many logs can
+//! log's `host` and a run `label` (the header's `--label`, else the log's file stem; in a
+//! merged log each run's own host and label, from its `Run` segment), so the files of many logs can
 //! be read as one table. Three tables, each a file, schemas in docs/fleet.md: [`ACCESS_SCHEMA`],
 //! one row per access record (streamed from the log: memory stays one row group),
 //! [`NET_SCHEMA`], one row per network record, and [`SET_SCHEMA`], one row per path of a
@@ -90,11 +91,31 @@ pub enum FleetError {
     Log(#[from] LogError),
 }
 
-/// The run label of a log until logs carry one: its file name without the extension.
+/// The label of a log older than labels: its file name without the extension.
 pub fn label_of(log: &Path) -> String {
     log.file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// The host and label of the rows of run `run` (`None`: the log's own header, before any
+/// `Run` segment); `fallback` names a run without a label (the log's file stem, `#N` added
+/// for a run of a merged log).
+fn run_names(header: &LogHeader, run: Option<u32>, fallback: &str) -> (ByteArray, ByteArray) {
+    let (host, label) = match run.and_then(|run| header.runs.get(run as usize).map(|h| (run, h))) {
+        Some((run, run_header)) => (
+            run_header.host.clone(),
+            run_header
+                .label
+                .clone()
+                .unwrap_or_else(|| format!("{fallback}#{}", run + 1)),
+        ),
+        None => (
+            header.host.clone(),
+            header.label.clone().unwrap_or_else(|| fallback.to_string()),
+        ),
+    };
+    (text(host), text(label))
 }
 
 /// The values of one column of the row group being built.
@@ -246,20 +267,26 @@ pub fn write_accesses(
         Column::Int64(Vec::new()),
     ];
     let mut table = Table::create(path, ACCESS_SCHEMA, columns)?;
-    let mut exes: HashMap<(u32, u64), ByteArray> = HashMap::new();
+    let mut exes: HashMap<(u32, u32, u64), ByteArray> = HashMap::new();
     let mut strings = Strings::default();
     let mut rows = 0u64;
+    let mut run = 0u32;
+    let (mut host, mut run_label) = run_names(header, None, label);
     for record in records {
         match record? {
+            Record::Run(segment) => {
+                run = segment.index;
+                (host, run_label) = run_names(header, Some(run), label);
+            }
             Record::Process(info) => {
-                exes.insert((info.pid, info.start), lossy(&info.exe));
+                exes.insert((run, info.pid, info.start), lossy(&info.exe));
             }
             Record::Access(access) => {
-                let exe = exes.get(&(access.pid, access.start)).cloned();
+                let exe = exes.get(&(run, access.pid, access.start)).cloned();
                 let exe = exe.unwrap_or_else(|| strings.get(b""));
                 let row = AccessRow {
-                    host: strings.get(header.host.as_bytes()),
-                    label: strings.get(label.as_bytes()),
+                    host: strings.get(host.data()),
+                    label: strings.get(run_label.data()),
                     exe,
                     access: &access,
                 };
@@ -390,19 +417,25 @@ pub fn write_net(
         Column::OptionalText(Vec::new(), Vec::new()),
     ];
     let mut table = Table::create(path, NET_SCHEMA, columns)?;
-    let mut exes: HashMap<(u32, u64), ByteArray> = HashMap::new();
+    let mut exes: HashMap<(u32, u32, u64), ByteArray> = HashMap::new();
     let mut rows = 0u64;
+    let mut run = 0u32;
+    let (mut host, mut run_label) = run_names(header, None, label);
     for record in records {
         match record? {
+            Record::Run(segment) => {
+                run = segment.index;
+                (host, run_label) = run_names(header, Some(run), label);
+            }
             Record::Process(info) => {
-                exes.insert((info.pid, info.start), lossy(&info.exe));
+                exes.insert((run, info.pid, info.start), lossy(&info.exe));
             }
             Record::Net(event) if event.call != NetCall::Traced => {
-                let exe = exes.get(&(event.pid, event.start)).cloned();
+                let exe = exes.get(&(run, event.pid, event.start)).cloned();
                 let values = [
                     Value::Int64(event.ts_ns as i64),
-                    Value::Text(text(header.host.as_str())),
-                    Value::Text(text(label)),
+                    Value::Text(host.clone()),
+                    Value::Text(run_label.clone()),
                     Value::Int64(i64::from(event.pid)),
                     Value::Int64(event.start as i64),
                     Value::Text(exe.unwrap_or_else(|| text(""))),
@@ -443,10 +476,11 @@ pub fn write_set(
         Column::Int64(Vec::new()),
     ];
     let mut table = Table::create(path, SET_SCHEMA, columns)?;
+    let (host, label) = run_names(header, None, label);
     for entry in &set.entries {
         let values = [
-            Value::Text(text(header.host.as_str())),
-            Value::Text(text(label)),
+            Value::Text(host.clone()),
+            Value::Text(label.clone()),
             Value::Text(text(strategy)),
             Value::Text(lossy(&entry.path)),
             Value::Text(text(entry.kind.name())),
@@ -479,7 +513,9 @@ mod tests {
     fn accesses_are_written_one_row_each_with_their_image() {
         let dir = crate::fixtures::ScratchDir::new("fleet");
         let path = dir.file("web.parquet");
-        let header = crate::fixtures::records::header();
+        // A log older than labels: the label is the file stem the caller gives.
+        let mut header = crate::fixtures::records::header();
+        header.label = None;
         let id = crate::analysis::graph::uses::ProcessId {
             run: 0,
             pid: 7,
@@ -500,5 +536,42 @@ mod tests {
         let row = first.expect("a row").expect("decoded").to_string();
         assert!(row.contains("exe: \"/usr/sbin/nginx\""), "{row}");
         assert!(row.contains("label: \"web\""), "{row}");
+    }
+
+    #[test]
+    fn a_merged_logs_rows_carry_their_runs_host_and_label() {
+        let dir = crate::fixtures::ScratchDir::new("fleet-merged");
+        let path = dir.file("app.parquet");
+        let mut header = crate::fixtures::records::header();
+        header.label = Some("app".to_string());
+        for (host, label) in [("web", Some("front")), ("db", None)] {
+            let mut run = crate::fixtures::records::header();
+            run.host = host.to_string();
+            run.label = label.map(str::to_string);
+            header.runs.push(run);
+        }
+        let mut records = Vec::new();
+        for index in 0..2 {
+            records.push(Ok(Record::Run(crate::record::RunSegment { index })));
+            let mut access = crate::fixtures::records::access(7, b"/etc/hosts");
+            access.start = 1;
+            records.push(Ok(Record::Access(access)));
+        }
+        let rows = write_accesses(&header, "app", records.into_iter(), &path).expect("written");
+        assert_eq!(rows, 2);
+        let reader = SerializedFileReader::new(File::open(&path).expect("open")).expect("read");
+        let rows: Vec<String> = reader
+            .get_row_iter(None)
+            .expect("rows")
+            .map(|row| row.expect("decoded").to_string())
+            .collect();
+        assert!(
+            rows[0].contains("host: \"web\", label: \"front\""),
+            "{rows:?}"
+        );
+        assert!(
+            rows[1].contains("host: \"db\", label: \"app#2\""),
+            "{rows:?}"
+        );
     }
 }

@@ -11,13 +11,18 @@ use crate::analysis::closure::{DeploymentSet, SetOptions, set_of_used_paths};
 use crate::analysis::graph::Graph;
 use crate::analysis::rules::Rules;
 use crate::analysis::select::{SelectError, Selection, Selector, select};
-use crate::analysis::strategy::{GraphFacts, StrategyOptions, StrategySet, compute};
+use crate::analysis::strategy::{
+    GraphFacts, StrategyOptions, StrategySet, compute_with_needed, needed_processes,
+};
 
 /// What a set is computed from: the log's graph, the rules and the selection.
 pub struct Plan {
     pub graph: Graph,
     pub rules: Rules,
     pub selection: Selection,
+    /// `--host NAME` on a merged log: the runs of that host, whose files the set holds
+    /// (the selection and the needs still cross hosts). `None`: every run's.
+    pub host_runs: Option<Vec<u32>>,
 }
 
 impl Plan {
@@ -34,7 +39,55 @@ impl Plan {
             graph,
             rules,
             selection,
+            host_runs: None,
         })
+    }
+
+    /// `--host NAME`: the set becomes that host's (the files its runs' needed processes used,
+    /// read from its first run's source tree, which the graph's header then names with the
+    /// host's name and addresses).
+    pub fn scope_to_host(&mut self, host: &str) -> Result<(), SelectError> {
+        let runs: Vec<u32> = (0..self.graph.runs.len() as u32)
+            .filter(|&run| self.graph.runs[run as usize].header.host == host)
+            .collect();
+        let Some(&first) = runs.first() else {
+            let mut known: Vec<&str> = self
+                .graph
+                .runs
+                .iter()
+                .map(|run| run.header.host.as_str())
+                .collect();
+            known.sort();
+            known.dedup();
+            return Err(SelectError::UnknownHost {
+                host: host.to_string(),
+                known: known.join(", "),
+            });
+        };
+        let chosen = self.graph.runs[first as usize].header.clone();
+        let header = &mut self.graph.header;
+        header.source = chosen.source;
+        header.mountpoint = chosen.mountpoint;
+        header.host = chosen.host;
+        header.addresses = chosen.addresses;
+        header.addresses_from = chosen.addresses_from;
+        header.network_recorded = chosen.network_recorded;
+        header.command = chosen.command;
+        header.label = chosen.label;
+        self.host_runs = Some(runs);
+        Ok(())
+    }
+
+    /// The images of the `--host` runs, by process index (`None` without `--host`).
+    fn host_scope(&self) -> Option<Vec<bool>> {
+        let runs = self.host_runs.as_ref()?;
+        Some(
+            self.graph
+                .processes
+                .iter()
+                .map(|process| runs.contains(&process.key.run))
+                .collect(),
+        )
     }
 
     /// Where the set's source tree is and what is never shipped, from the log's header.
@@ -44,12 +97,15 @@ impl Plan {
 
     /// The set of `dump --set` for one strategy.
     pub fn set(&self, strategy: &StrategyOptions) -> StrategySet {
-        compute(
+        let mut needed =
+            needed_processes(&self.graph, &self.selection, &self.rules, strategy.strategy);
+        needed.scope = self.host_scope();
+        compute_with_needed(
             &self.graph,
-            &self.selection,
             &self.rules,
             &self.set_options(),
             strategy,
+            needed,
         )
     }
 

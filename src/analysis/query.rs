@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::analysis::closure::{Reason, SetOptions};
 use crate::analysis::graph::uses::describe_use;
-use crate::analysis::graph::{FileEdge, Graph, LogStats, ProcessIx};
+use crate::analysis::graph::{FileEdge, Graph, LogStats, ProcessIx, ProcessLink};
 use crate::analysis::names::NameBuf;
 use crate::analysis::paths::is_within;
 use crate::analysis::select::Selection;
@@ -46,6 +46,71 @@ pub struct ProcessRow {
     /// Children in `tree`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ProcessRow>,
+    /// A merged log of several hosts: the host of the image's run.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// A merged log: the servers of other runs (other hosts) this image connected to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connects: Vec<CrossConnect>,
+}
+
+/// A connect edge from an image of one run to a server of another (a cross-host connection).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrossConnect {
+    /// The endpoint as the server bound it (`tcp:0.0.0.0:3306`).
+    pub endpoint: String,
+    pub run: String,
+    pub host: String,
+    pub pid: u32,
+    pub exe: NameBuf,
+}
+
+/// The connect edges from `process` to images of other runs.
+fn cross_connects(graph: &Graph, process: ProcessIx) -> Vec<CrossConnect> {
+    let run = graph.processes[process].key.run;
+    let mut found: Vec<CrossConnect> = graph
+        .process_dependencies(process)
+        .filter(|(server, edge)| {
+            edge.link == ProcessLink::Connect && graph.processes[*server].key.run != run
+        })
+        .map(|(server, edge)| {
+            let node = &graph.processes[server];
+            CrossConnect {
+                endpoint: edge
+                    .endpoint
+                    .and_then(|endpoint| graph.endpoints.get(endpoint))
+                    .map(|endpoint| endpoint.key.describe())
+                    .unwrap_or_default(),
+                run: graph.run_display(node.key.run),
+                host: run_host(graph, node.key.run),
+                pid: node.key.pid,
+                exe: NameBuf::from(node.exe.as_slice()),
+            }
+        })
+        .collect();
+    found.sort_by(|a, b| (&a.run, a.pid, &a.endpoint).cmp(&(&b.run, b.pid, &b.endpoint)));
+    found.dedup_by(|a, b| a.run == b.run && a.pid == b.pid && a.endpoint == b.endpoint);
+    found
+}
+
+/// The host of run `run` of a merged log of several hosts (empty for the log of one run or
+/// of one host).
+fn run_host(graph: &Graph, run: u32) -> String {
+    let Some(first) = graph.runs.first() else {
+        return String::new();
+    };
+    if graph
+        .runs
+        .iter()
+        .all(|info| info.header.host == first.header.host)
+    {
+        return String::new();
+    }
+    graph
+        .runs
+        .get(run as usize)
+        .map(|info| info.header.host.clone())
+        .unwrap_or_default()
 }
 
 fn process_row(graph: &Graph, selection: &Selection, process: ProcessIx) -> ProcessRow {
@@ -63,6 +128,12 @@ fn process_row(graph: &Graph, selection: &Selection, process: ProcessIx) -> Proc
         selected: selection.contains(process),
         files: graph.edges_of_process(process).count(),
         children: Vec::new(),
+        host: run_host(graph, node.key.run),
+        connects: if graph.is_merged() {
+            cross_connects(graph, process)
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -180,13 +251,18 @@ pub fn write_ps_human(rows: &[ProcessRow], out: &mut dyn Write) -> io::Result<()
     Ok(())
 }
 
-/// The forest; for a merged log each run's trees under a `run LABEL:` line.
+/// The forest; for a merged log each run's trees under a `run LABEL (host HOST):` line, and
+/// under an image its connections to servers of other runs (`-> tcp:... on HOST: pid N`).
 pub fn write_tree_human(rows: &[ProcessRow], out: &mut dyn Write) -> io::Result<()> {
     let runs = several_runs(rows);
     let mut current: Option<&str> = None;
     for row in rows {
         if runs && current != Some(row.run.as_str()) {
-            writeln!(out, "run {}:", row.run)?;
+            if row.host.is_empty() {
+                writeln!(out, "run {}:", row.run)?;
+            } else {
+                writeln!(out, "run {} (host {}):", row.run, row.host)?;
+            }
             current = Some(row.run.as_str());
         }
         write_tree_row(row, usize::from(runs), false, out)?;
@@ -216,6 +292,18 @@ fn write_tree_row(
             format!(" ({})", row.exe)
         }
     )?;
+    for connect in &row.connects {
+        writeln!(
+            out,
+            "{}-> {} on {} (run {}): pid {} {}",
+            "  ".repeat(depth + 1),
+            connect.endpoint,
+            connect.host,
+            connect.run,
+            connect.pid,
+            connect.exe
+        )?;
+    }
     for child in &row.children {
         let child_exec = child.pid == row.pid && child.exec_index == row.exec_index + 1;
         write_tree_row(child, depth + 1, child_exec, out)?;

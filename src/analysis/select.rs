@@ -17,6 +17,8 @@ pub enum SelectError {
     BadRegex(String),
     #[error("{selector}: no process in the log matches")]
     NothingMatched { selector: String },
+    #[error("--host {host}: no run of the log is on that host (its hosts: {known})")]
+    UnknownHost { host: String, known: String },
     #[error("{selector}: the log has no run labelled {label:?} (its runs: {known})")]
     UnknownRun {
         selector: String,

@@ -126,19 +126,29 @@ impl NeedReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Needed {
     pub why: Vec<Option<NeedReason>>,
+    /// The set of one host of a merged log (`--host`): only these images' uses are the set's
+    /// (`contains`, `processes`), while `why` and [`Needed::chain_to`] still follow the
+    /// needs across hosts. `None`: every needed image.
+    pub scope: Option<Vec<bool>>,
 }
 
 impl Needed {
     pub fn contains(&self, process: ProcessIx) -> bool {
-        self.why.get(process).is_some_and(Option::is_some)
+        self.why.get(process).is_some_and(Option::is_some) && self.in_scope(process)
     }
 
     pub fn processes(&self) -> impl Iterator<Item = ProcessIx> + '_ {
         self.why
             .iter()
             .enumerate()
-            .filter(|(_, why)| why.is_some())
+            .filter(|(process, why)| why.is_some() && self.in_scope(*process))
             .map(|(process, _)| process)
+    }
+
+    fn in_scope(&self, process: ProcessIx) -> bool {
+        self.scope
+            .as_ref()
+            .is_none_or(|scope| scope.get(process).copied().unwrap_or(false))
     }
 
     /// The chain of images from a root (selected, system, everything) to `process`, root
@@ -333,6 +343,7 @@ pub fn needed_processes(
         // was a good part of a strategy switch on the page).
         return Needed {
             why: vec![Some(NeedReason::Everything); graph.processes.len()],
+            scope: None,
         };
     }
     let mut walk = NeedWalk::new(graph, rules, strategy);
@@ -345,7 +356,10 @@ pub fn needed_processes(
         }
     }
     walk.run();
-    Needed { why: walk.why }
+    Needed {
+        why: walk.why,
+        scope: None,
+    }
 }
 
 /// The worklist that closes the needed set over dependencies.

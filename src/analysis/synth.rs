@@ -3,14 +3,17 @@
 //! fork and exec; each reads popular files (shared libraries, a few thousand) far more often
 //! than the long tail of tens of thousands of others; lookups and getattrs dominate, then
 //! reads; a tenth of the lookups fail; some processes write files that later ones read. Only
-//! the shape matters: the paths do not exist on the machine.
+//! the shape matters: the paths do not exist on the machine. With a [`SynthHost`] (bench/merge.sh)
+//! the log is one host of several: its header names `hostN` with address `10.9.0.N`, every
+//! 20th process listens on a port, and every 5th connects to a listener of the next host, so
+//! that a merge of the hosts' logs has cross-host connections to match.
 
 use std::path::Path;
 
 use crate::log::{LogError, LogWriter};
 use crate::record::{
     Access, ExecEvent, ExitEvent, FileKind, ForkEvent, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader,
-    Op, ProcessInfo, Record, intent,
+    NetCall, NetEvent, NetFamily, Op, ProcessInfo, Record, intent,
 };
 
 /// What to generate.
@@ -22,6 +25,55 @@ pub struct SynthSpec {
     /// Each access is written this many times (as a log does when a use recurs in several
     /// flush intervals): more events over the same distinct edges.
     pub repeat: u64,
+}
+
+/// The log as host `index` (1-based) of `hosts`.
+#[derive(Clone, Copy, Debug)]
+pub struct SynthHost {
+    pub index: u32,
+    pub hosts: u32,
+}
+
+impl SynthHost {
+    fn name(self) -> String {
+        format!("host{}", self.index)
+    }
+
+    fn address(index: u32) -> String {
+        format!("10.9.{}.{}", index / 250, index % 250 + 1)
+    }
+
+    /// The net records of process `index` (pid, start) at `ts`.
+    fn net(self, index: u64, pid: u32, start: u64, ts: u64) -> Vec<Record> {
+        let event = |call, address: String, ts_ns| {
+            Record::Net(NetEvent {
+                ts_ns,
+                pid,
+                tid: pid,
+                start,
+                call,
+                family: NetFamily::Inet,
+                address,
+                fd: 3,
+                socket_type: Some("stream".to_string()),
+            })
+        };
+        let port = |process: u64| 5000 + process;
+        if index % 20 == 0 {
+            let bound = format!("0.0.0.0:{}", port(index));
+            vec![
+                event(NetCall::Bind, bound.clone(), ts),
+                event(NetCall::Listen, bound, ts),
+            ]
+        } else if index % 5 == 0 {
+            let next = self.index % self.hosts.max(1) + 1;
+            let server = index / 20 * 20;
+            let target = format!("{}:{}", SynthHost::address(next - 1), port(server));
+            vec![event(NetCall::Connect, target, ts + 5_000_000)]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// A small deterministic generator (xorshift64*), so every run writes the same log.
@@ -45,7 +97,23 @@ const TICK_NS: u64 = 10_000_000;
 
 /// Writes a synthetic log of about `spec.records` records to `path`.
 pub fn write_synthetic_log(path: &Path, spec: SynthSpec) -> Result<(), LogError> {
-    let mut writer = LogWriter::create(path, &header())?;
+    write_synthetic_host_log(path, spec, None)
+}
+
+/// [`write_synthetic_log`] as one host of several.
+pub fn write_synthetic_host_log(
+    path: &Path,
+    spec: SynthSpec,
+    host: Option<SynthHost>,
+) -> Result<(), LogError> {
+    let mut header = header();
+    if let Some(host) = host {
+        header.host = host.name();
+        header.label = Some(host.name());
+        header.addresses = vec![SynthHost::address(host.index - 1)];
+        header.network_recorded = true;
+    }
+    let mut writer = LogWriter::create(path, &header)?;
     let mut random = Random(0x9e37_79b9_7f4a_7c15);
     let per_process = (spec.records / spec.processes.max(1)).max(1);
     let mut written = 0u64;
@@ -54,6 +122,11 @@ pub fn write_synthetic_log(path: &Path, spec: SynthSpec) -> Result<(), LogError>
         let start = 100 + index;
         let t0 = BOOT_NS + start * TICK_NS;
         for record in lifecycle(index, pid, start, t0) {
+            writer.append(&record)?;
+            written += 1;
+        }
+        for record in host.map_or_else(Vec::new, |host| host.net(index, pid, start, t0 + 1_500_000))
+        {
             writer.append(&record)?;
             written += 1;
         }

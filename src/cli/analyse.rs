@@ -106,6 +106,10 @@ pub(crate) struct SelectArgs {
     /// Also select the descendants of what the selector just before matched.
     #[arg(long, action = ArgAction::Count)]
     pub(crate) children: u8,
+    /// A merged log of several hosts: the set of this host (the files its runs' needed
+    /// processes used, from its tree); the selection may name processes of any host.
+    #[arg(long = "host", value_name = "NAME")]
+    pub(crate) set_host: Option<String>,
 }
 
 /// A `--pid`: `PID` or `LABEL:PID`, checked here, read by [`super::load`].
@@ -166,6 +170,12 @@ pub(crate) struct SynthLogArgs {
     pub(crate) processes: u64,
     #[arg(long, default_value_t = 1)]
     pub(crate) repeat: u64,
+    /// As host N (1-based) of --hosts: a host name, an address, listeners and connects to the
+    /// next host (bench/merge.sh).
+    #[arg(long, requires = "hosts")]
+    pub(crate) host_index: Option<u32>,
+    #[arg(long, requires = "host_index")]
+    pub(crate) hosts: Option<u32>,
     pub(crate) out: PathBuf,
 }
 
@@ -437,7 +447,12 @@ pub(crate) fn synth_log_command(args: SynthLogArgs) -> Result<ExitCode, CliError
         processes: args.processes,
         repeat: args.repeat,
     };
-    depsetfs::analysis::synth::write_synthetic_log(&args.out, spec)?;
+    let host = args
+        .host_index
+        .zip(args.hosts)
+        .filter(|(index, _)| *index > 0)
+        .map(|(index, hosts)| depsetfs::analysis::synth::SynthHost { index, hosts });
+    depsetfs::analysis::synth::write_synthetic_host_log(&args.out, spec, host)?;
     Ok(ExitCode::SUCCESS)
 }
 

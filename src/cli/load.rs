@@ -148,7 +148,11 @@ pub(crate) fn load_plan(
         Some(matches) => command_line_selectors(matches)?,
         None => Vec::new(),
     };
-    Ok(Plan::new(graph, rules, selectors)?)
+    let mut plan = Plan::new(graph, rules, selectors)?;
+    if let Some(host) = matches.and_then(|m| m.try_get_one::<String>("set_host").ok().flatten()) {
+        plan.scope_to_host(host)?;
+    }
+    Ok(plan)
 }
 
 pub(crate) fn command_line_selectors(matches: &ArgMatches) -> Result<Vec<Selector>, CliError> {

@@ -9,6 +9,7 @@
 
 mod analyse;
 mod compare;
+mod compose;
 mod fleet;
 mod host;
 mod image;

@@ -46,7 +46,9 @@ impl SetArgs {
         state: &StateDir,
     ) -> Result<Plan, CliError> {
         let mut plan = load_plan(self.log.as_deref(), self.rules.as_deref(), matches, state)?;
-        depsetfs::analysis::merge::choose_source(&mut plan.graph, self.prefer.as_deref())?;
+        if plan.host_runs.is_none() || self.prefer.is_some() {
+            depsetfs::analysis::merge::choose_source(&mut plan.graph, self.prefer.as_deref())?;
+        }
         Ok(plan)
     }
 
@@ -143,6 +145,9 @@ pub(crate) fn export_command(
         export::Format::Dockerfile | export::Format::Packages
     ) {
         return super::packages::export_packages_command(args, matches, state);
+    }
+    if args.format == export::Format::Compose {
+        return super::compose::export_compose(args, matches, state);
     }
     let plan = args.set.plan(matches, state)?;
     let strategy = args.set.strategy_options(args.stubs);

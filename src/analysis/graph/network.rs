@@ -5,14 +5,18 @@
 //! (`0.0.0.0`, or `::`, which also serves IPv4 when dual-stack) on the same port, and when the
 //! socket types agree (or one is unknown). Abstract unix sockets (`@name`) match by name.
 //! Unix path sockets are left to the FUSE-based edges (`build.rs`): their bind is a `mknod`.
-//! Memory: one entry per (image, call, address, type), never per event.
+//! In a merged log a server of one run answers a client of another run only when the runs
+//! name different hosts and the client's target IP is one of the server run's `addresses`
+//! (docs/hosts.md: no NAT between traced hosts unless declared with `--address`); a target
+//! no traced host owns stays an external endpoint. Memory: one entry per (image, call,
+//! address, type), never per event.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::analysis::graph::uses::{ProcessId, UseTotals};
 use crate::analysis::graph::{
-    EndpointKey, EndpointNode, Graph, ProcessEdge, ProcessIx, ProcessLink,
+    EndpointKey, EndpointNode, Graph, ProcessEdge, ProcessIx, ProcessLink, RunInfo,
 };
 use crate::record::{NetCall, NetEvent, NetFamily, TimeNs};
 
@@ -116,6 +120,41 @@ fn serves(bound: &Address, target: &Address) -> bool {
     }
 }
 
+/// The address as IPv4 when it is a v4-mapped IPv6 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether a server of run `server_run` may have answered a client of run `client_run` that
+/// connected to `target`: always within one run; across runs only when they name different
+/// hosts and `target` is an address of the server's host (its header's `addresses`).
+/// Loopback and abstract unix sockets never cross runs.
+fn crosses_to(runs: &[RunInfo], server_run: u32, client_run: u32, target: &Address) -> bool {
+    if server_run == client_run {
+        return true;
+    }
+    let (Some(server), Some(client)) =
+        (runs.get(server_run as usize), runs.get(client_run as usize))
+    else {
+        return false;
+    };
+    let Address::Ip(target) = target else {
+        return false;
+    };
+    let target = canonical(target.ip());
+    server.header.host != client.header.host
+        && !target.is_loopback()
+        && server
+            .header
+            .addresses
+            .iter()
+            .filter_map(|address| address.parse::<IpAddr>().ok())
+            .any(|address| canonical(address) == target)
+}
+
 fn types_agree(a: &Option<String>, b: &Option<String>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a == b,
@@ -185,10 +224,14 @@ pub fn add_network_endpoints(graph: &mut Graph, uses: Vec<ImageNetUse>) {
     for (address, client) in &clients {
         let mut matched = false;
         for (bound, server) in &servers {
-            // Runs of a merged log have their own hosts and pid spaces: a server of one
-            // run never answered a client of another.
-            if server.key.process.run != client.key.process.run
-                || !serves(bound, address)
+            // Runs of a merged log have their own pid spaces: a server of one run answered
+            // a client of another only across hosts, at an address of the server's host.
+            if !crosses_to(
+                &graph.runs,
+                server.key.process.run,
+                client.key.process.run,
+                address,
+            ) || !serves(bound, address)
                 || !types_agree(&server.key.socket_type, &client.key.socket_type)
                 || server.totals.first_ns > client.totals.last_ns
             {

@@ -1,12 +1,14 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::analysis::graph::ProcessLink;
 use crate::analysis::graph::build::graph_from_log;
+use crate::analysis::select::Selector;
 use crate::analysis::select::default_selection;
 use crate::fixtures::ScratchDir;
 use crate::fixtures::trace::{Proc, Trace};
 use crate::log::read_log;
-use crate::record::LogEnd;
+use crate::record::{LogEnd, NetCall};
 
 const SHELL: Proc = Proc { pid: 10, start: 1 };
 const CHILD: Proc = Proc { pid: 11, start: 2 };
@@ -486,5 +488,182 @@ fn ps_and_tree_name_the_run_of_each_process_in_a_merged_log() {
         String::from_utf8_lossy(&out)
             .trim_start()
             .starts_with("PID")
+    );
+}
+
+/// A run on host `host` with `addresses`: pid 10 runs `exe`; its child pid 11 does `net`.
+fn host_trace(host: &str, addresses: &[&str], exe: &str, net: &[(NetCall, &str)]) -> Trace {
+    let reads: &[&str] = if host == "db" {
+        &["/etc/passwd"]
+    } else {
+        &["/etc/group"]
+    };
+    let mut trace = run_trace(host, "/", exe, reads);
+    trace.header.host = host.to_string();
+    trace.header.addresses = addresses.iter().map(|a| a.to_string()).collect();
+    trace.records.pop();
+    for (n, (call, address)) in net.iter().enumerate() {
+        trace.net(CHILD, *call, address, "stream", 40 + n as u64);
+    }
+    trace.records.push(Record::End(LogEnd {
+        ts_ns: 1_000_000_000,
+    }));
+    trace
+}
+
+#[test]
+fn a_connect_to_another_hosts_address_reaches_its_server() {
+    let dir = ScratchDir::new("merge-hosts");
+    let db = host_trace(
+        "db",
+        &["10.213.8.2"],
+        "/usr/sbin/mariadbd",
+        &[
+            (NetCall::Bind, "0.0.0.0:3306"),
+            (NetCall::Listen, "0.0.0.0:3306"),
+        ],
+    );
+    let web = host_trace(
+        "web",
+        &["10.213.8.1"],
+        "/usr/sbin/php-fpm",
+        &[
+            (NetCall::Connect, "10.213.8.2:3306"),
+            // Nobody traced owns it: an external endpoint.
+            (NetCall::Connect, "192.0.2.7:3306"),
+            // The web host's own loopback: never the db host's server.
+            (NetCall::Connect, "127.0.0.1:3306"),
+        ],
+    );
+    let inputs = vec![
+        write_trace(&dir, "db.dlog", &db),
+        write_trace(&dir, "web.dlog", &web),
+    ];
+    let output = dir.file("app.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    let connects: Vec<(u32, u32, String)> = graph
+        .process_edges
+        .iter()
+        .filter(|edge| edge.link == ProcessLink::Connect)
+        .map(|edge| {
+            let endpoint = &graph.endpoints[edge.endpoint.expect("endpoint")];
+            (
+                graph.processes[edge.from].key.run,
+                graph.processes[edge.to].key.run,
+                endpoint.key.describe(),
+            )
+        })
+        .collect();
+    assert_eq!(connects, vec![(1, 0, "tcp:0.0.0.0:3306".to_string())]);
+    let unserved: BTreeSet<String> = graph
+        .endpoints
+        .iter()
+        .filter(|endpoint| endpoint.binders.is_empty())
+        .map(|endpoint| endpoint.key.describe())
+        .collect();
+    assert_eq!(
+        unserved,
+        BTreeSet::from([
+            "tcp:127.0.0.1:3306".to_string(),
+            "tcp:192.0.2.7:3306".to_string()
+        ])
+    );
+
+    // `tree`: each image names its host; the client shows the server it reached.
+    let rows = crate::analysis::query::tree(&graph, &default_selection(&graph));
+    let mut text = Vec::new();
+    crate::analysis::query::write_tree_human(&rows, &mut text).expect("write");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(text.contains("run db (host db):"), "{text}");
+    assert!(text.contains("run web (host web):"), "{text}");
+    assert!(
+        text.contains("-> tcp:0.0.0.0:3306 on db (run db): pid 11 /usr/sbin/mariadbd"),
+        "{text}"
+    );
+
+    // `--host db` with only the web tier selected: the db server is needed through the
+    // connection, and the set holds the db host's files only.
+    let selection = Selector {
+        matcher: crate::analysis::select::ProcessMatcher::Exe(b"/usr/sbin/php-fpm".to_vec()),
+        children: true,
+    };
+    let mut plan = crate::analysis::plan::Plan::new(
+        graph.clone(),
+        crate::analysis::rules::Rules::built_in(),
+        vec![selection],
+    )
+    .expect("plan");
+    plan.scope_to_host("db").expect("host db");
+    let strict = crate::analysis::strategy::StrategyOptions {
+        strategy: crate::analysis::strategy::Strategy::Strict,
+        stubs: false,
+    };
+    let result = plan.set(&strict);
+    let paths: BTreeSet<String> = result
+        .set
+        .entries
+        .iter()
+        .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+        .collect();
+    assert!(paths.contains("/etc/passwd"), "{paths:?}");
+    assert!(!paths.contains("/etc/group"), "{paths:?}");
+    let server = result
+        .needed
+        .processes()
+        .find(|&p| graph.processes[p].exe == b"/usr/sbin/mariadbd")
+        .expect("the db server is needed");
+    assert!(
+        result
+            .needed
+            .processes()
+            .all(|p| graph.processes[p].key.run == 0)
+    );
+    let chain = result.needed.chain_to(server);
+    assert_eq!(
+        graph.processes[chain[0].0].key.run, 1,
+        "the chain starts on web"
+    );
+    let mut web = crate::analysis::plan::Plan::new(
+        graph.clone(),
+        crate::analysis::rules::Rules::built_in(),
+        vec![Selector {
+            matcher: crate::analysis::select::ProcessMatcher::Exe(b"/usr/sbin/php-fpm".to_vec()),
+            children: true,
+        }],
+    )
+    .expect("plan");
+    web.scope_to_host("web").expect("host web");
+    let web_paths: BTreeSet<String> = web
+        .set(&strict)
+        .set
+        .entries
+        .iter()
+        .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+        .collect();
+    assert!(web_paths.contains("/etc/group"), "{web_paths:?}");
+    assert!(!web_paths.contains("/etc/passwd"), "{web_paths:?}");
+    assert!(plan.scope_to_host("cache").is_err());
+
+    // The same two runs under one host name: no match across runs.
+    let mut same = host_trace(
+        "db",
+        &["10.213.8.1"],
+        "/usr/sbin/php-fpm",
+        &[(NetCall::Connect, "10.213.8.2:3306")],
+    );
+    same.header.label = Some("web".to_string());
+    let inputs = vec![
+        write_trace(&dir, "db2.dlog", &db),
+        write_trace(&dir, "web2.dlog", &same),
+    ];
+    let output = dir.file("same.dlog");
+    merge_logs(&inputs, &output, false).expect("merge");
+    let graph = graph_from_log(&output).expect("graph");
+    assert!(
+        !graph
+            .process_edges
+            .iter()
+            .any(|edge| edge.link == ProcessLink::Connect)
     );
 }

@@ -7,6 +7,7 @@
 //! empty directory). The summary compares the bytes exported with the space used on the
 //! source's filesystem (a statvfs estimate, not a walk of the whole tree).
 
+pub mod compose;
 pub mod dir;
 pub mod dockerfile;
 pub mod map;
@@ -90,6 +91,10 @@ pub enum Format {
     Dockerfile,
     /// The packages to install, one `name=version` line each (see docs/packages.md).
     Packages,
+    /// A directory: every host's set as an OCI image layout (`HOST/`) and a `compose.yaml`
+    /// ([`compose`]; `depsetfs export` writes each host's image; [`export`] given this format
+    /// writes the one set as `oci` does).
+    Compose,
 }
 
 #[derive(Clone, Debug)]
@@ -187,7 +192,7 @@ pub fn export(
             staged.path(),
             &mut on_progress,
         )?,
-        Format::Oci => oci::write(
+        Format::Oci | Format::Compose => oci::write(
             set,
             &options.stubs,
             &source,
