@@ -350,11 +350,9 @@ fn verify_packages_builds_the_root_from_the_archive_and_nginx_answers() {
     assert_eq!(file_entry(&json, &conf)["copied"], true);
 
     // The workdir (with the root) is kept in $T, which the test removes.
-    let verify = format!(
-        r#"TMPDIR="$T" "$DEPSETFS" verify --keep --log "$T/log" --timeout 120 --packages install --package-cache /var/cache/depsetfs-tests/packages -- sh "$T/serve.sh""#
-    );
+    let verify = r#"TMPDIR="$T" "$DEPSETFS" verify --keep --log "$T/log" --timeout 120 --packages install --package-cache /var/cache/depsetfs-tests/packages -- sh "$T/serve.sh""#;
     let started = std::time::Instant::now();
-    let out = ns_script(&t, 400, &verify);
+    let out = ns_script(&t, 400, verify);
     eprintln!(
         "verify --packages install (nginx): {:.1} s",
         started.elapsed().as_secs_f64()

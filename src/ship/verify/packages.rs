@@ -164,8 +164,10 @@ fn unmet_exact_dependencies(report: &str) -> Vec<ExactDependency> {
 /// -s` with no dpkg status): a pinned package that needs another at exactly its traced
 /// version (libnss-systemd needs systemd at its own version, and apt would otherwise pick the
 /// archive's newest systemd) gets that one pinned too when the archive has it, and is
-/// otherwise installed at the archive's version. Returns the packages unpinned.
-fn pin_exact_dependencies(source: &Path, install: &mut Vec<String>) -> Vec<String> {
+/// otherwise installed at the archive's version. Returns the pins added and the packages
+/// unpinned.
+fn pin_exact_dependencies(source: &Path, install: &mut Vec<String>) -> (Vec<String>, Vec<String>) {
+    let mut added = Vec::new();
     let mut unpinned = Vec::new();
     for _ in 0..16 {
         let Ok(out) = apt("apt-get", source)
@@ -174,15 +176,15 @@ fn pin_exact_dependencies(source: &Path, install: &mut Vec<String>) -> Vec<Strin
             .args(install.iter())
             .output()
         else {
-            return unpinned;
+            return (added, unpinned);
         };
         if out.status.success() {
-            return unpinned;
+            return (added, unpinned);
         }
         let unmet = unmet_exact_dependencies(&String::from_utf8_lossy(&out.stdout));
         if unmet.is_empty() {
             // Something else; mmdebstrap will say what.
-            return unpinned;
+            return (added, unpinned);
         }
         let wanted: Vec<&str> = unmet.iter().map(|u| u.dependency.as_str()).collect();
         let offered = offered_versions(source, &wanted).unwrap_or_default();
@@ -192,7 +194,9 @@ fn pin_exact_dependencies(source: &Path, install: &mut Vec<String>) -> Vec<Strin
                 .iter()
                 .any(|l| package_name(l) == need.dependency.as_str());
             if !already && offered.contains(&(need.dependency.clone(), need.version.clone())) {
-                install.push(format!("{}={}", need.dependency, need.version));
+                let pin = format!("{}={}", need.dependency, need.version);
+                install.push(pin.clone());
+                added.push(pin);
                 changed = true;
             } else if let Some(line) = install
                 .iter_mut()
@@ -203,10 +207,10 @@ fn pin_exact_dependencies(source: &Path, install: &mut Vec<String>) -> Vec<Strin
             }
         }
         if !changed {
-            return unpinned;
+            return (added, unpinned);
         }
     }
-    unpinned
+    (added, unpinned)
 }
 
 /// Builds `root` (which must not exist) for `set`, read from `source`; returns the number of
@@ -239,7 +243,13 @@ pub fn build_root(
             unavailable.join(" ")
         );
     }
-    let unpinned = pin_exact_dependencies(source, &mut install);
+    let (added, unpinned) = pin_exact_dependencies(source, &mut install);
+    if !added.is_empty() {
+        eprintln!(
+            "depsetfs: also pinned, as the traced packages need them at exactly these versions: {}",
+            added.join(" ")
+        );
+    }
     if !unpinned.is_empty() {
         eprintln!(
             "depsetfs: warning: needs a version of another package the archive no longer has, installed at the archive's: {}",
