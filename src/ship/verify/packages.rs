@@ -2,7 +2,9 @@
 //! `export --format dockerfile` describes, without a container engine. `mmdebstrap` makes a
 //! Debian root of the source's suite (its os-release code name) from the source's own apt
 //! sources, with the packages the policy installs pinned at their traced versions
-//! (`--include=name=version`); the downloaded packages are kept in a cache directory between
+//! (`--include=name=version`; a superseded pin is installed at the archive's version, and a
+//! pin's exact-version dependencies, found by `apt-get -s` in an empty root, are pinned too);
+//! the downloaded packages are kept in a cache directory between
 //! runs (its sync-in/sync-out hooks). The copied paths (modified, unowned, packages chosen to
 //! copy) are then written over it with the `dir` export writer (into a staging tree, then
 //! `cp -a`, as `COPY` would), owners and modes included.
