@@ -2,7 +2,8 @@
 //! configuration file of its own and has Python listen on a TCP port; `depsetfs packages
 //! --json` must name the Debian packages of what it ran at the versions `dpkg-query` reports,
 //! with the script's own files unowned, and `export --format dockerfile` must pin those
-//! versions, EXPOSE the port and copy only the files that are not the packages'.
+//! versions, EXPOSE the port and copy only the files that are not the packages'. nginx, traced
+//! serving a page, must answer in a root `verify --packages install` builds from the archive.
 
 mod common;
 
@@ -260,31 +261,71 @@ fn packages_and_dockerfile_of_a_traced_script() {
     assert!(fs::symlink_metadata(t.join("copied/rootfs/usr/bin/ls")).is_ok());
 }
 
-/// `verify --packages install`: the root is built by mmdebstrap from the distribution's
-/// archive (the machine's apt sources), with the traced packages at their versions, the
-/// script's own files copied over it; the traced web server must answer there. The
-/// downloaded packages are kept in /var/cache/depsetfs-tests/packages between runs.
+/// The stanza of `package` in a dpkg status file, if any.
+fn status_stanza(status: &str, package: &str) -> Option<String> {
+    status
+        .split("\n\n")
+        .find(|stanza| stanza.lines().any(|l| l == format!("Package: {package}")))
+        .map(str::to_string)
+}
+
+/// `verify --packages install` with a real service: nginx, traced serving a static page with a
+/// configuration the test writes (unowned, so copied) and the distribution's files (pristine,
+/// so installed). The root is built by mmdebstrap from the distribution's archive (the
+/// machine's apt sources) with nginx's packages pinned at their traced versions, the test's own
+/// files copied over it; nginx must start there and answer curl on the loopback. The kept root
+/// shows nginx came from its package (dpkg's status and file list in the root), not from a
+/// copy. The downloaded packages are kept in /var/cache/depsetfs-tests/packages between runs.
 #[test]
-fn verify_packages_builds_the_root_from_the_archive_and_the_server_answers() {
+fn verify_packages_builds_the_root_from_the_archive_and_nginx_answers() {
     let t = TestDir::new("packages_verify");
-    let www = t.join("www");
-    fs::create_dir_all(&www).unwrap();
-    fs::write(www.join("index.html"), "hello from the archive\n").unwrap();
+    host_command("nginx");
+    host_command("curl");
+    let srv = t.join("srv");
+    for dir in ["www", "log", "run", "tmp"] {
+        fs::create_dir_all(srv.join(dir)).unwrap();
+    }
+    fs::write(srv.join("www/index.html"), "hello from the archive\n").unwrap();
     let port = 20000 + std::process::id() % 10000;
+    let srv_path = srv.display();
+    fs::write(
+        srv.join("nginx.conf"),
+        format!(
+            "user www-data;\n\
+             worker_processes 1;\n\
+             pid {srv_path}/run/nginx.pid;\n\
+             error_log {srv_path}/log/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+             \x20 include /etc/nginx/mime.types;\n\
+             \x20 access_log {srv_path}/log/access.log;\n\
+             \x20 client_body_temp_path {srv_path}/tmp/body;\n\
+             \x20 proxy_temp_path {srv_path}/tmp/proxy;\n\
+             \x20 fastcgi_temp_path {srv_path}/tmp/fastcgi;\n\
+             \x20 uwsgi_temp_path {srv_path}/tmp/uwsgi;\n\
+             \x20 scgi_temp_path {srv_path}/tmp/scgi;\n\
+             \x20 server {{ listen 127.0.0.1:{port}; root {srv_path}/www; }}\n\
+             }}\n"
+        ),
+    )
+    .unwrap();
+    // Starts nginx in the foreground (stopped by its pid), asks for the page for at most 10 s.
     let script = t.join("serve.sh");
     fs::write(
         &script,
         format!(
-            "python3 -m http.server --bind 127.0.0.1 {port} --directory {www} >/dev/null 2>&1 &\n\
+            "/usr/sbin/nginx -e {srv_path}/log/error.log -c {srv_path}/nginx.conf -g 'daemon off;' &\n\
              pid=$!\n\
              ok=1\n\
-             for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do\n\
-               if curl -fsS http://127.0.0.1:{port}/index.html | grep -q 'hello from the archive'; then ok=0; break; fi\n\
-               sleep 0.2\n\
+             for i in $(seq 50); do\n\
+             \x20 if curl -fsS --max-time 2 http://127.0.0.1:{port}/index.html | grep -q 'hello from the archive'; then ok=0; break; fi\n\
+             \x20 kill -0 $pid 2>/dev/null || break\n\
+             \x20 sleep 0.2\n\
              done\n\
              kill $pid\n\
-             exit $ok\n",
-            www = www.display()
+             wait $pid\n\
+             [ $ok = 0 ] || cat {srv_path}/log/error.log >&2\n\
+             exit $ok\n"
         ),
     )
     .unwrap();
@@ -293,23 +334,32 @@ fn verify_packages_builds_the_root_from_the_archive_and_the_server_answers() {
         300,
         r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- sh "$T/serve.sh""#,
     );
-    out.assert_ok("depsetfs run -- sh serve.sh");
+    out.assert_ok("depsetfs run -- sh serve.sh (nginx)");
     let log = t.log();
-    let out = depsetfs_ns(
-        &t,
-        &[
-            "verify",
-            "--log",
-            log.to_str().unwrap(),
-            "--packages",
-            "install",
-            "--package-cache",
-            "/var/cache/depsetfs-tests/packages",
-            "--",
-            "sh",
-            script.to_str().unwrap(),
-        ],
+    let log = log.to_str().unwrap();
+
+    // What the policy does with nginx's files: the binary is the package's, the configuration
+    // the test's own.
+    let out = depsetfs(&t, &["packages", "--log", log, "--json"]);
+    out.assert_ok("depsetfs packages --json");
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    let nginx = file_entry(&json, "/usr/sbin/nginx");
+    assert_eq!(nginx["class"], "pristine", "{nginx}");
+    assert_eq!(nginx["copied"], false, "{nginx}");
+    let conf = format!("{srv_path}/nginx.conf");
+    assert_eq!(file_entry(&json, &conf)["copied"], true);
+
+    // The workdir (with the root) is kept in $T, which the test removes.
+    let verify = r#"TMPDIR="$T" "$DEPSETFS" verify --keep --log "$T/log" --timeout 120 --packages install --package-cache /var/cache/depsetfs-tests/packages -- sh "$T/serve.sh""#;
+    let started = std::time::Instant::now();
+    let out = ns_script(&t, 400, verify);
+    eprintln!(
+        "verify --packages install (nginx): {:.1} s",
+        started.elapsed().as_secs_f64()
     );
+    for line in out.stderr.lines().filter(|l| l.starts_with("depsetfs:")) {
+        eprintln!("{line}");
+    }
     assert!(
         out.stderr.contains("root built from the distribution"),
         "{}",
@@ -317,7 +367,39 @@ fn verify_packages_builds_the_root_from_the_archive_and_the_server_answers() {
     );
     assert!(
         out.stderr.contains("exit status 0, pass"),
-        "the server did not answer in the root built from the archive: {}",
+        "nginx did not answer in the root built from the archive: {}",
         out.describe()
+    );
+    assert!(out.ok(), "{}", out.describe());
+    let kept = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("depsetfs: kept "))
+        .unwrap_or_else(|| panic!("no kept workdir: {}", out.describe()));
+    let root = std::path::Path::new(kept).join("root-1");
+
+    // nginx in the root is the package's: dpkg in the root has it installed at the traced
+    // version (the archive still has it) and lists /usr/sbin/nginx among its files.
+    let status = fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+    for package in ["nginx", "nginx-common"] {
+        let stanza = status_stanza(&status, package)
+            .unwrap_or_else(|| panic!("{package} not in the root's dpkg status"));
+        assert!(
+            stanza.contains("\nStatus: install ok installed\n"),
+            "{stanza}"
+        );
+        assert!(
+            stanza.contains(&format!("\nVersion: {}\n", dpkg_version(package))),
+            "{stanza}"
+        );
+    }
+    let list = fs::read_to_string(root.join("var/lib/dpkg/info/nginx.list")).unwrap();
+    assert!(list.lines().any(|l| l == "/usr/sbin/nginx"), "{list}");
+    assert!(fs::metadata(root.join("usr/sbin/nginx")).is_ok_and(|m| m.is_file()));
+    // The test's own files were copied over it.
+    assert_eq!(
+        fs::read_to_string(root.join(srv.join("www/index.html").strip_prefix("/").unwrap()))
+            .unwrap(),
+        "hello from the archive\n"
     );
 }
