@@ -79,15 +79,11 @@ pub(crate) fn export_packages_command(
 ) -> Result<ExitCode, CliError> {
     let (plan, shipment, report) = classify(&args.set, args.packages, matches, state)?;
     let header = &plan.graph.header;
-    let install = report.install_lines();
-    let (_, superseded) =
-        depsetfs::ship::verify::packages::pinned_if_available(Path::new(&header.source), &install);
-    if !superseded.is_empty() {
-        eprintln!(
-            "depsetfs: warning: the archive no longer offers these traced versions (apt-cache madison): {}; pinned all the same, `apt-get install` will refuse them unless they come from a snapshot of the archive",
-            superseded.join(" ")
-        );
-    }
+    // The same pins `verify --packages` installs: superseded versions unpinned, exact-version
+    // dependencies of the pins pinned too (docs/packages.md).
+    let install =
+        depsetfs::ship::apt_pins::resolve(Path::new(&header.source), &report.install_lines())
+            .warned();
     if args.format == Format::Packages {
         let written = dockerfile::write_manifest(header, &install, &args.output, args.force)?;
         eprintln!(

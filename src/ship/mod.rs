@@ -3,6 +3,7 @@
 //! by exporting it into a clean root and running the command there through the mirror;
 //! [`compare`] reads sets, targets' manifests and exported trees and compares them.
 
+pub mod apt_pins;
 pub mod capture;
 pub mod compare;
 pub mod export;

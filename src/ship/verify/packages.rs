@@ -9,13 +9,13 @@
 //! copy) are then written over it with the `dir` export writer (into a staging tree, then
 //! `cp -a`, as `COPY` would), owners and modes included.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{VerifyError, io_error};
 use crate::analysis::closure::DeploymentSet;
 use crate::analysis::packages::{self, PolicyChoice};
+use crate::ship::apt_pins;
 use crate::ship::export::{self, Stubs, dockerfile};
 
 /// How `verify --packages` builds its roots.
@@ -53,168 +53,6 @@ fn failed(what: &str) -> VerifyError {
     }
 }
 
-/// `apt-cache`/`apt-get` with the source tree's apt configuration.
-fn apt(program: &str, source: &Path) -> Command {
-    let mut command = Command::new(program);
-    if source != Path::new("/") {
-        command.arg("-o").arg(format!("Dir={}", source.display()));
-    }
-    command.stdin(std::process::Stdio::null());
-    command
-}
-
-/// The (name, version) pairs the source's apt sources offer for `names` (one `apt-cache
-/// madison`), or None without an answer from apt-cache.
-fn offered_versions(source: &Path, names: &[&str]) -> Option<HashSet<(String, String)>> {
-    let out = apt("apt-cache", source)
-        .arg("madison")
-        .args(names)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    // " libc6 | 2.36-9+deb12u14 | http://... Packages"
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split('|').map(str::trim);
-                Some((fields.next()?.to_string(), fields.next()?.to_string()))
-            })
-            .collect(),
-    )
-}
-
-fn package_name(line: &str) -> &str {
-    line.split_once('=').map_or(line, |(n, _)| n)
-}
-
-/// The `name=version` lines whose version the source's apt sources still offer, the others as
-/// bare names; and those others. Without an answer from apt-cache, every line as it is.
-pub fn pinned_if_available(source: &Path, lines: &[String]) -> (Vec<String>, Vec<String>) {
-    if lines.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
-    let names: Vec<&str> = lines.iter().map(|l| package_name(l)).collect();
-    let Some(offered) = offered_versions(source, &names) else {
-        return (lines.to_vec(), Vec::new());
-    };
-    let mut pinned = Vec::new();
-    let mut unavailable = Vec::new();
-    for (line, name) in lines.iter().zip(&names) {
-        let version = line.split_once('=').map_or("", |(_, v)| v);
-        // madison names a foreign-architecture package without its `:arch`.
-        let bare = name.split(':').next().unwrap_or(name);
-        if offered.contains(&(bare.to_string(), version.to_string())) {
-            pinned.push(line.clone());
-        } else {
-            pinned.push(name.to_string());
-            unavailable.push(line.clone());
-        }
-    }
-    (pinned, unavailable)
-}
-
-/// An exact-version dependency apt could not meet: `package` needs `dependency` at `version`.
-#[derive(Debug, PartialEq)]
-struct ExactDependency {
-    package: String,
-    dependency: String,
-    version: String,
-}
-
-/// The exact-version dependencies in apt's "unmet dependencies" report, as in
-/// ` libnss-systemd : Depends: systemd (= 252.38-1~deb12u1) but 252.39-1~deb12u2 is to be
-/// installed` (a continuation line names no package: the previous line's).
-fn unmet_exact_dependencies(report: &str) -> Vec<ExactDependency> {
-    let mut found = Vec::new();
-    let mut package = String::new();
-    for line in report.lines() {
-        let rest = match line.split_once(" : ") {
-            Some((name, rest)) if line.starts_with(' ') => {
-                package = name.trim().to_string();
-                rest
-            }
-            _ => line,
-        };
-        let rest = rest.trim_start();
-        let Some(rest) = rest
-            .strip_prefix("Depends: ")
-            .or_else(|| rest.strip_prefix("PreDepends: "))
-        else {
-            continue;
-        };
-        let Some((dependency, rest)) = rest.split_once(" (= ") else {
-            continue;
-        };
-        let Some((version, _)) = rest.split_once(')') else {
-            continue;
-        };
-        if !package.is_empty() {
-            found.push(ExactDependency {
-                package: package.clone(),
-                dependency: dependency.trim().to_string(),
-                version: version.to_string(),
-            });
-        }
-    }
-    found
-}
-
-/// Makes the pins installable together, as apt would resolve them in an empty root (`apt-get
-/// -s` with no dpkg status): a pinned package that needs another at exactly its traced
-/// version (libnss-systemd needs systemd at its own version, and apt would otherwise pick the
-/// archive's newest systemd) gets that one pinned too when the archive has it, and is
-/// otherwise installed at the archive's version. Returns the pins added and the packages
-/// unpinned.
-fn pin_exact_dependencies(source: &Path, install: &mut Vec<String>) -> (Vec<String>, Vec<String>) {
-    let mut added = Vec::new();
-    let mut unpinned = Vec::new();
-    for _ in 0..16 {
-        let Ok(out) = apt("apt-get", source)
-            .args(["-s", "-o", "Dir::State::status=/dev/null"])
-            .args(["install", "--no-install-recommends"])
-            .args(install.iter())
-            .output()
-        else {
-            return (added, unpinned);
-        };
-        if out.status.success() {
-            return (added, unpinned);
-        }
-        let unmet = unmet_exact_dependencies(&String::from_utf8_lossy(&out.stdout));
-        if unmet.is_empty() {
-            // Something else; mmdebstrap will say what.
-            return (added, unpinned);
-        }
-        let wanted: Vec<&str> = unmet.iter().map(|u| u.dependency.as_str()).collect();
-        let offered = offered_versions(source, &wanted).unwrap_or_default();
-        let mut changed = false;
-        for need in &unmet {
-            let already = install
-                .iter()
-                .any(|l| package_name(l) == need.dependency.as_str());
-            if !already && offered.contains(&(need.dependency.clone(), need.version.clone())) {
-                let pin = format!("{}={}", need.dependency, need.version);
-                install.push(pin.clone());
-                added.push(pin);
-                changed = true;
-            } else if let Some(line) = install
-                .iter_mut()
-                .find(|l| package_name(l) == need.package.as_str() && l.contains('='))
-            {
-                unpinned.push(std::mem::replace(line, need.package.clone()));
-                changed = true;
-            }
-        }
-        if !changed {
-            return (added, unpinned);
-        }
-    }
-    (added, unpinned)
-}
-
 /// Builds `root` (which must not exist) for `set`, read from `source`; returns the number of
 /// packages installed and paths copied.
 pub fn build_root(
@@ -238,26 +76,7 @@ pub fn build_root(
         ));
     }
     std::fs::create_dir_all(&how.cache).map_err(io_error(&how.cache, "create"))?;
-    let (mut install, unavailable) = pinned_if_available(source, &report.install_lines());
-    if !unavailable.is_empty() {
-        eprintln!(
-            "depsetfs: warning: not in the archive at the traced version (superseded), installed at the archive's: {}",
-            unavailable.join(" ")
-        );
-    }
-    let (added, unpinned) = pin_exact_dependencies(source, &mut install);
-    if !added.is_empty() {
-        eprintln!(
-            "depsetfs: also pinned, as the traced packages need them at exactly these versions: {}",
-            added.join(" ")
-        );
-    }
-    if !unpinned.is_empty() {
-        eprintln!(
-            "depsetfs: warning: needs a version of another package the archive no longer has, installed at the archive's: {}",
-            unpinned.join(" ")
-        );
-    }
+    let install = apt_pins::resolve(source, &report.install_lines()).warned();
     let cache = how.cache.display().to_string().replace('\'', "");
     let mut command = Command::new("mmdebstrap");
     command
@@ -333,36 +152,4 @@ pub fn build_root(
         )));
     }
     Ok((install.len(), copied.len()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn apt_s_report_of_exact_dependencies_is_read() {
-        let report = "The following packages have unmet dependencies:\n \
-            libnss-systemd : Depends: systemd (= 252.38-1~deb12u1) but 252.39-1~deb12u2 is to be installed\n                  \
-            PreDepends: libsystemd0 (= 252.38-1~deb12u1) but 252.39-1~deb12u2 is to be installed\n \
-            nginx : Depends: nginx-common (>= 1.22) but it is not going to be installed\n\
-            E: Unable to correct problems, you have held broken packages.\n";
-        let unmet = unmet_exact_dependencies(report);
-        let pairs: Vec<(&str, &str, &str)> = unmet
-            .iter()
-            .map(|u| {
-                (
-                    u.package.as_str(),
-                    u.dependency.as_str(),
-                    u.version.as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("libnss-systemd", "systemd", "252.38-1~deb12u1"),
-                ("libnss-systemd", "libsystemd0", "252.38-1~deb12u1"),
-            ]
-        );
-    }
 }
