@@ -112,15 +112,16 @@ pub fn split_by_offered(
 }
 
 /// The `name=version` lines whose version the source's apt sources still offer, the others as
-/// bare names; and those others. Without an answer from apt-cache, every line as it is.
+/// bare names; and those others. Without an answer from apt-cache, or when it knows none of
+/// the names (no package lists: `apt-get update` never ran), every line as it is.
 fn pinned_if_available(source: &Path, lines: &[String]) -> (Vec<String>, Vec<String>) {
     if lines.is_empty() {
         return (Vec::new(), Vec::new());
     }
     let names: Vec<&str> = lines.iter().map(|l| package_name(l)).collect();
     match offered_versions(source, &names) {
-        Some(offered) => split_by_offered(lines, &offered),
-        None => (lines.to_vec(), Vec::new()),
+        Some(offered) if !offered.is_empty() => split_by_offered(lines, &offered),
+        _ => (lines.to_vec(), Vec::new()),
     }
 }
 
