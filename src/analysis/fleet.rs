@@ -98,6 +98,57 @@ pub fn label_of(log: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// What the rows of a record take from the records before it: its run's host and label (from
+/// the `Run` segments of a merged log) and the process image of each (run, pid, start), the
+/// `exe` of its last process record.
+struct RowContext<'a> {
+    header: &'a LogHeader,
+    fallback: &'a str,
+    run: u32,
+    host: ByteArray,
+    label: ByteArray,
+    exes: HashMap<(u32, u32, u64), ByteArray>,
+}
+
+impl<'a> RowContext<'a> {
+    fn new(header: &'a LogHeader, fallback: &'a str) -> RowContext<'a> {
+        let (host, label) = run_names(header, None, fallback);
+        RowContext {
+            header,
+            fallback,
+            run: 0,
+            host,
+            label,
+            exes: HashMap::new(),
+        }
+    }
+
+    /// Takes in a run or process record; hands back every other record for a row.
+    fn read(&mut self, record: Record) -> Option<Record> {
+        match record {
+            Record::Run(segment) => {
+                self.run = segment.index;
+                (self.host, self.label) = run_names(self.header, Some(self.run), self.fallback);
+                None
+            }
+            Record::Process(info) => {
+                self.exes
+                    .insert((self.run, info.pid, info.start), lossy(&info.exe));
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// The process image of (pid, start) in the current run; empty when none was recorded.
+    fn exe(&self, pid: u32, start: u64) -> ByteArray {
+        self.exes
+            .get(&(self.run, pid, start))
+            .cloned()
+            .unwrap_or_else(|| text(""))
+    }
+}
+
 /// The host and label of the rows of run `run` (`None`: the log's own header, before any
 /// `Run` segment); `fallback` names a run without a label (the log's file stem, `#N` added
 /// for a run of a merged log).
@@ -129,6 +180,21 @@ enum Column {
 }
 
 impl Column {
+    /// The buffer of a field of one of the schemas above (a leaf of a physical type).
+    fn for_field(field: &parquet::schema::types::Type) -> Column {
+        use parquet::basic::{Repetition, Type as Physical};
+        match (
+            field.get_physical_type(),
+            field.get_basic_info().repetition(),
+        ) {
+            (Physical::INT64, _) => Column::Int64(Vec::new()),
+            (Physical::INT32, _) => Column::Int32(Vec::new()),
+            (Physical::BOOLEAN, _) => Column::Bool(Vec::new()),
+            (_, Repetition::OPTIONAL) => Column::OptionalText(Vec::new(), Vec::new()),
+            _ => Column::Text(Vec::new()),
+        }
+    }
+
     fn clear(&mut self) {
         match self {
             Column::Int64(v) => v.clear(),
@@ -152,12 +218,17 @@ struct Table {
 }
 
 impl Table {
-    fn create(path: &Path, schema: &str, columns: Vec<Column>) -> Result<Table, FleetError> {
+    fn create(path: &Path, schema: &str) -> Result<Table, FleetError> {
         let parquet_error = |source| FleetError::Parquet {
             path: path.to_path_buf(),
             source,
         };
         let schema = Arc::new(parse_message_type(schema).map_err(parquet_error)?);
+        let columns = schema
+            .get_fields()
+            .iter()
+            .map(|field| Column::for_field(field))
+            .collect();
         let file = File::create(path).map_err(|source| FleetError::Create {
             path: path.to_path_buf(),
             source,
@@ -248,55 +319,23 @@ pub fn write_accesses(
     records: impl Iterator<Item = Result<Record, LogError>>,
     path: &Path,
 ) -> Result<u64, FleetError> {
-    let columns = vec![
-        Column::Int64(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::OptionalText(Vec::new(), Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Int32(Vec::new()),
-        Column::Bool(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Int64(Vec::new()),
-    ];
-    let mut table = Table::create(path, ACCESS_SCHEMA, columns)?;
-    let mut exes: HashMap<(u32, u32, u64), ByteArray> = HashMap::new();
+    let mut table = Table::create(path, ACCESS_SCHEMA)?;
     let mut strings = Strings::default();
     let mut rows = 0u64;
-    let mut run = 0u32;
-    let (mut host, mut run_label) = run_names(header, None, label);
+    let mut context = RowContext::new(header, label);
     for record in records {
-        match record? {
-            Record::Run(segment) => {
-                run = segment.index;
-                (host, run_label) = run_names(header, Some(run), label);
+        if let Some(Record::Access(access)) = context.read(record?) {
+            let row = AccessRow {
+                host: strings.get(context.host.data()),
+                label: strings.get(context.label.data()),
+                exe: context.exe(access.pid, access.start),
+                access: &access,
+            };
+            push_access(&mut table.columns, row, &mut strings);
+            if table.row_done()? {
+                strings.clear();
             }
-            Record::Process(info) => {
-                exes.insert((run, info.pid, info.start), lossy(&info.exe));
-            }
-            Record::Access(access) => {
-                let exe = exes.get(&(run, access.pid, access.start)).cloned();
-                let exe = exe.unwrap_or_else(|| strings.get(b""));
-                let row = AccessRow {
-                    host: strings.get(host.data()),
-                    label: strings.get(run_label.data()),
-                    exe,
-                    access: &access,
-                };
-                push_access(&mut table.columns, row, &mut strings);
-                if table.row_done()? {
-                    strings.clear();
-                }
-                rows += 1;
-            }
-            _ => {}
+            rows += 1;
         }
     }
     table.close()?;
@@ -404,41 +443,19 @@ pub fn write_net(
     records: impl Iterator<Item = Result<Record, LogError>>,
     path: &Path,
 ) -> Result<u64, FleetError> {
-    let columns = vec![
-        Column::Int64(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::OptionalText(Vec::new(), Vec::new()),
-    ];
-    let mut table = Table::create(path, NET_SCHEMA, columns)?;
-    let mut exes: HashMap<(u32, u32, u64), ByteArray> = HashMap::new();
+    let mut table = Table::create(path, NET_SCHEMA)?;
     let mut rows = 0u64;
-    let mut run = 0u32;
-    let (mut host, mut run_label) = run_names(header, None, label);
+    let mut context = RowContext::new(header, label);
     for record in records {
-        match record? {
-            Record::Run(segment) => {
-                run = segment.index;
-                (host, run_label) = run_names(header, Some(run), label);
-            }
-            Record::Process(info) => {
-                exes.insert((run, info.pid, info.start), lossy(&info.exe));
-            }
-            Record::Net(event) if event.call != NetCall::Traced => {
-                let exe = exes.get(&(run, event.pid, event.start)).cloned();
+        match context.read(record?) {
+            Some(Record::Net(event)) if event.call != NetCall::Traced => {
                 let values = [
                     Value::Int64(event.ts_ns as i64),
-                    Value::Text(host.clone()),
-                    Value::Text(run_label.clone()),
+                    Value::Text(context.host.clone()),
+                    Value::Text(context.label.clone()),
                     Value::Int64(i64::from(event.pid)),
                     Value::Int64(event.start as i64),
-                    Value::Text(exe.unwrap_or_else(|| text(""))),
+                    Value::Text(context.exe(event.pid, event.start)),
                     Value::Text(text(event.call.name())),
                     Value::Text(text(event.family.name())),
                     Value::Text(text(event.address.as_str())),
@@ -465,17 +482,7 @@ pub fn write_set(
     set: &DeploymentSet,
     path: &Path,
 ) -> Result<u64, FleetError> {
-    let columns = vec![
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Int64(Vec::new()),
-        Column::Text(Vec::new()),
-        Column::Int64(Vec::new()),
-    ];
-    let mut table = Table::create(path, SET_SCHEMA, columns)?;
+    let mut table = Table::create(path, SET_SCHEMA)?;
     let (host, label) = run_names(header, None, label);
     for entry in &set.entries {
         let values = [
