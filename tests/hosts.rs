@@ -367,6 +367,7 @@ fn two_hosts_each_run_from_their_own_set_and_the_db_host_moves() {
         host_command(program);
     }
     let setup = t.install_script("hosts_setup.sh");
+    t.install_script("web_tier.sh"); // sourced by it
     t.install_script("hosts_db.sh");
     t.install_script("hosts_web.sh");
     host_script(

@@ -61,6 +61,7 @@ fn a_merged_log_of_two_workloads_runs_both_and_each_run_only_its_own() {
         host_command(program);
     }
     let workload = t.install_script("merge_workload.sh");
+    t.install_script("web_tier.sh"); // sourced by it
     let setup = host_script(
         &t,
         30,

@@ -70,6 +70,7 @@ fn seed_sequence_php_page_reading_mariadb_runs_from_the_strict_set() {
         host_command(program);
     }
     let setup_script = t.install_script("seed_php_mysql_setup.sh");
+    t.install_script("web_tier.sh"); // sourced by it
     t.install_script("seed_php_mysql.sh");
     let setup = host_script(
         &t,

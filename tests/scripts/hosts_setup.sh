@@ -34,44 +34,8 @@ INSERT INTO mysql.global_priv (Host, User, Priv) VALUES ('$WEB_ADDR', 'web',
 INSERT INTO mysql.db (Host, Db, User, Select_priv) VALUES ('$WEB_ADDR', 'seed', 'web', 'Y');
 SQL
 
-cat >"$WEB/php-fpm.conf" <<FPM
-[global]
-pid = $WEB/run/php-fpm.pid
-error_log = $WEB/log/php-fpm.log
-daemonize = no
-
-[www]
-user = root
-group = root
-listen = 127.0.0.1:9213
-pm = static
-pm.max_children = 1
-FPM
-
-cat >"$WEB/nginx.conf" <<NGINX
-user root;
-worker_processes 1;
-pid $WEB/run/nginx.pid;
-error_log $WEB/log/nginx-error.log;
-events { worker_connections 64; }
-http {
-  access_log $WEB/log/nginx-access.log;
-  client_body_temp_path $WEB/tmp/body;
-  fastcgi_temp_path $WEB/tmp/fastcgi;
-  proxy_temp_path $WEB/tmp/proxy;
-  uwsgi_temp_path $WEB/tmp/uwsgi;
-  scgi_temp_path $WEB/tmp/scgi;
-  server {
-    listen $WEB_ADDR:8080;
-    root $WEB/www;
-    location ~ \.php\$ {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-      fastcgi_pass 127.0.0.1:9213;
-    }
-  }
-}
-NGINX
+source "$(dirname "$0")/web_tier.sh"
+write_web_tier_conf "$WEB" "$WEB_ADDR:8080" 9213
 
 cat >"$WEB/www/row.php" <<PHP
 <?php

@@ -33,44 +33,8 @@ INSERT INTO mysql.global_priv (Host, User, Priv) VALUES ('127.0.0.1', 'web',
 INSERT INTO mysql.db (Host, Db, User, Select_priv) VALUES ('127.0.0.1', 'seed', 'web', 'Y');
 SQL
 
-cat >"$SRV/php-fpm.conf" <<FPM
-[global]
-pid = $SRV/run/php-fpm.pid
-error_log = $SRV/log/php-fpm.log
-daemonize = no
-
-[www]
-user = root
-group = root
-listen = 127.0.0.1:9213
-pm = static
-pm.max_children = 1
-FPM
-
-cat >"$SRV/nginx.conf" <<NGINX
-user root;
-worker_processes 1;
-pid $SRV/run/nginx.pid;
-error_log $SRV/log/nginx-error.log;
-events { worker_connections 64; }
-http {
-  access_log $SRV/log/nginx-access.log;
-  client_body_temp_path $SRV/tmp/body;
-  fastcgi_temp_path $SRV/tmp/fastcgi;
-  proxy_temp_path $SRV/tmp/proxy;
-  uwsgi_temp_path $SRV/tmp/uwsgi;
-  scgi_temp_path $SRV/tmp/scgi;
-  server {
-    listen 10.213.0.1:8080;
-    root $SRV/www;
-    location ~ \.php\$ {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-      fastcgi_pass 127.0.0.1:9213;
-    }
-  }
-}
-NGINX
+source "$(dirname "$0")/web_tier.sh"
+write_web_tier_conf "$SRV" "10.213.0.1:8080" 9213
 
 cat >"$SRV/www/row.php" <<'PHP'
 <?php
