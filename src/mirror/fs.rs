@@ -18,7 +18,7 @@ mod handles;
 mod ownership;
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use fuser::{
 use self::handles::{Handles, OpenHandle};
 use crate::mirror::entry_cache::EntryCache;
 use crate::mirror::inodes::{FileKey, InodeTable, Node};
-use crate::mirror::io_mode::{FileStamp, OpenMode};
+use crate::mirror::io_mode::{Backing, FileStamp, OpenMode};
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
 use crate::record::{Access, FileKind, Op, intent, now_ns};
@@ -70,6 +70,8 @@ pub struct MirrorFs {
     tracker: Arc<ProcessTracker>,
     /// Entries cached per process (`--entry-cache`), when the kernel supports it.
     entry_cache: Option<EntryCache>,
+    /// A descriptor of the connection's /dev/fuse, to register passthrough backing files.
+    device: Option<Arc<OwnedFd>>,
 }
 
 /// What a handler reports to the recorder about one request. The outcome (errno) is not
@@ -207,7 +209,20 @@ impl MirrorFs {
             recorder,
             tracker,
             entry_cache: None,
+            device: None,
         })
+    }
+
+    /// The connection's /dev/fuse, on which passthrough backing files are registered.
+    pub fn use_device(&mut self, device: Arc<OwnedFd>) {
+        self.device = Some(device);
+    }
+
+    fn open_backing(&self, file: &OwnedFd) -> std::io::Result<Backing> {
+        match &self.device {
+            Some(device) => Backing::open(device, file.as_fd()),
+            None => Err(std::io::Error::from_raw_os_error(libc::ENOTSUP)),
+        }
     }
 
     /// Lets the kernel cache entries while one process keeps asking (see [`EntryCache`]).
@@ -677,7 +692,7 @@ impl Filesystem for MirrorFs {
             req,
             reply,
             || self.node(ino),
-            |node, reply| {
+            |node, _| {
                 if flags.0 & intent::KERNEL_FMODE_EXEC != 0 {
                     // The caller waits in execve until this open is answered: its argv is
                     // readable.
@@ -686,7 +701,7 @@ impl Filesystem for MirrorFs {
                 }
                 let (fd, mode) =
                     handles::open_file(node, flags.0, self.passthrough_active, |fd| {
-                        reply.open_backing(fd)
+                        self.open_backing(fd)
                     })?;
                 let reply_flags = mode.reply_flags();
                 let backing = mode.backing();
@@ -694,7 +709,13 @@ impl Filesystem for MirrorFs {
                 Ok((fh, reply_flags, backing))
             },
             |reply, (fh, reply_flags, backing)| match backing {
-                Some(backing) => reply.opened_passthrough(*fh, *reply_flags, backing),
+                Some(backing) => {
+                    // SAFETY: the id is registered on this connection; `into_raw` hands it
+                    // back without closing it (the Backing closes it).
+                    let id = unsafe { reply.wrap_backing(backing.id()) };
+                    reply.opened_passthrough(*fh, *reply_flags, &id);
+                    id.into_raw();
+                }
                 None => reply.opened(*fh, *reply_flags),
             },
             |node, _| Event::on(Op::Open, &node).intent(intent::from_open_flags(flags.0)),

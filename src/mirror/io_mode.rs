@@ -10,14 +10,56 @@
 //! uses direct I/O (always allowed), and a read-only open while cached writers are open stays
 //! cached. [`IoMode`] tracks, per inode, the live backing file and the number of cached opens.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Weak};
 
-use fuser::{BackingId, FopenFlags};
+use fuser::FopenFlags;
+
+/// `FUSE_DEV_IOC_BACKING_CLOSE`: `_IOW(229, 2, uint32_t)`.
+const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+
+/// A file registered with the kernel as the backing file of passthrough opens (its id goes in
+/// the open reply, whichever transport carries it); unregistered when the last open using it
+/// is released and this is dropped.
+#[derive(Debug)]
+pub struct Backing {
+    device: Arc<OwnedFd>,
+    id: u32,
+}
+
+impl Backing {
+    /// Registers `file` on the connection of `device` (a descriptor of its /dev/fuse).
+    pub fn open(device: &Arc<OwnedFd>, file: BorrowedFd<'_>) -> std::io::Result<Backing> {
+        let id = fuser::BackingId::create_raw(device.as_fd(), file)?;
+        Ok(Backing {
+            device: Arc::clone(device),
+            id,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        // SAFETY: the ioctl reads one u32 from a valid pointer; a failure (the connection is
+        // gone, and the id with it) leaves nothing to undo.
+        unsafe {
+            libc::ioctl(
+                self.device.as_raw_fd(),
+                FUSE_DEV_IOC_BACKING_CLOSE,
+                &self.id as *const u32,
+            );
+        }
+    }
+}
 
 /// Per-inode I/O state, guarded by the node's mutex.
 #[derive(Debug, Default)]
 pub struct IoMode {
-    backing: Weak<BackingId>,
+    backing: Weak<Backing>,
     cached_opens: u32,
     /// The file as it was at the last cached open: if it is unchanged at the next one, the
     /// kernel may keep its cached pages (open-to-close coherence, as NFS gives).
@@ -46,7 +88,7 @@ impl FileStamp {
 #[derive(Debug)]
 pub enum OpenMode {
     /// Reads and mmaps go to this backing file in the kernel.
-    Passthrough(Arc<BackingId>),
+    Passthrough(Arc<Backing>),
     /// Page-cached I/O through the daemon; counted in [`IoMode`] until released. The kernel
     /// keeps pages cached by earlier opens only if the file did not change since.
     Cached { keep_cache: bool },
@@ -56,7 +98,7 @@ pub enum OpenMode {
 
 impl OpenMode {
     /// The backing file of a passthrough open.
-    pub fn backing(&self) -> Option<Arc<BackingId>> {
+    pub fn backing(&self) -> Option<Arc<Backing>> {
         match self {
             OpenMode::Passthrough(backing) => Some(Arc::clone(backing)),
             _ => None,
@@ -91,7 +133,7 @@ impl IoMode {
         passthrough_enabled: bool,
         flags: i32,
         stamp: FileStamp,
-        make_backing: impl FnOnce() -> std::io::Result<BackingId>,
+        make_backing: impl FnOnce() -> std::io::Result<Backing>,
     ) -> OpenMode {
         if flags & libc::O_DIRECT != 0 {
             return OpenMode::Direct;
@@ -132,7 +174,7 @@ mod tests {
         size: 10,
     };
 
-    fn no_backing() -> std::io::Result<BackingId> {
+    fn no_backing() -> std::io::Result<Backing> {
         Err(std::io::Error::from_raw_os_error(libc::EPERM))
     }
 

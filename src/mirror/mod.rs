@@ -20,3 +20,4 @@ pub mod process;
 pub mod recorder;
 pub mod seccomp;
 pub mod serve;
+pub mod transport;

@@ -332,6 +332,11 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     if let Some(cache) = entry_cache {
         fs.cache_entries_per_process(cache, ENTRY_CACHE_TTL);
     }
+    let device = fuse.try_clone().map_err(io_err(
+        "duplicate the descriptor of",
+        Path::new("/dev/fuse"),
+    ))?;
+    fs.use_device(Arc::new(device));
     let mut config = Config::default();
     config.n_threads = Some(options.speed.threads.max(1));
     config.clone_fd = true;

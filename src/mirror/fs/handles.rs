@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use fuser::{BackingId, Errno, FileHandle};
+use fuser::{Errno, FileHandle};
+
+use crate::mirror::io_mode::Backing;
 
 use super::errno;
 use crate::mirror::inodes::Node;
@@ -76,7 +78,7 @@ pub(super) fn open_file(
     node: &Arc<Node>,
     flags: i32,
     passthrough_active: bool,
-    make_backing: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    make_backing: impl FnOnce(&OwnedFd) -> std::io::Result<Backing>,
 ) -> Result<(OwnedFd, OpenMode), Errno> {
     let node_fd = node.fd().map_err(errno)?;
     let fd = sys::reopen(node_fd.raw(), underlying_open_flags(flags)).map_err(errno)?;
