@@ -22,13 +22,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, TimeOrNow, WriteFlags,
 };
 
 use self::handles::{Handles, OpenHandle};
@@ -37,6 +36,10 @@ use crate::mirror::inodes::{FileKey, InodeTable, Node};
 use crate::mirror::io_mode::{Backing, FileStamp, OpenMode};
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
+use crate::mirror::transport::replies::{
+    AttrReply, Caller, CreateReply, DataReply, DirectoryReply, EmptyReply, EntryReply, LseekReply,
+    OpenReply, Reply, StatfsReply, WriteReply, XattrReply,
+};
 use crate::record::{Access, FileKind, Op, intent, now_ns};
 use crate::sys::{self, XattrAnswer};
 
@@ -65,7 +68,7 @@ pub struct MirrorFs {
     root_dev: u64,
     cache: CachePolicy,
     /// Whether the kernel agreed to passthrough (set in init).
-    passthrough_active: bool,
+    passthrough_active: AtomicBool,
     recorder: Recorder,
     tracker: Arc<ProcessTracker>,
     /// Entries cached per process (`--entry-cache`), when the kernel supports it.
@@ -125,49 +128,19 @@ impl Event {
     }
 }
 
-/// A reply the skeleton can answer with an error. Every fuser reply type can (fuser's own
-/// trait for it is private); [`LookupReply`] answers one error otherwise.
-trait Reply {
-    fn error(self, errno: Errno);
-}
-
-macro_rules! reply_with_error {
-    ($($reply:ty),* $(,)?) => {
-        $(impl Reply for $reply {
-            fn error(self, errno: Errno) {
-                <$reply>::error(self, errno)
-            }
-        })*
-    };
-}
-
-reply_with_error!(
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyDirectory,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyLseek,
-    ReplyOpen,
-    ReplyStatfs,
-    ReplyWrite,
-    ReplyXattr,
-);
-
 /// A lookup's reply: with the entry cache on, "no such entry" is answered as a negative entry
 /// the kernel may cache for the entry time-out (it is still recorded as ENOENT).
-struct LookupReply {
-    reply: ReplyEntry,
+struct LookupReply<R> {
+    reply: R,
     negative_ttl: Option<Duration>,
 }
 
-impl Reply for LookupReply {
+impl<R: EntryReply> Reply for LookupReply<R> {
     fn error(self, errno: Errno) {
         match self.negative_ttl {
             Some(ttl) if errno == Errno::ENOENT => {
                 self.reply
-                    .entry(&ttl, &attr::negative_entry(), Generation(0))
+                    .entry(&ttl, &attr::negative_entry(), &ttl, Generation(0))
             }
             _ => self.reply.error(errno),
         }
@@ -205,7 +178,7 @@ impl MirrorFs {
             handles: Handles::new(),
             root_dev: root_stat.st_dev,
             cache,
-            passthrough_active: false,
+            passthrough_active: AtomicBool::new(false),
             recorder,
             tracker,
             entry_cache: None,
@@ -245,7 +218,7 @@ impl MirrorFs {
     #[inline]
     fn serve<R: Reply, N, T, E: Into<Option<Event>>>(
         &self,
-        req: &Request,
+        req: &Caller,
         mut reply: R,
         nodes: impl FnOnce() -> Result<N, Errno>,
         call: impl FnOnce(&N, &mut R) -> Result<T, Errno>,
@@ -276,7 +249,7 @@ impl MirrorFs {
         }
     }
 
-    fn record(&self, req: &Request, event: Event) {
+    fn record(&self, req: &Caller, event: Event) {
         let caller = self.tracker.identify(req.pid());
         let now = now_ns();
         self.recorder.access(Access {
@@ -357,7 +330,7 @@ impl MirrorFs {
     /// Common tail of mkdir, mknod and symlink: hand the new entry to the caller, look it up.
     fn finish_new_entry(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: &Node,
         name: &OsStr,
         path: &[u8],
@@ -372,11 +345,11 @@ impl MirrorFs {
 
     /// Entry replies carry the node number in `attr.ino` (fuser uses one field for both; see
     /// [`InodeTable::number_of`]: it is also the inode number stat() shows).
-    fn reply_entry(&self, reply: ReplyEntry, (number, attr): &(u64, FileAttr)) {
-        reply.entry_with_ttls(
-            &self.cache.attr_ttl,
+    fn reply_entry(&self, reply: impl EntryReply, (number, attr): &(u64, FileAttr)) {
+        reply.entry(
             &self.cache.entry_ttl,
             attr,
+            &self.cache.attr_ttl,
             Generation(self.generation_of(*number)),
         )
     }
@@ -433,8 +406,13 @@ struct AttrChange {
     mtime: Option<TimeOrNow>,
 }
 
-impl Filesystem for MirrorFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+/// The operation handlers, one per FUSE request, called by either transport. Their parameters
+/// are those of `fuser::Filesystem` (the request's fields), hence their number.
+#[allow(clippy::too_many_arguments)]
+impl MirrorFs {
+    /// The INIT capabilities the handlers rely on, asked of the kernel (fuser's `init`): the
+    /// transport's own are the caller's. Returns whether passthrough was granted.
+    pub fn negotiate(&self, config: &mut KernelConfig) -> bool {
         // Lookups and readdirs in one directory may run in parallel; the daemon has no
         // per-directory state that needs the kernel's serialisation.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
@@ -451,18 +429,19 @@ impl Filesystem for MirrorFs {
             );
         }
         if self.cache.passthrough {
-            self.passthrough_active = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
-            if !self.passthrough_active {
+            self.passthrough_active.store(granted, Ordering::Relaxed);
+            if !granted {
                 eprintln!(
                     "depsetfs daemon: the kernel refused FUSE passthrough; reads go through the daemon"
                 );
             }
         }
-        Ok(())
+        self.passthrough_active.load(Ordering::Relaxed)
     }
 
-    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    pub fn lookup(&self, req: &Caller, parent: INodeNo, name: &OsStr, reply: impl EntryReply) {
         let reply = LookupReply {
             reply,
             negative_ttl: self.entry_cache.as_ref().map(|_| self.cache.entry_ttl),
@@ -487,11 +466,17 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    pub fn forget(&self, ino: INodeNo, nlookup: u64) {
         self.inodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    pub fn getattr(
+        &self,
+        req: &Caller,
+        ino: INodeNo,
+        _fh: Option<FileHandle>,
+        reply: impl AttrReply,
+    ) {
         self.serve(
             req,
             reply,
@@ -502,9 +487,9 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn setattr(
+    pub fn setattr(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -518,7 +503,7 @@ impl Filesystem for MirrorFs {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
+        reply: impl AttrReply,
     ) {
         let change = AttrChange {
             mode,
@@ -539,7 +524,7 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+    pub fn readlink(&self, req: &Caller, ino: INodeNo, reply: impl DataReply) {
         self.serve(
             req,
             reply,
@@ -560,15 +545,15 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn mknod(
+    pub fn mknod(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         rdev: u32,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let new = NewEntry {
             op: Op::Mknod,
@@ -582,14 +567,14 @@ impl Filesystem for MirrorFs {
         });
     }
 
-    fn mkdir(
+    pub fn mkdir(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let new = NewEntry {
             op: Op::Mkdir,
@@ -601,21 +586,21 @@ impl Filesystem for MirrorFs {
         });
     }
 
-    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub fn unlink(&self, req: &Caller, parent: INodeNo, name: &OsStr, reply: impl EmptyReply) {
         self.remove_entry(req, parent, name, 0, reply);
     }
 
-    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub fn rmdir(&self, req: &Caller, parent: INodeNo, name: &OsStr, reply: impl EmptyReply) {
         self.remove_entry(req, parent, name, libc::AT_REMOVEDIR, reply);
     }
 
-    fn symlink(
+    pub fn symlink(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         let new = NewEntry {
             op: Op::Symlink,
@@ -627,15 +612,15 @@ impl Filesystem for MirrorFs {
         });
     }
 
-    fn rename(
+    pub fn rename(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
         flags: RenameFlags,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.serve(
             req,
@@ -660,13 +645,13 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn link(
+    pub fn link(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
     ) {
         self.serve(
             req,
@@ -687,7 +672,7 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    pub fn open(&self, req: &Caller, ino: INodeNo, flags: OpenFlags, reply: impl OpenReply) {
         self.serve(
             req,
             reply,
@@ -699,39 +684,32 @@ impl Filesystem for MirrorFs {
                     self.tracker
                         .capture_exec(self.tracker.identify(req.pid()), &node.path());
                 }
-                let (fd, mode) =
-                    handles::open_file(node, flags.0, self.passthrough_active, |fd| {
-                        self.open_backing(fd)
-                    })?;
+                let (fd, mode) = handles::open_file(
+                    node,
+                    flags.0,
+                    self.passthrough_active.load(Ordering::Relaxed),
+                    |fd| self.open_backing(fd),
+                )?;
                 let reply_flags = mode.reply_flags();
                 let backing = mode.backing();
                 let fh = self.handles.add(fd, Arc::clone(node), mode);
                 Ok((fh, reply_flags, backing))
             },
-            |reply, (fh, reply_flags, backing)| match backing {
-                Some(backing) => {
-                    // SAFETY: the id is registered on this connection; `into_raw` hands it
-                    // back without closing it (the Backing closes it).
-                    let id = unsafe { reply.wrap_backing(backing.id()) };
-                    reply.opened_passthrough(*fh, *reply_flags, &id);
-                    id.into_raw();
-                }
-                None => reply.opened(*fh, *reply_flags),
-            },
+            |reply, (fh, reply_flags, backing)| reply.opened(*fh, *reply_flags, backing.as_deref()),
             |node, _| Event::on(Op::Open, &node).intent(intent::from_open_flags(flags.0)),
         );
     }
 
-    fn read(
+    pub fn read(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
+        reply: impl DataReply,
     ) {
         // One buffer per request thread, grown once: a fresh zeroed allocation per read costs
         // as much as the copy itself at 128 KiB.
@@ -763,9 +741,9 @@ impl Filesystem for MirrorFs {
         });
     }
 
-    fn write(
+    pub fn write(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -773,7 +751,7 @@ impl Filesystem for MirrorFs {
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
+        reply: impl WriteReply,
     ) {
         self.serve(
             req,
@@ -793,31 +771,31 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn release(
+    pub fn release(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.close_handle(req, ino, fh, Op::Release, reply);
     }
 
-    fn fsync(
+    pub fn fsync(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.sync_handle(req, ino, fh, datasync, Op::Fsync, reply);
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    pub fn opendir(&self, req: &Caller, ino: INodeNo, _flags: OpenFlags, reply: impl OpenReply) {
         self.serve(
             req,
             reply,
@@ -829,7 +807,7 @@ impl Filesystem for MirrorFs {
                     .map_err(errno)?;
                 Ok(self.handles.add(fd, Arc::clone(node), OpenMode::Direct))
             },
-            |reply, fh| reply.opened(*fh, FopenFlags::empty()),
+            |reply, fh| reply.opened(*fh, FopenFlags::empty(), None),
             |node, _| {
                 Event::new(Op::Opendir, node.path().to_vec())
                     .kind(FileKind::Dir)
@@ -838,13 +816,13 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn readdir(
+    pub fn readdir(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        reply: ReplyDirectory,
+        reply: impl DirectoryReply,
     ) {
         self.serve(
             req,
@@ -874,29 +852,29 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn releasedir(
+    pub fn releasedir(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.close_handle(req, ino, fh, Op::Releasedir, reply);
     }
 
-    fn fsyncdir(
+    pub fn fsyncdir(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.sync_handle(req, ino, fh, datasync, Op::Fsyncdir, reply);
     }
 
-    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    pub fn statfs(&self, req: &Caller, ino: INodeNo, reply: impl StatfsReply) {
         self.serve(
             req,
             reply,
@@ -906,31 +884,20 @@ impl Filesystem for MirrorFs {
                     .and_then(|fd| sys::statvfs(fd.raw()))
                     .map_err(errno)
             },
-            |reply, st| {
-                reply.statfs(
-                    st.f_blocks,
-                    st.f_bfree,
-                    st.f_bavail,
-                    st.f_files,
-                    st.f_ffree,
-                    st.f_bsize as u32,
-                    st.f_namemax as u32,
-                    st.f_frsize as u32,
-                )
-            },
+            |reply, st| reply.statfs(st),
             |node, _| Event::new(Op::Statfs, node.path().to_vec()),
         );
     }
 
-    fn setxattr(
+    pub fn setxattr(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
         flags: i32,
         _position: u32,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.serve(
             req,
@@ -942,7 +909,14 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    pub fn getxattr(
+        &self,
+        req: &Caller,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
+        reply: impl XattrReply,
+    ) {
         self.serve(
             req,
             reply,
@@ -953,7 +927,7 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    pub fn listxattr(&self, req: &Caller, ino: INodeNo, size: u32, reply: impl XattrReply) {
         self.serve(
             req,
             reply,
@@ -964,7 +938,7 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    pub fn removexattr(&self, req: &Caller, ino: INodeNo, name: &OsStr, reply: impl EmptyReply) {
         self.serve(
             req,
             reply,
@@ -975,15 +949,15 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn create(
+    pub fn create(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         flags: i32,
-        reply: ReplyCreate,
+        reply: impl CreateReply,
     ) {
         self.serve(
             req,
@@ -994,9 +968,11 @@ impl Filesystem for MirrorFs {
                 reply.created(
                     &self.cache.entry_ttl,
                     attr,
+                    &self.cache.entry_ttl,
                     Generation(self.generation_of(*number)),
                     *fh,
                     *reply_flags,
+                    None,
                 )
             },
             |(_, path), _| {
@@ -1007,15 +983,15 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn fallocate(
+    pub fn fallocate(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.serve(
             req,
@@ -1030,14 +1006,14 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn lseek(
+    pub fn lseek(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
-        reply: ReplyLseek,
+        reply: impl LseekReply,
     ) {
         self.serve(
             req,
@@ -1052,9 +1028,9 @@ impl Filesystem for MirrorFs {
         );
     }
 
-    fn copy_file_range(
+    pub fn copy_file_range(
         &self,
-        req: &Request,
+        req: &Caller,
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -1063,7 +1039,7 @@ impl Filesystem for MirrorFs {
         offset_out: u64,
         len: u64,
         _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
+        reply: impl WriteReply,
     ) {
         self.serve(
             req,
@@ -1104,11 +1080,11 @@ impl MirrorFs {
     /// caller, look it up.
     fn make_entry(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         new: NewEntry<'_>,
-        reply: ReplyEntry,
+        reply: impl EntryReply,
         create: impl FnOnce(i32) -> std::io::Result<()>,
     ) {
         self.serve(
@@ -1136,7 +1112,14 @@ impl MirrorFs {
     }
 
     /// release and releasedir: the handle's descriptor closes when its last user drops it.
-    fn close_handle(&self, req: &Request, ino: INodeNo, fh: FileHandle, op: Op, reply: ReplyEmpty) {
+    fn close_handle(
+        &self,
+        req: &Caller,
+        ino: INodeNo,
+        fh: FileHandle,
+        op: Op,
+        reply: impl EmptyReply,
+    ) {
         self.serve(
             req,
             reply,
@@ -1153,12 +1136,12 @@ impl MirrorFs {
     /// fsync and fsyncdir.
     fn sync_handle(
         &self,
-        req: &Request,
+        req: &Caller,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         op: Op,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         self.serve(
             req,
@@ -1176,11 +1159,11 @@ impl MirrorFs {
     /// unlink and rmdir.
     fn remove_entry(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: INodeNo,
         name: &OsStr,
         flags: i32,
-        reply: ReplyEmpty,
+        reply: impl EmptyReply,
     ) {
         let op = if flags & libc::AT_REMOVEDIR != 0 {
             Op::Rmdir
@@ -1204,7 +1187,7 @@ impl MirrorFs {
 
     fn create_file(
         &self,
-        req: &Request,
+        req: &Caller,
         parent: &Node,
         name: &OsStr,
         path: &[u8],
@@ -1256,7 +1239,7 @@ impl MirrorFs {
     }
 }
 
-fn xattr_reply(reply: ReplyXattr, answer: &XattrAnswer) {
+fn xattr_reply(reply: impl XattrReply, answer: &XattrAnswer) {
     match answer {
         XattrAnswer::Size(size) => reply.size(*size as u32),
         XattrAnswer::Data(data) => reply.data(data),

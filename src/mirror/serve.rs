@@ -25,6 +25,7 @@ use crate::mirror::fs::{CachePolicy, MirrorFs};
 use crate::mirror::network;
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
+use crate::mirror::transport::dev::DevFront;
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
     HostIdentity, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand,
@@ -281,7 +282,7 @@ pub fn serve(options: &ServeOptions, state: &StateDir) -> Result<(), ServeError>
 }
 
 struct ServingSession {
-    session: Session<MirrorFs>,
+    session: Session<DevFront>,
     recorder: Recorder,
     tracker: Arc<ProcessTracker>,
     /// What the user should know before using the mount, passed on to `mount` and `run`.
@@ -340,8 +341,14 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     let mut config = Config::default();
     config.n_threads = Some(options.speed.threads.max(1));
     config.clone_fd = true;
-    let session = Session::from_fd(fs, fuse, SessionACL::All, config)
-        .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
+    let fs = Arc::new(fs);
+    let session = Session::from_fd(
+        DevFront::new(Arc::clone(&fs), false),
+        fuse,
+        SessionACL::All,
+        config,
+    )
+    .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
     let control = state.control_socket(&options.mountpoint);
     let control = match network::start_control_socket(&control, recorder.clone(), tracker.clone()) {
         Ok(()) => Some(control),

@@ -2,4 +2,5 @@
 //! reading /dev/fuse, or FUSE over io_uring (per-CPU queues, Linux >= 6.14). Both call the same
 //! handlers of `mirror/fs.rs`, which answer through the traits of [`replies`].
 
+pub mod dev;
 pub mod replies;
