@@ -4,3 +4,4 @@
 
 pub mod dev;
 pub mod replies;
+pub mod uring;
