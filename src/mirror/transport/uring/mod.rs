@@ -243,6 +243,9 @@ struct Entry {
     iov: [libc::iovec; 2],
     /// Its command completed with an error: the kernel no longer uses it.
     dead: bool,
+    /// Registered again after an unexpected error, and no request since: a second error in a
+    /// row retires it.
+    retried: bool,
 }
 
 impl Entry {
@@ -264,6 +267,7 @@ impl Entry {
             payload,
             iov,
             dead: false,
+            retried: false,
         }
     }
 }
@@ -348,24 +352,33 @@ impl Queue {
         let mut outbuf: Vec<u8> = Vec::new();
         loop {
             for completion in done.drain(..) {
-                let Some(entry) = usize::try_from(completion.user_data)
+                let Some((index, entry)) = usize::try_from(completion.user_data)
                     .ok()
-                    .and_then(|i| entries.get_mut(i))
+                    .and_then(|i| Some((i, entries.get_mut(i)?)))
                 else {
                     continue;
                 };
                 if completion.result < 0 {
                     let errno = -completion.result;
-                    if !connection_ended(errno) {
-                        eprintln!(
-                            "depsetfs daemon: io_uring queue {}: a ring entry failed: {}",
-                            self.qid,
-                            io::Error::from_raw_os_error(errno)
-                        );
+                    if connection_ended(errno) || entry.retried {
+                        entry.dead = true;
+                        continue;
                     }
-                    entry.dead = true;
+                    // The kernel dropped this entry (e.g. a commit it could not match): give
+                    // it a fresh one on the same buffers, so the queue keeps its depth.
+                    eprintln!(
+                        "depsetfs daemon: io_uring queue {}: a ring entry failed ({}); registering it again",
+                        self.qid,
+                        io::Error::from_raw_os_error(errno)
+                    );
+                    entry.retried = true;
+                    let cmd = self.register_cmd(index, entry, self.qid);
+                    if !self.push(ring, &cmd) {
+                        return;
+                    }
                     continue;
                 }
+                entry.retried = false;
                 let commit_id = self.handle(entry, &mut inbuf, &mut outbuf);
                 let cmd = UringCmd {
                     fd: self.device.as_raw_fd(),
@@ -375,10 +388,8 @@ impl Queue {
                     user_data: completion.user_data,
                     cmd: wire::cmd_req(commit_id, self.qid),
                 };
-                while !ring.push(&cmd) {
-                    if ring.submit(false).is_err() {
-                        return;
-                    }
+                if !self.push(ring, &cmd) {
+                    return;
                 }
             }
             if entries.iter().all(|e| e.dead) {
@@ -394,6 +405,16 @@ impl Queue {
             }
             ring.reap(&mut done);
         }
+    }
+
+    /// Queues `cmd`, submitting first if the SQ ring is full; false if the ring failed.
+    fn push(&self, ring: &mut Ring, cmd: &UringCmd) -> bool {
+        while !ring.push(cmd) {
+            if ring.submit(false).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Serves the request in `entry` and writes its answer there; returns its commit id.
@@ -430,8 +451,24 @@ impl Queue {
         ent.commit_id
     }
 
-    /// Parses a request and calls its handler with a reply on `answer`.
+    /// Parses a request and calls its handler with a reply on `answer`. A handler that panics
+    /// answers EIO: the queue's thread, which its CPU's requests wait for, lives on.
     fn dispatch(&self, header: &InHeader, op_in: &[u8], payload: &[u8], answer: &mut Answer<'_>) {
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.call_handler(header, op_in, payload, answer)
+        }));
+        if served.is_err() {
+            answer.fail(Errno::EIO);
+        }
+    }
+
+    fn call_handler(
+        &self,
+        header: &InHeader,
+        op_in: &[u8],
+        payload: &[u8],
+        answer: &mut Answer<'_>,
+    ) {
         let request = match wire::parse(header, op_in, payload) {
             Ok(request) => request,
             Err(errno) => return answer.fail(errno),

@@ -667,7 +667,7 @@ fn time_parts(time: &SystemTime) -> (i64, u32) {
 
 /// `st_mode`'s file type bits.
 fn type_bits(kind: FileType) -> u32 {
-    (match kind {
+    match kind {
         FileType::NamedPipe => libc::S_IFIFO,
         FileType::CharDevice => libc::S_IFCHR,
         FileType::BlockDevice => libc::S_IFBLK,
@@ -675,7 +675,7 @@ fn type_bits(kind: FileType) -> u32 {
         FileType::RegularFile => libc::S_IFREG,
         FileType::Symlink => libc::S_IFLNK,
         FileType::Socket => libc::S_IFSOCK,
-    }) as u32
+    }
 }
 
 /// A little-endian writer into a fixed struct.
