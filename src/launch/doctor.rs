@@ -551,7 +551,8 @@ fn check_entry_cache(kernel: Option<&KernelVersion>) -> Check {
 /// parameter): the default transport where it exists (`--transport auto`).
 pub fn io_uring_check(enable_uring: Option<&str>) -> Check {
     const NAME: &str = "FUSE over io_uring";
-    let fallback = "requests go through /dev/fuse threads: every record is the same, tracing is slower";
+    let fallback =
+        "requests go through /dev/fuse threads: every record is the same, tracing is slower";
     match enable_uring.map(str::trim) {
         Some("Y" | "y" | "1") => Check::new(
             NAME,
