@@ -501,3 +501,37 @@ fn a_run_without_process_events_says_so() {
     );
     assert!(set.stdout.lines().any(|line| line == "/usr/bin/true"));
 }
+
+/// `--transport uring` serves the requests through FUSE over io_uring (the daemon says so in
+/// daemon.log) and `--transport dev` through /dev/fuse; one command traced on each gives the
+/// same deployment set.
+#[test]
+fn both_transports_give_the_same_set() {
+    if !std::path::Path::new("/sys/module/fuse/parameters/enable_uring").exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let t = TestDir::new("chroot_transports");
+    let mut sets = Vec::new();
+    for transport in ["uring", "dev"] {
+        let _ = fs::remove_file(t.state().join("daemon.log"));
+        let out = ns_script(
+            &t,
+            300,
+            &format!(
+                r#""$DEPSETFS" run --transport {transport} --log "$T/log" --overwrite-log --timeout 240 -- \
+    /bin/sh -c 'cat /etc/hostname >/dev/null; ls /usr/share/doc/coreutils >/dev/null; stat /usr/bin >/dev/null'"#
+            ),
+        );
+        out.assert_ok(transport);
+        let daemon_log = fs::read_to_string(t.state().join("daemon.log")).unwrap_or_default();
+        assert_eq!(
+            daemon_log.contains("requests come through FUSE over io_uring"),
+            transport == "uring",
+            "{transport}: daemon.log says how requests came:\n{daemon_log}"
+        );
+        sets.push(dump_set(&t, Some(&t.log())));
+    }
+    assert_eq!(sets[0], sets[1], "the same set on both transports");
+    assert_in_set(&sets[0], "/usr/bin/ls", "ls ran");
+}

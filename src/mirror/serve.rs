@@ -94,7 +94,7 @@ pub struct SpeedOptions {
 impl Default for SpeedOptions {
     fn default() -> SpeedOptions {
         SpeedOptions {
-            transport: TransportChoice::Auto,
+            transport: TransportChoice::from_env(),
             threads: 4,
             passthrough: true,
             entry_cache: false,

@@ -28,7 +28,21 @@ pub enum TransportChoice {
     Dev,
 }
 
+/// The environment variable that sets the default `--transport` (CI runs the tests once per
+/// transport with it; `verify`'s own runs follow it too).
+pub const TRANSPORT_ENV: &str = "DEPSETFS_TRANSPORT";
+
 impl TransportChoice {
+    /// The default: `DEPSETFS_TRANSPORT` if it names a transport, else `auto` (the commands
+    /// that take `--transport` reject a bad value themselves).
+    pub fn from_env() -> TransportChoice {
+        match std::env::var(TRANSPORT_ENV).as_deref() {
+            Ok("uring") => TransportChoice::Uring,
+            Ok("dev") => TransportChoice::Dev,
+            _ => TransportChoice::Auto,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TransportChoice::Auto => "auto",
