@@ -456,7 +456,7 @@ fn release(trace: &mut Trace, path: &str, at_ms: u64) {
 
 /// Two readers open /etc/app.conf (passthrough: no read records) at 100 and 110 ms; one of
 /// them closes it at 120; CHILD then rewrites it at 130 (released at 135); the other reader
-/// closes at 150; CLIENT opens it after the write, at 160.
+/// closes at 150; CLIENT opens it after the write, at 200.
 fn readers_and_a_later_writer() -> Trace {
     let mut trace = Trace::new("/");
     trace.read(SERVER, "/etc/app.conf", 100);
@@ -465,7 +465,7 @@ fn readers_and_a_later_writer() -> Trace {
     trace.write(CHILD, "/etc/app.conf", 130);
     release(&mut trace, "/etc/app.conf", 135);
     release(&mut trace, "/etc/app.conf", 150);
-    trace.read(CLIENT, "/etc/app.conf", 160);
+    trace.read(CLIENT, "/etc/app.conf", 200);
     trace
 }
 
@@ -487,7 +487,7 @@ fn an_open_for_reading_lasts_until_no_handle_of_the_file_is_open() {
     let conf = b"/etc/app.conf";
     assert_eq!(reading_until(&graph, SERVER, conf), 150 * MS);
     assert_eq!(reading_until(&graph, READER2, conf), 150 * MS);
-    assert_eq!(reading_until(&graph, CLIENT, conf), 160 * MS);
+    assert_eq!(reading_until(&graph, CLIENT, conf), 200 * MS);
     // The writer's own create is no read.
     let writer = image(&graph, CHILD, 0);
     assert!(
@@ -516,6 +516,21 @@ fn a_closed_reader_ends_at_its_release_and_an_unreleased_one_never_ends() {
         TimeNs::MAX,
         "the writer's release closed the writer's handle, not necessarily the reader's"
     );
+}
+
+/// Records are stamped after their replies: another process's quick open and close can reach
+/// the log as a release stamped before its own open. That release must not end the reader's.
+#[test]
+fn a_release_stamped_before_its_own_open_does_not_close_an_earlier_reader() {
+    let mut trace = Trace::new("/");
+    trace.read(SERVER, "/etc/app.conf", 100);
+    release(&mut trace, "/etc/app.conf", 110);
+    trace.read(READER2, "/etc/app.conf", 111);
+    trace.write(CHILD, "/etc/app.conf", 130);
+    release(&mut trace, "/etc/app.conf", 131);
+    release(&mut trace, "/etc/app.conf", 200);
+    let graph = trace.graph();
+    assert_eq!(reading_until(&graph, SERVER, b"/etc/app.conf"), 200 * MS);
 }
 
 #[test]
