@@ -7,6 +7,8 @@
 #
 #   bench/run.sh [--reps N] [--quick] [--workloads a,b] [--variants a,b] [--no-mem] [--timeout S]
 #                [--bin PATH]   (default target/release/depsetfs, built if missing)
+#                [--mem-variants a,b]   (depsetfs variants whose daemon memory is measured; default depsetfs)
+#                [--print-commands]     (print each variant's command line and exit)
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,14 +16,28 @@ repo=$(cd "$here/.." && pwd)
 
 BIN= reps=5 reps_set=0 quick=0 timeout_s=900 do_mem=1
 all_workloads=(python cc find tar churn nginx)
-# depsetfs: the defaults (--attr-timeout-ms 1000); depsetfs-full: --attr-timeout-ms 0 (every
-# getattr reaches the daemon); depsetfs-cpu0: --cpus 0 (daemon and workload on CPU 0);
-# depsetfs-ec: --entry-cache; depsetfs-ec-cpu0: --entry-cache --cpus 0; depsetfs-pt: --passthrough;
-# depsetfs-t1: one request thread.
-all_variants=(native depsetfs depsetfs-full depsetfs-cpu0 depsetfs-ec depsetfs-ec-cpu0 depsetfs-pt depsetfs-t1 bindfs loggedfs strace strace-seccomp reprozip)
-sel_workloads=() sel_variants=()
+# The flags of each depsetfs variant (`depsetfs run FLAGS --log ... -- CMD`). depsetfs: the
+# defaults, whatever they are (issue 13: io_uring where the kernel offers it, passthrough reads);
+# the levers of issue 13 alone: depsetfs-dev (/dev/fuse threads, i.e. passthrough alone),
+# depsetfs-uring-nopt (io_uring alone), depsetfs-dev-nopt (neither: the defaults before issue 13);
+# depsetfs-full: every getattr reaches the daemon; depsetfs-cpu0: daemon and workload on CPU 0;
+# depsetfs-ec: the entry cache; depsetfs-pt: --passthrough; depsetfs-t1: one request thread.
+declare -A depsetfs_flags=(
+    [depsetfs]=""
+    [depsetfs-dev]="--transport dev"
+    [depsetfs-dev-nopt]="--transport dev --no-passthrough"
+    [depsetfs-uring-nopt]="--transport uring --no-passthrough"
+    [depsetfs-full]="--attr-timeout-ms 0"
+    [depsetfs-cpu0]="--cpus 0"
+    [depsetfs-ec]="--entry-cache"
+    [depsetfs-ec-cpu0]="--entry-cache --cpus 0"
+    [depsetfs-pt]="--passthrough"
+    [depsetfs-t1]="--threads 1"
+)
+all_variants=(native depsetfs depsetfs-dev depsetfs-dev-nopt depsetfs-uring-nopt depsetfs-full depsetfs-cpu0 depsetfs-ec depsetfs-ec-cpu0 depsetfs-pt depsetfs-t1 bindfs loggedfs strace strace-seccomp reprozip)
+sel_workloads=() sel_variants=() mem_variants=(depsetfs) print_commands=0
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
     case $1 in
     --reps) reps=$2 reps_set=1; shift ;;
@@ -31,6 +47,8 @@ while (($#)); do
     --no-mem) do_mem=0 ;;
     --timeout) timeout_s=$2; shift ;;
     --bin) BIN=$(realpath "$2"); shift ;;
+    --mem-variants) IFS=, read -ra mem_variants <<< "$2"; shift ;;
+    --print-commands) print_commands=1 ;;
     -h|--help) usage 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
     esac
@@ -44,7 +62,13 @@ variants=("${sel_variants[@]:-${all_variants[@]}}")
 
 log() { echo "run.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
-[[ $EUID -eq 0 ]] || die "must run as root (FUSE mounts, unshare, chroot)"
+for v in "${variants[@]}"; do
+    [[ " ${all_variants[*]} " == *" $v "* ]] || die "unknown variant $v (known: ${all_variants[*]})"
+done
+for v in "${mem_variants[@]}"; do
+    [[ -v depsetfs_flags[$v] ]] || die "--mem-variants: $v is not a depsetfs variant"
+done
+((print_commands)) || [[ $EUID -eq 0 ]] || die "must run as root (FUSE mounts, unshare, chroot)"
 
 # --- tools -----------------------------------------------------------------------------------
 if [[ -z $BIN ]]; then
@@ -55,19 +79,56 @@ if [[ -z $BIN ]]; then
     fi
 fi
 [[ -x $BIN ]] || die "no depsetfs binary at $BIN"
+# A depsetfs variant whose flags this build's `run` does not accept is not run (n/a, with the
+# complaint): `run FLAGS --help` parses the flags (hidden ones too) before printing the help.
+missing_flag() {
+    local flags
+    read -ra flags <<< "${depsetfs_flags[$1]}"
+    "$BIN" run "${flags[@]}" --help > /dev/null 2>&1 ||
+        "$BIN" run "${flags[@]}" --help 2>&1 | head -1 | sed 's/^depsetfs: //'
+}
 RZ=
 for c in "$here/.venv/bin/reprozip" /opt/reprozip/bin/reprozip; do [[ -x $c ]] && { RZ=$c; break; }; done
 declare -A unavailable=()
-for v in "${variants[@]}"; do
+for v in "${variants[@]}" "${mem_variants[@]}"; do
     case $v in
     bindfs|loggedfs) command -v "$v" >/dev/null || unavailable[$v]="$v not installed (bench/install.sh)" ;;
     strace|strace-seccomp) command -v strace >/dev/null || unavailable[$v]="strace not installed" ;;
     reprozip) [[ -n $RZ ]] || unavailable[$v]="reprozip not installed (bench/install.sh)" ;;
+    depsetfs*) f=$(missing_flag "$v"); [[ -z $f ]] || unavailable[$v]="this build's depsetfs run refuses ${depsetfs_flags[$v]}: $f" ;;
     esac
 done
 for t in wrk /usr/sbin/nginx gcc /usr/bin/python3 unshare chroot timeout; do
     command -v "$t" >/dev/null || die "$t missing: run bench/install.sh"
 done
+
+# --- variants ----------------------------------------------------------------------------------
+strace_filter=trace=file,process,network,read,write
+# Sets VCMD to the command prefix that runs a command under variant $1; $2 names its trace files.
+variant_cmd() {
+    local v=$1 tag=$2
+    case $v in
+    native) VCMD=() ;;
+    depsetfs*)
+        local flags
+        read -ra flags <<< "${depsetfs_flags[$v]}"
+        VCMD=("$BIN" run "${flags[@]}" --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
+    bindfs|loggedfs) VCMD=(unshare -m --propagation private "$here/lib/fusemirror.sh" "$v" "$WORK/logs/$tag.loggedfs" --) ;;
+    strace) VCMD=(strace -f -qq -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
+    strace-seccomp) VCMD=(strace -f -qq --seccomp-bpf -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
+    reprozip) VCMD=("$RZ" trace --dont-identify-packages --dont-find-inputs-outputs -d "$WORK/logs/$tag.rz") ;;
+    esac
+}
+
+if ((print_commands)); then
+    WORK='$WORK'
+    for v in "${variants[@]}"; do
+        variant_cmd "$v" "WORKLOAD-$v-REP"
+        printf '%-20s %s%s\n' "$v" "${VCMD[*]:+${VCMD[*]} }/bin/bash bench/workloads/WORKLOAD.sh run" \
+            "${unavailable[$v]:+   [n/a: ${unavailable[$v]}]}"
+    done
+    exit 0
+fi
 
 # --- scratch space, cleanup ------------------------------------------------------------------
 WORK=$(mktemp -d /var/tmp/depsetfs-bench.XXXXXX) || die "mktemp failed"
@@ -104,27 +165,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# --- variants ----------------------------------------------------------------------------------
-strace_filter=trace=file,process,network,read,write
-# Sets VCMD to the command prefix that runs a command under variant $1; $2 names its trace files.
-variant_cmd() {
-    local v=$1 tag=$2
-    case $v in
-    native) VCMD=() ;;
-    depsetfs) VCMD=("$BIN" run --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    depsetfs-pt) VCMD=("$BIN" run --passthrough --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    depsetfs-t1) VCMD=("$BIN" run --threads 1 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    depsetfs-full) VCMD=("$BIN" run --attr-timeout-ms 0 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    depsetfs-cpu0) VCMD=("$BIN" run --cpus 0 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    depsetfs-ec) VCMD=("$BIN" run --entry-cache --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    depsetfs-ec-cpu0) VCMD=("$BIN" run --entry-cache --cpus 0 --log "$WORK/logs/$tag.dlog" --timeout "$timeout_s" --) ;;
-    bindfs|loggedfs) VCMD=(unshare -m --propagation private "$here/lib/fusemirror.sh" "$v" "$WORK/logs/$tag.loggedfs" --) ;;
-    strace) VCMD=(strace -f -qq -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
-    strace-seccomp) VCMD=(strace -f -qq --seccomp-bpf -e "$strace_filter" -o "$WORK/logs/$tag.strace") ;;
-    reprozip) VCMD=("$RZ" trace --dont-identify-packages --dont-find-inputs-outputs -d "$WORK/logs/$tag.rz") ;;
-    esac
-}
-
 RAW=$WORK/raw.tsv
 : > "$RAW"
 NOTES=$WORK/notes.txt
@@ -141,6 +181,7 @@ measure() {
     (cd "$WORK" && timeout -k 10 "$timeout_s" "${VCMD[@]}" /bin/bash "$here/workloads/$w.sh" run) \
         < /dev/null > "$WORK/out/$tag.out" 2>&1
     rc=$?
+    transport_note "$v" "$WORK/out/$tag.out"
     val=$(cat "$BENCH_RESULT" 2>/dev/null)
     if ((rc == 0)) && [[ $val =~ ^[0-9.]+$ ]]; then
         record "$w" "$v" "$rep" "$val" ok
@@ -190,6 +231,7 @@ measure_nginx() {
         kill -TERM "$wpid"; sleep 2; kill -KILL "$wpid" 2>/dev/null
     fi
     wait "$wpid" 2>/dev/null
+    transport_note "$v" "$WORK/out/$tag.out"
     if [[ -z $why ]]; then
         record nginx "$v" "$rep" "$rps" ok
     else
@@ -211,6 +253,36 @@ date_s=$(date -u +%Y-%m-%d)
 machine="$(nproc) cores, Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME"), $(free -g | awk '/^Mem:/ {print $2}') GiB, ulimit -n $(ulimit -Sn)"
 log "scratch $WORK; $reps rep(s); quick=$quick; workloads: ${workloads[*]}; variants: ${variants[*]}"
 for v in "${!unavailable[@]}"; do note "$v: n/a (${unavailable[$v]})"; done
+
+# FUSE over io_uring (issue 13): the kernel offers it only with CONFIG_FUSE_IO_URING and the fuse
+# module's enable_uring parameter on (off by default; depsetfs turns it on, and says so, when its
+# transport is io_uring: the default, or --transport uring). Said at the start and, if it
+# changed, at the end of the run.
+uring_param=/sys/module/fuse/parameters/enable_uring
+uring_state() { if [[ -r $uring_param ]]; then cat "$uring_param"; else echo absent; fi; }
+uring_users=()
+for v in "${variants[@]}"; do
+    [[ -v depsetfs_flags[$v] && ${depsetfs_flags[$v]} != *"--transport dev"* && -z ${unavailable[$v]:-} ]] &&
+        uring_users+=("$v")
+done
+uring_at_start=$(uring_state)
+if ! "$BIN" run --transport dev --help > /dev/null 2>&1; then
+    note "FUSE over io_uring: this build's depsetfs run has no --transport: every depsetfs variant serves /dev/fuse with threads ($uring_param: $uring_at_start)"
+else case $uring_at_start in
+absent) note "FUSE over io_uring: $uring_param absent (kernel without CONFIG_FUSE_IO_URING): every depsetfs variant serves /dev/fuse with threads" ;;
+Y|1) note "FUSE over io_uring: $uring_param is on (Y) at the start${uring_users[*]:+; io_uring variants: ${uring_users[*]}}" ;;
+*) note "FUSE over io_uring: $uring_param is off ($uring_at_start) at the start${uring_users[*]:+; depsetfs turns it on for the io_uring variants (${uring_users[*]}) and it stays on}" ;;
+esac; fi
+# What depsetfs says about its transport (a fallback to /dev/fuse, turning enable_uring on), once
+# per variant.
+declare -A transport_said=()
+transport_note() {
+    local v=$1 out=$2 line
+    [[ -v depsetfs_flags[$v] && -z ${transport_said[$v]:-} ]] || return 0
+    line=$(grep -m1 -iE 'uring|transport' "$out" 2>/dev/null)
+    [[ -n $line ]] && { transport_said[$v]=1; note "$v: depsetfs said: $line"; }
+    return 0
+}
 
 for w in "${workloads[@]}"; do
     [[ -x $here/workloads/$w.sh ]] || die "no workload $w"
@@ -256,71 +328,93 @@ make_tree() {
     touch "$tree/.complete"
 }
 descendants() { local p c; for p in "$@"; do for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; done; }
+# The daemon's memory under depsetfs variant $1 (its flags), walking $walk twice; one line of $MEM.
+# The daemon is the descendant of `depsetfs run` whose command line contains `__serve`, whatever
+# the transport: the io_uring queues' threads are threads of that same process.
+mem_walk() {
+    local v=$1 flags rpid dpid p hwm rss forgot hwm2 rss2 t0 t1 fst secs
+    read -ra flags <<< "${depsetfs_flags[$v]}"
+    rm -f "$WORK"/mem.*
+    # Walk; on "mem.go", make the kernel forget the mirror's dentries and inodes
+    # (drop_caches=2: slab only, the page cache stays) so that the daemon receives FORGETs,
+    # then walk again: flat memory means the second walk reuses what the forgets freed.
+    "$BIN" run "${flags[@]}" --log "$WORK/logs/mem.dlog" --timeout "$timeout_s" -- /bin/bash -c '
+        step() { local t0=$EPOCHREALTIME; find "$1" -printf "%s\n" > /dev/null; local st=$?
+                 echo "${t0/./} ${EPOCHREALTIME/./} $st" > "$2/mem.walked$3"; }
+        await() { while [ ! -e "$1" ]; do sleep 0.2; done; }
+        step "$1" "$2" 1; await "$2/mem.go"
+        echo 2 > /proc/sys/vm/drop_caches; sleep 3; touch "$2/mem.forgotten"; await "$2/mem.go2"
+        step "$1" "$2" 2; await "$2/mem.release"' walk "$walk" "$WORK" \
+        < /dev/null > "$WORK/out/mem-$v.out" 2>&1 &
+    rpid=$!
+    bg_pids+=("$rpid")
+    # Waits for $WORK/$1 while the run lives.
+    await_file() {
+        local _
+        for _ in $(seq $((timeout_s * 5))); do
+            [[ -s $WORK/$1 || -e $WORK/$1 && $1 == mem.forgotten ]] && return 0
+            kill -0 "$rpid" 2>/dev/null || return 1
+            sleep 0.2
+        done
+        return 1
+    }
+    vm() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$dpid/status"; }
+    dpid=
+    if await_file mem.walked1; then
+        for p in $(descendants "$rpid"); do
+            tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- '__serve' && { dpid=$p; break; }
+        done
+    fi
+    if [[ -n $dpid ]]; then
+        hwm=$(vm VmHWM) rss=$(vm VmRSS)
+        touch "$WORK/mem.go"
+        await_file mem.forgotten && forgot=$(vm VmRSS)
+        touch "$WORK/mem.go2"
+        await_file mem.walked2 && hwm2=$(vm VmHWM) rss2=$(vm VmRSS)
+        read -r t0 t1 fst < "$WORK/mem.walked1"
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b - a) / 1e6}')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$nfiles" "$hwm" "$rss" "$secs" "$fst" \
+            "${forgot:-0}" "${hwm2:-0}" "${rss2:-0}" >> "$MEM"
+        log "$v: daemon (pid $dpid, $(ls "/proc/$dpid/task" | wc -l) threads) VmHWM ${hwm} kB, VmRSS ${rss} kB after walking $nfiles files in ${secs}s (find exit $fst);" \
+            "VmRSS ${forgot:-?} kB after the kernel forgot them; VmHWM ${hwm2:-?} kB, VmRSS ${rss2:-?} kB after a second walk"
+        ((fst == 0)) || note "memory ($v): find exited $fst under depsetfs: $(grep -v '^depsetfs: log:' "$WORK/out/mem-$v.out" | head -c 300 | tr '\n' ' ')"
+    else
+        note "memory ($v): the walk did not finish or the daemon was not found: $(tail -c 300 "$WORK/out/mem-$v.out" | tr '\n' ' ')"
+    fi
+    transport_note "$v" "$WORK/out/mem-$v.out"
+    touch "$WORK/mem.release"
+    for _ in $(seq 300); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$rpid" 2>/dev/null && { note "memory ($v): depsetfs run did not exit; killed"; kill -TERM "$rpid"; }
+    wait "$rpid" 2>/dev/null
+    rm -f "$WORK/logs/mem.dlog"
+}
 if ((do_mem)); then
     if make_tree; then
         walk=$tree nfiles=1000000
         ((quick)) && walk=$tree/0 nfiles=100000
-        rm -f "$WORK"/mem.*
-        # Walk; on "mem.go", make the kernel forget the mirror's dentries and inodes
-        # (drop_caches=2: slab only, the page cache stays) so that the daemon receives FORGETs,
-        # then walk again: flat memory means the second walk reuses what the forgets freed.
-        "$BIN" run --log "$WORK/logs/mem.dlog" --timeout "$timeout_s" -- /bin/bash -c '
-            step() { local t0=$EPOCHREALTIME; find "$1" -printf "%s\n" > /dev/null; local st=$?
-                     echo "${t0/./} ${EPOCHREALTIME/./} $st" > "$2/mem.walked$3"; }
-            await() { while [ ! -e "$1" ]; do sleep 0.2; done; }
-            step "$1" "$2" 1; await "$2/mem.go"
-            echo 2 > /proc/sys/vm/drop_caches; sleep 3; touch "$2/mem.forgotten"; await "$2/mem.go2"
-            step "$1" "$2" 2; await "$2/mem.release"' walk "$walk" "$WORK" \
-            < /dev/null > "$WORK/out/mem.out" 2>&1 &
-        rpid=$!
-        bg_pids+=("$rpid")
-        # Waits for $WORK/$1 while the run lives.
-        await_file() {
-            local _
-            for _ in $(seq $((timeout_s * 5))); do
-                [[ -s $WORK/$1 || -e $WORK/$1 && $1 == mem.forgotten ]] && return 0
-                kill -0 "$rpid" 2>/dev/null || return 1
-                sleep 0.2
-            done
-            return 1
-        }
-        vm() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$dpid/status"; }
-        dpid=
-        if await_file mem.walked1; then
-            for p in $(descendants "$rpid"); do
-                tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- '__serve' && { dpid=$p; break; }
-            done
-        fi
-        if [[ -n $dpid ]]; then
-            hwm=$(vm VmHWM) rss=$(vm VmRSS)
-            touch "$WORK/mem.go"
-            await_file mem.forgotten && forgot=$(vm VmRSS)
-            touch "$WORK/mem.go2"
-            await_file mem.walked2 && hwm2=$(vm VmHWM) rss2=$(vm VmRSS)
-            read -r t0 t1 fst < "$WORK/mem.walked1"
-            secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b - a) / 1e6}')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$nfiles" "$hwm" "$rss" "$secs" "$fst" \
-                "${forgot:-0}" "${hwm2:-0}" "${rss2:-0}" > "$MEM"
-            log "daemon VmHWM ${hwm} kB, VmRSS ${rss} kB after walking $nfiles files in ${secs}s (find exit $fst);" \
-                "VmRSS ${forgot:-?} kB after the kernel forgot them; VmHWM ${hwm2:-?} kB, VmRSS ${rss2:-?} kB after a second walk"
-            ((fst == 0)) || note "memory: find exited $fst under depsetfs: $(grep -v '^depsetfs: log:' "$WORK/out/mem.out" | head -c 300 | tr '\n' ' ')"
-        else
-            note "memory: the walk did not finish or the daemon was not found: $(tail -c 300 "$WORK/out/mem.out" | tr '\n' ' ')"
-        fi
-        touch "$WORK/mem.release"
-        for _ in $(seq 300); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$rpid" 2>/dev/null && { note "memory: depsetfs run did not exit; killed"; kill -TERM "$rpid"; }
-        wait "$rpid" 2>/dev/null
-        rm -f "$WORK/logs/mem.dlog"
+        for v in "${mem_variants[@]}"; do
+            if [[ -n ${unavailable[$v]:-} ]]; then
+                note "memory ($v): n/a (${unavailable[$v]})"
+            else
+                log "memory: $v walks $nfiles files"
+                mem_walk "$v"
+            fi
+        done
     else
         note "memory: could not generate $tree"
     fi
 fi
+uring_at_end=$(uring_state)
+[[ $uring_at_end == "$uring_at_start" ]] ||
+    note "FUSE over io_uring: $uring_param is $uring_at_end at the end of the run (was $uring_at_start)"
 
 # --- report ------------------------------------------------------------------------------------
 mkdir -p "$here/results"
+# Every run keeps its own result file: never overwrite an earlier one.
 out=$here/results/$date_s.md
 [[ -e $out ]] && out=$here/results/$date_s-$(date -u +%H%M%S).md
+n=1
+while [[ -e $out || -e ${out%.md}.tsv ]]; do out=$here/results/$date_s-$(date -u +%H%M%S)-$((n++)).md; done
 /usr/bin/python3 "$here/lib/report.py" --raw "$RAW" --mem "$MEM" --notes "$NOTES" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --machine "$machine" --binary "$binary" --reps "$reps" --quick "$quick" \
     --variants "${variants[*]}" --workloads "${workloads[*]}" --nginx-secs "$nginx_secs" \

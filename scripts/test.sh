@@ -2,7 +2,8 @@
 # The project's one test command (CI runs it through .ci/run).
 #
 # Installs the system packages the tests use (only those missing), checks the Rust toolchain,
-# then: cargo fmt --check, cargo clippy -D warnings, cargo test --release, and the Debian package
+# then: cargo fmt --check, cargo clippy -D warnings, cargo test --release (once per FUSE transport),
+# and the Debian package
 # (scripts/test-deb.sh: built, installed, checked, purged). Run it as root:
 # the integration tests mount FUSE filesystems, each inside its own private mount namespace.
 # Works unattended on a fresh Debian 12 machine. Exits non-zero on the first failure.
@@ -94,8 +95,17 @@ step "cargo build --release"
 cargo build --release --all-targets
 
 # Two cores: two tests at a time. Each integration test bounds its own child processes in time.
-step "cargo test --release"
-cargo test --release --no-fail-fast -- --test-threads "${DEPSETFS_TEST_THREADS:-2}"
+# The suite runs once per transport (issue 13): FUSE over io_uring where the kernel has it
+# (DEPSETFS_TRANSPORT=uring: a mount fails rather than fall back, so the ring is what is tested;
+# depsetfs turns the fuse module's enable_uring on and says so), then fuser's /dev/fuse threads.
+if [ -e /sys/module/fuse/parameters/enable_uring ]; then
+  step "cargo test --release (FUSE over io_uring)"
+  DEPSETFS_TRANSPORT=uring cargo test --release --no-fail-fast -- --test-threads "${DEPSETFS_TEST_THREADS:-2}"
+else
+  step "no FUSE over io_uring in this kernel (no /sys/module/fuse/parameters/enable_uring): /dev/fuse only"
+fi
+step "cargo test --release (/dev/fuse)"
+DEPSETFS_TRANSPORT=dev cargo test --release --no-fail-fast -- --test-threads "${DEPSETFS_TEST_THREADS:-2}"
 
 step "scripts/test-deb.sh (cargo-deb: build, dpkg -i, check, purge)"
 bash scripts/test-deb.sh

@@ -258,15 +258,19 @@ fn default_log_location() {
     assert_no_host_paths(&set, &[&header_mountpoint(&events), &t.state()]);
 }
 
-/// With `--passthrough`, reads of a read-only open bypass the daemon: the open is recorded
-/// (and the file is in the set), its reads are not; without it, they are.
+/// By default (passthrough), reads of a read-only open bypass the daemon: the open is recorded
+/// (and the file is in the set), its reads are not; with `--no-passthrough`, they are.
 #[test]
 fn passthrough_records_opens_but_not_reads() {
     let t = TestDir::new("chroot_passthrough");
     fs::write(t.join("data"), vec![b'x'; 1 << 20]).unwrap();
     let data = t.join("data");
     let data = data.to_str().unwrap();
-    for (options, reads_expected) in [("--passthrough", false), ("", true)] {
+    for (options, reads_expected) in [
+        ("", false),
+        ("--passthrough", false),
+        ("--no-passthrough", true),
+    ] {
         let out = ns_script(
             &t,
             300,
@@ -287,6 +291,38 @@ fn passthrough_records_opens_but_not_reads() {
         );
         assert_in_set(&dump_set(&t, Some(&t.log())), data, "cat read it");
     }
+}
+
+/// While a passthrough reader holds a file open, the kernel accepts only passthrough opens of
+/// it: a writer opening it then must get one too (it got EIO, and its write was lost, while
+/// the log said the open succeeded). Its open is recorded with write intent.
+#[test]
+fn a_writer_opens_a_file_a_passthrough_reader_holds() {
+    let t = TestDir::new("chroot_passthrough_writer");
+    fs::write(t.join("data"), "old\n").unwrap();
+    let out = ns_script(
+        &t,
+        300,
+        r#""$DEPSETFS" run --log "$T/log" --timeout 240 -- /bin/sh -c '
+exec 3< "$T/data"
+printf "new\n" >> "$T/data" || exit 7
+cat <&3
+cat "$T/data"'"#,
+    );
+    out.assert_ok("append while a reader holds the file");
+    assert_eq!(out.stdout, "old\nnew\nold\nnew\n", "{}", out.describe());
+    let data = t.join("data");
+    let data = data.to_str().unwrap();
+    let events = dump_events(&t, &t.log());
+    let writes = of_type(&events, "access").any(|a| {
+        a["path"] == data
+            && a["op"] == "open"
+            && a["errno"] == 0
+            && a["intent"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|x| x == "write"))
+    });
+    assert!(writes, "the writer's open is recorded with write intent");
 }
 
 /// A walk over more files than the daemon may hold descriptors for: past half its open-file
@@ -464,4 +500,38 @@ fn a_run_without_process_events_says_so() {
         set.describe()
     );
     assert!(set.stdout.lines().any(|line| line == "/usr/bin/true"));
+}
+
+/// `--transport uring` serves the requests through FUSE over io_uring (the daemon says so in
+/// daemon.log) and `--transport dev` through /dev/fuse; one command traced on each gives the
+/// same deployment set.
+#[test]
+fn both_transports_give_the_same_set() {
+    if !std::path::Path::new("/sys/module/fuse/parameters/enable_uring").exists() {
+        eprintln!("skipped: this kernel has no FUSE over io_uring");
+        return;
+    }
+    let t = TestDir::new("chroot_transports");
+    let mut sets = Vec::new();
+    for transport in ["uring", "dev"] {
+        let _ = fs::remove_file(t.state().join("daemon.log"));
+        let out = ns_script(
+            &t,
+            300,
+            &format!(
+                r#""$DEPSETFS" run --transport {transport} --log "$T/log" --overwrite-log --timeout 240 -- \
+    /bin/sh -c 'cat /etc/hostname >/dev/null; ls /usr/share/doc/coreutils >/dev/null; stat /usr/bin >/dev/null'"#
+            ),
+        );
+        out.assert_ok(transport);
+        let daemon_log = fs::read_to_string(t.state().join("daemon.log")).unwrap_or_default();
+        assert_eq!(
+            daemon_log.contains("requests come through FUSE over io_uring"),
+            transport == "uring",
+            "{transport}: daemon.log says how requests came:\n{daemon_log}"
+        );
+        sets.push(dump_set(&t, Some(&t.log())));
+    }
+    assert_eq!(sets[0], sets[1], "the same set on both transports");
+    assert_in_set(&sets[0], "/usr/bin/ls", "ls ran");
 }

@@ -180,7 +180,12 @@ fn man_pages_are_written_per_subcommand_and_render() {
 MANWIDTH=100 MANPAGER=cat man -l "$T/man/depsetfs-mount.1" | col -b"#,
     );
     out.assert_ok("rendering depsetfs-mount.1");
-    assert!(out.stdout.contains("--passthrough"), "{}", out.describe());
+    assert!(
+        out.stdout.contains("--no-passthrough"),
+        "{}",
+        out.describe()
+    );
+    assert!(out.stdout.contains("--transport"), "{}", out.describe());
     assert!(
         !out.stdout.contains("warning"),
         "groff warned: {}",

@@ -71,10 +71,11 @@ fn checks_hold_through_the_mirror() {
     checks_hold_through_a_mirror("posix_mirror", "");
 }
 
-/// The same checks with kernel passthrough for read-only opens (`--passthrough`).
+/// The same checks with every read through the daemon (`--no-passthrough`; the default reads
+/// read-only opens through kernel passthrough).
 #[test]
-fn checks_hold_through_the_mirror_with_passthrough() {
-    checks_hold_through_a_mirror("posix_mirror_pt", "--passthrough");
+fn checks_hold_through_the_mirror_without_passthrough() {
+    checks_hold_through_a_mirror("posix_mirror_nopt", "--no-passthrough");
 }
 
 /// The same checks with every getattr sent to the daemon, daemon and checks on one CPU.

@@ -1,8 +1,9 @@
 """Turns bench/run.sh's raw measurements into the Markdown report (stdout).
 
 raw.tsv: workload, variant, rep, value, status ("ok" or why it failed), one line per run.
-mem.tsv: files walked, VmHWM kB, VmRSS kB, walk seconds, find exit status, then VmRSS kB after
-the kernel forgot the inodes, VmHWM kB and VmRSS kB after a second walk (one line, or empty).
+mem.tsv: the depsetfs variant, files walked, VmHWM kB, VmRSS kB, walk seconds, find exit status,
+then VmRSS kB after the kernel forgot the inodes, VmHWM kB and VmRSS kB after a second walk (one
+line per variant measured, or empty; lines without the variant, from before, are `depsetfs`).
 """
 
 import argparse
@@ -84,10 +85,15 @@ def main():
         out.append(f"| {title} | " + " | ".join(cells) + " |")
     out.append("")
 
-    mem = open(a.mem).read().split() if a.mem else []
-    if len(mem) >= 5:
+    mem_lines = [line.split() for line in open(a.mem)] if a.mem else []
+    for mem in mem_lines:
+        variant = "depsetfs"
+        if mem and not mem[0].isdigit():
+            variant, mem = mem[0], mem[1:]
+        if len(mem) < 5:
+            continue
         n, hwm, rss, secs, status = mem[:5]
-        out.append(f"depsetfs daemon memory while `find -printf '%s\\n'` walks {int(n):,} files "
+        out.append(f"{variant} daemon memory while `find -printf '%s\\n'` walks {int(n):,} files "
                    f"(a stat of every file, so every file is looked up): VmHWM {int(hwm) / 1024:.0f} MiB, "
                    f"VmRSS at the end of the walk {int(rss) / 1024:.0f} MiB; the walk took {secs} s"
                    + ("." if status == "0" else f" and FAILED (find exit {status}, see the notes)."))

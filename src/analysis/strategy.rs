@@ -471,12 +471,14 @@ impl<'a> NeedWalk<'a> {
     }
 
     /// Writers of the files `process` used, when a write began before the use ended (a use
-    /// entirely before a write does not depend on it). Noise and device files pull nothing
-    /// (they are not in `producers`).
+    /// entirely before a write does not depend on it; an open for reading ends when no handle
+    /// of the file is open any more, [`crate::analysis::graph::FileEdge::reading_until`], since
+    /// its reads may never reach the daemon). Noise and device files pull nothing (they are not
+    /// in `producers`).
     fn follow_writers(&mut self, process: ProcessIx) {
         let graph = self.graph;
         for edge in graph.edges_of_process(process) {
-            if !edge.consumes() {
+            if !edge.consumes() && !edge.opens_for_reading() {
                 continue;
             }
             let Some(producers) = self.producers.get(&edge.file) else {
@@ -484,7 +486,7 @@ impl<'a> NeedWalk<'a> {
             };
             let writers: Vec<ProcessIx> = producers
                 .iter()
-                .filter(|(writer, first)| *writer != process && *first <= edge.totals.last_ns)
+                .filter(|(writer, first)| *writer != process && *first <= edge.reading_until)
                 .map(|(writer, _)| *writer)
                 .collect();
             for writer in writers {

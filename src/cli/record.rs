@@ -13,6 +13,7 @@ use depsetfs::launch::mount::{self, MountError, ServeOptions, SpeedOptions};
 use depsetfs::launch::run::{RunError, RunOptions};
 use depsetfs::launch::{run, umount};
 use depsetfs::mirror::serve;
+use depsetfs::mirror::transport::TransportChoice;
 use depsetfs::state::StateDir;
 use depsetfs::sys;
 
@@ -47,12 +48,22 @@ pub(crate) struct MountArgs {
 /// keep every process's lookups.
 #[derive(Args)]
 pub(crate) struct SpeedArgs {
-    /// Request-handling threads.
+    /// How FUSE requests reach the daemon: `uring` (FUSE over io_uring: per-CPU queues, each
+    /// served on its own CPU; Linux >= 6.14), `dev` (threads reading /dev/fuse) or `auto`
+    /// (io_uring where the kernel offers it, turning the fuse module's enable_uring on if root
+    /// may, and saying so; else /dev/fuse with one warning).
+    #[arg(long, value_enum, env = "DEPSETFS_TRANSPORT", default_value_t = TransportChoice::Auto)]
+    pub(crate) transport: TransportChoice,
+    /// Request-handling threads of the /dev/fuse transport (io_uring: one per CPU).
     #[arg(long, default_value_t = SpeedOptions::default().threads)]
     pub(crate) threads: usize,
-    /// Kernel FUSE passthrough for read-only opens: reads bypass the daemon (opens are still
-    /// recorded, read byte counts are not).
+    /// Reads of read-only opens through the daemon, instead of kernel FUSE passthrough (the
+    /// default: such reads go straight to the file; their opens are recorded, byte counts
+    /// are not; see docs/ARCHITECTURE.md, page cache and passthrough).
     #[arg(long)]
+    pub(crate) no_passthrough: bool,
+    /// Kept for scripts written before passthrough became the default; changes nothing.
+    #[arg(long, hide = true, conflicts_with = "no_passthrough")]
     pub(crate) passthrough: bool,
     /// Let the kernel cache lookups while one process runs alone: the first request of any
     /// other process drops them all (Linux >= 6.16). Lookup-heavy work needs far fewer
@@ -107,8 +118,9 @@ pub(crate) fn parse_cpu_list(list: &str) -> Result<CpuList, String> {
 impl SpeedArgs {
     fn options(&self) -> SpeedOptions {
         SpeedOptions {
+            transport: self.transport,
             threads: self.threads,
-            passthrough: self.passthrough,
+            passthrough: !self.no_passthrough,
             entry_cache: self.entry_cache,
             attr_timeout_ms: self.attr_timeout_ms,
         }

@@ -477,8 +477,8 @@ fn config_enabled(config: &str, name: &str) -> bool {
 pub fn passthrough_check(kernel: Option<&KernelVersion>, config: Option<&str>) -> Check {
     const NAME: &str = "FUSE passthrough";
     let without =
-        "--passthrough reads go through the daemon as usual (slower bulk reads; nothing is lost)";
-    let with = "--passthrough works: read-only opens read the file directly (opens recorded, read bytes not counted)";
+        "reads go through the daemon as with --no-passthrough (slower bulk reads; nothing is lost)";
+    let with = "passthrough (the default) works: read-only opens read the file directly (opens recorded, read bytes not counted)";
     match kernel {
         Some(version) if *version < KernelVersion(6, 9) => Check::new(
             NAME,
@@ -507,7 +507,7 @@ pub fn passthrough_check(kernel: Option<&KernelVersion>, config: Option<&str>) -
                 false,
                 Status::Unknown,
                 format!("{version}, kernel configuration not readable"),
-                "--passthrough works if the kernel was built with CONFIG_FUSE_PASSTHROUGH, else reads go through the daemon",
+                "passthrough (the default) works if the kernel was built with CONFIG_FUSE_PASSTHROUGH, else reads go through the daemon",
             ),
         },
         None => Check::new(
@@ -548,25 +548,32 @@ fn check_entry_cache(kernel: Option<&KernelVersion>) -> Check {
 }
 
 /// FUSE over io_uring (Linux >= 6.14, CONFIG_FUSE_IO_URING, switched on by the fuse module
-/// parameter). depsetfs reads requests from /dev/fuse, so this is for information only.
+/// parameter): the default transport where it exists (`--transport auto`).
 pub fn io_uring_check(enable_uring: Option<&str>) -> Check {
     const NAME: &str = "FUSE over io_uring";
-    let meaning = "not used by depsetfs (it reads requests from /dev/fuse): nothing changes";
+    let fallback =
+        "requests go through /dev/fuse threads: every record is the same, tracing is slower";
     match enable_uring.map(str::trim) {
-        Some("Y" | "y" | "1") => Check::new(NAME, false, Status::Ok, "enable_uring=Y", meaning),
+        Some("Y" | "y" | "1") => Check::new(
+            NAME,
+            false,
+            Status::Ok,
+            "enable_uring=Y",
+            "requests come through per-CPU io_uring queues (the default transport)",
+        ),
         Some(value) => Check::new(
             NAME,
             false,
             Status::Off,
             format!("supported, enable_uring={value}"),
-            meaning,
+            "mount and run turn it on when run as root, and say so; otherwise requests go through /dev/fuse threads",
         ),
         None => Check::new(
             NAME,
             false,
             Status::Missing,
             "no /sys/module/fuse/parameters/enable_uring (Linux < 6.14 or CONFIG_FUSE_IO_URING off)",
-            meaning,
+            fallback,
         ),
     }
 }

@@ -161,8 +161,8 @@ fn spawn_daemon(
     }
 }
 
-/// Reads the daemon's status lines: `warning: ...` lines (printed on stderr), then `ready` or
-/// `error: ...`.
+/// Reads the daemon's status lines: `warning: ...` and `notice: ...` lines (printed on
+/// stderr), then `ready` or `error: ...`.
 fn wait_ready(child: &mut Child) -> Result<(), String> {
     let Some(stdout) = child.stdout.take() else {
         return Err("no status pipe".to_owned());
@@ -178,10 +178,16 @@ fn wait_ready(child: &mut Child) -> Result<(), String> {
                         .to_owned(),
                 );
             }
-            Ok(_) => match line.trim().strip_prefix("warning: ") {
-                Some(warning) => eprintln!("depsetfs: warning: {warning}"),
-                None => return Err(line.trim().trim_start_matches("error: ").to_owned()),
-            },
+            Ok(_) => {
+                let line = line.trim();
+                if let Some(warning) = line.strip_prefix("warning: ") {
+                    eprintln!("depsetfs: warning: {warning}");
+                } else if let Some(notice) = line.strip_prefix("notice: ") {
+                    eprintln!("depsetfs: {notice}");
+                } else {
+                    return Err(line.trim_start_matches("error: ").to_owned());
+                }
+            }
             Err(e) => return Err(e.to_string()),
         }
     }

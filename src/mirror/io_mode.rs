@@ -1,14 +1,18 @@
 //! Choosing how the kernel does I/O on each open file: through the daemon, or straight to the
-//! underlying file (kernel FUSE passthrough, Linux >= 6.9).
+//! underlying file (kernel FUSE passthrough, Linux >= 6.9; the default).
 //!
 //! With passthrough, reads and mmaps of a file bypass the daemon entirely; its opens (with their
 //! flags, so exec and write intent) are still recorded, but byte counts of passthrough reads
-//! are not. The kernel allows one backing file per inode at a time and refuses to mix
-//! passthrough opens with page-cached opens of the same inode (the open fails with EIO). The
-//! backing file must not be opened for writing, or exec of that binary would fail with ETXTBSY.
-//! So only read-only opens use passthrough; a writable open while passthrough readers are open
-//! uses direct I/O (always allowed), and a read-only open while cached writers are open stays
-//! cached. [`IoMode`] tracks, per inode, the live backing file and the number of cached opens.
+//! are not. The kernel allows one backing file per inode at a time, refuses to mix passthrough
+//! opens with page-cached opens of the same inode, and requires every open of an inode whose
+//! backing file is live to be a passthrough open too (fs/fuse/iomode.c, fuse_file_io_open;
+//! anything else fails with EIO in the caller). The registered backing file must not be open
+//! for writing, or exec of that binary would fail with ETXTBSY, so only a read-only open creates
+//! one; a later writable open while it is live is passthrough as well (the kernel opens the
+//! backing path anew with that open's flags, so its writes go to the file directly: its open is
+//! recorded with write intent, its writes and byte counts are not). A read-only open while
+//! cached writers are open stays cached. [`IoMode`] tracks, per inode, the live backing file
+//! and the number of cached opens.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Weak};
@@ -39,6 +43,24 @@ impl Backing {
 
     pub fn id(&self) -> u32 {
         self.id
+    }
+}
+
+#[cfg(test)]
+impl Backing {
+    /// A backing file as a failed registration returns it.
+    fn for_test(errno: i32) -> std::io::Result<Backing> {
+        Err(std::io::Error::from_raw_os_error(errno))
+    }
+
+    /// A backing id on no connection (its close is refused harmlessly by a descriptor that is
+    /// not /dev/fuse).
+    fn detached() -> Backing {
+        let device = std::fs::File::open("/dev/null").expect("/dev/null");
+        Backing {
+            device: Arc::new(OwnedFd::from(device)),
+            id: 0,
+        }
     }
 }
 
@@ -92,7 +114,7 @@ pub enum OpenMode {
     /// Page-cached I/O through the daemon; counted in [`IoMode`] until released. The kernel
     /// keeps pages cached by earlier opens only if the file did not change since.
     Cached { keep_cache: bool },
-    /// Uncached I/O through the daemon (O_DIRECT, or writes while passthrough readers exist).
+    /// Uncached I/O through the daemon (O_DIRECT without a live backing file).
     Direct,
 }
 
@@ -135,22 +157,20 @@ impl IoMode {
         stamp: FileStamp,
         make_backing: impl FnOnce() -> std::io::Result<Backing>,
     ) -> OpenMode {
+        // While a backing file is live the kernel accepts passthrough opens only, whatever
+        // their flags (O_DIRECT and writers included).
+        if let Some(backing) = self.backing.upgrade() {
+            return OpenMode::Passthrough(backing);
+        }
         if flags & libc::O_DIRECT != 0 {
             return OpenMode::Direct;
         }
-        let live_backing = self.backing.upgrade();
         if passthrough_enabled && read_only(flags) && self.cached_opens == 0 {
-            if let Some(backing) = live_backing {
-                return OpenMode::Passthrough(backing);
-            }
             if let Ok(backing) = make_backing() {
                 let backing = Arc::new(backing);
                 self.backing = Arc::downgrade(&backing);
                 return OpenMode::Passthrough(backing);
             }
-        }
-        if live_backing.is_some() {
-            return OpenMode::Direct;
         }
         self.cached_opens += 1;
         let keep_cache = self.cache_stamp == Some(stamp);
@@ -220,6 +240,40 @@ mod tests {
         let mut io = IoMode::default();
         assert!(matches!(
             io.open(true, libc::O_RDONLY, STAMP, no_backing),
+            OpenMode::Cached { .. }
+        ));
+    }
+
+    /// The kernel fails any open of an inode with a live backing file that is not passthrough
+    /// (a writer got EIO while a reader was open).
+    #[test]
+    fn every_open_shares_a_live_backing_file() {
+        let mut io = IoMode::default();
+        let reader = io.open(true, libc::O_RDONLY, STAMP, || {
+            Backing::for_test(libc::EPERM)
+        });
+        // The test cannot register a backing file with a kernel: check the no-backing path,
+        // then the sharing rule with a backing planted by hand.
+        assert!(matches!(reader, OpenMode::Cached { .. }));
+        io.release_cached();
+        let backing = Arc::new(Backing::detached());
+        io.backing = Arc::downgrade(&backing);
+        for flags in [
+            libc::O_WRONLY | libc::O_APPEND,
+            libc::O_RDWR,
+            libc::O_RDONLY | libc::O_DIRECT,
+            libc::O_WRONLY | libc::O_TRUNC,
+        ] {
+            let mode = io.open(true, flags, STAMP, no_backing);
+            assert!(
+                matches!(&mode, OpenMode::Passthrough(b) if Arc::ptr_eq(b, &backing)),
+                "flags {flags:#o}: {mode:?}"
+            );
+        }
+        assert_eq!(io.cached_opens, 0);
+        drop(backing);
+        assert!(matches!(
+            io.open(true, libc::O_RDWR, STAMP, no_backing),
             OpenMode::Cached { .. }
         ));
     }

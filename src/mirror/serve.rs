@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
@@ -25,7 +26,9 @@ use crate::mirror::fs::{CachePolicy, MirrorFs};
 use crate::mirror::network;
 use crate::mirror::process::ProcessTracker;
 use crate::mirror::recorder::Recorder;
-use crate::mirror::transport::dev::DevFront;
+use crate::mirror::transport::dev::{DevFront, URING_MAX_WRITE};
+use crate::mirror::transport::uring::{self, UringTransport};
+use crate::mirror::transport::{self, TransportChoice};
 use crate::record::CONNECTOR_UNAVAILABLE_SOURCE;
 use crate::record::{
     HostIdentity, LOG_FORMAT_VERSION, LOG_MAGIC, LogHeader, LostEvents, Record, TracedCommand,
@@ -57,6 +60,8 @@ pub enum ServeError {
     Log(#[from] LogError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ServeError + 'a {
@@ -75,6 +80,8 @@ const DEFAULT_ATTR_TIMEOUT_MS: u64 = 1000;
 /// see docs/ARCHITECTURE.md, caching and fidelity).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpeedOptions {
+    /// How requests reach the daemon (see [`crate::mirror::transport`]).
+    pub transport: TransportChoice,
     pub threads: usize,
     /// Kernel FUSE passthrough for read-only opens (see [`crate::mirror::io_mode`]).
     pub passthrough: bool,
@@ -87,8 +94,9 @@ pub struct SpeedOptions {
 impl Default for SpeedOptions {
     fn default() -> SpeedOptions {
         SpeedOptions {
+            transport: TransportChoice::from_env(),
             threads: 4,
-            passthrough: false,
+            passthrough: true,
             entry_cache: false,
             attr_timeout_ms: DEFAULT_ATTR_TIMEOUT_MS,
         }
@@ -98,7 +106,12 @@ impl Default for SpeedOptions {
 impl SpeedOptions {
     /// The `__serve` arguments that carry these options.
     fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["--threads".into(), self.threads.to_string().into()];
+        let mut args: Vec<OsString> = vec![
+            "--transport".into(),
+            self.transport.name().into(),
+            "--threads".into(),
+            self.threads.to_string().into(),
+        ];
         if self.passthrough {
             args.push("--passthrough".into());
         }
@@ -203,6 +216,7 @@ impl ServeOptions {
             mountpoint: args.mountpoint,
             log: args.log,
             speed: SpeedOptions {
+                transport: args.transport,
                 threads: args.threads,
                 passthrough: args.passthrough,
                 entry_cache: args.entry_cache,
@@ -226,6 +240,8 @@ struct ServeArgs {
     source: PathBuf,
     #[arg(long)]
     log: PathBuf,
+    #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
+    transport: TransportChoice,
     #[arg(long, default_value_t = SpeedOptions::default().threads)]
     threads: usize,
     #[arg(long)]
@@ -262,10 +278,16 @@ pub fn serve(options: &ServeOptions, state: &StateDir) -> Result<(), ServeError>
     };
     let ServingSession {
         session,
+        ring,
         recorder,
         tracker,
+        notices,
         warnings,
     } = session;
+    for notice in &notices {
+        eprintln!("depsetfs daemon: {notice}");
+        announce(&format!("notice: {notice}"));
+    }
     for warning in &warnings {
         eprintln!("depsetfs daemon: warning: {warning}");
         announce(&format!("warning: {warning}"));
@@ -273,6 +295,9 @@ pub fn serve(options: &ServeOptions, state: &StateDir) -> Result<(), ServeError>
     announce("ready");
     silence_stdout();
     let result = session.run();
+    if let Some(ring) = ring {
+        ring.join();
+    }
     tracker.stop();
     let finished = recorder.finish();
     state.forget_mount(&options.mountpoint);
@@ -283,13 +308,23 @@ pub fn serve(options: &ServeOptions, state: &StateDir) -> Result<(), ServeError>
 
 struct ServingSession {
     session: Session<DevFront>,
+    /// The io_uring queues' threads, when requests come that way.
+    ring: Option<UringTransport>,
     recorder: Recorder,
     tracker: Arc<ProcessTracker>,
+    /// What the daemon changed on the machine (`enable_uring`), passed on to `mount` and `run`.
+    notices: Vec<String>,
     /// What the user should know before using the mount, passed on to `mount` and `run`.
     warnings: Vec<String>,
 }
 
 fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSession, ServeError> {
+    // Before /dev/fuse is opened: the kernel reads enable_uring when it sends INIT.
+    let transport::Prepared {
+        want_uring,
+        notices,
+        mut warnings,
+    } = transport::prepare(options.speed.transport)?;
     let fuse =
         sys::open_path(Path::new("/dev/fuse"), libc::O_RDWR).map_err(ServeError::NoFuseDevice)?;
     kernel_mount(&fuse, &options.mountpoint)?;
@@ -311,7 +346,6 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     let recorder = Recorder::start(writer, flush_interval())
         .map_err(io_err("start the log writer for", &options.log))?;
     let tracker = ProcessTracker::new(recorder.clone(), Some(options.mountpoint.clone()));
-    let mut warnings = Vec::new();
     if let Err(e) = tracker.start_connector() {
         warnings.push(format!(
             "forks, execs and exits will not be recorded (each process stays one image, \
@@ -342,13 +376,28 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     config.n_threads = Some(options.speed.threads.max(1));
     config.clone_fd = true;
     let fs = Arc::new(fs);
-    let session = Session::from_fd(
-        DevFront::new(Arc::clone(&fs), false),
-        fuse,
-        SessionACL::All,
-        config,
-    )
-    .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
+    let ring_device = fuse.try_clone().map_err(io_err(
+        "duplicate the descriptor of",
+        Path::new("/dev/fuse"),
+    ))?;
+    let front = DevFront::new(Arc::clone(&fs), want_uring);
+    let granted = front.uring_granted();
+    let session = Session::from_fd(front, fuse, SessionACL::All, config)
+        .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
+    let ring = match (want_uring, granted.load(Ordering::Acquire)) {
+        (false, _) => None,
+        (true, true) => Some(start_ring(&ring_device, &fs)?),
+        (true, false) => {
+            let refused = transport::TransportError::Ring(
+                "the kernel did not agree to it at INIT".to_owned(),
+            );
+            if options.speed.transport == TransportChoice::Uring {
+                return Err(refused.into());
+            }
+            warnings.push(transport::fallback_warning(&refused));
+            None
+        }
+    };
     let control = state.control_socket(&options.mountpoint);
     let control = match network::start_control_socket(&control, recorder.clone(), tracker.clone()) {
         Ok(()) => Some(control),
@@ -373,10 +422,26 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     );
     Ok(ServingSession {
         session,
+        ring,
         recorder,
         tracker,
+        notices,
         warnings,
     })
+}
+
+/// Registers the io_uring queues after INIT agreed to them. From then on the kernel waits for
+/// the ring, so a failure here ends the daemon (one error line) rather than falling back.
+fn start_ring(device: &OwnedFd, fs: &Arc<MirrorFs>) -> Result<UringTransport, ServeError> {
+    let payload = uring::payload_size(URING_MAX_WRITE);
+    let ring = uring::start(device, Arc::clone(fs), payload).map_err(|e| {
+        transport::TransportError::Ring(format!("{e} (`--transport dev` does without it)"))
+    })?;
+    eprintln!(
+        "depsetfs daemon: requests come through FUSE over io_uring ({} queues)",
+        ring.queues()
+    );
+    Ok(ring)
 }
 
 fn kernel_mount(fuse: &OwnedFd, mountpoint: &Path) -> Result<(), ServeError> {
@@ -611,8 +676,9 @@ mod tests {
             mountpoint: PathBuf::from("/srv/--mirror"),
             log: PathBuf::from("/var/log/a b.dlog"),
             speed: SpeedOptions {
+                transport: TransportChoice::Uring,
                 threads: 7,
-                passthrough: true,
+                passthrough: false,
                 entry_cache: true,
                 attr_timeout_ms: 0,
             },

@@ -4,6 +4,18 @@
 //! the image that made it and adds it to one edge per (image, path, use). Neither pass keeps
 //! records: memory grows with distinct processes, paths and edges.
 //!
+//! An open for reading is a use until its handle's release, not only at the open and the reads
+//! the daemon saw: reads through it may bypass the daemon (passthrough, the page cache, mmap),
+//! and a reader that opened a file before another process wrote it may read the new bytes. A
+//! release is the kernel's (pid 0) and names only the file, so which open it ends is unknown;
+//! what the log does tell is when no handle of the file was open any more (as many releases
+//! as opens so far). Only when some open for reading came before another process's first
+//! write of the same file does that matter, and then a third pass over the log
+//! ([`AccessPass::count_handle`]) counts the opens and releases of those files only, and
+//! [`FileEdge::reading_until`] of such an open is the first time after its last open at which
+//! the file had no open handle (opens counted from [`OPEN_STAMP_SLACK_NS`] before their first
+//! request, releases at their last, so a handle is never taken as closed before it surely was).
+//!
 //! Attribution by time: an access belongs to the image that was running at its first and
 //! last time (a merged record that spans an exec belongs to both images). An image started by
 //! exec runs, for attribution, from the kernel's exec open of its binary, not from the `Exec`
@@ -39,6 +51,12 @@ use crate::record::{
 /// How long before an exec an exec-intent open may come and still belong to the new image.
 const EXEC_OPEN_WINDOW_NS: TimeNs = 1_000_000_000;
 
+/// How much earlier than its record's time an open may have happened, for counting open
+/// handles: an access is stamped after its reply, and a thread preempted in between stamps a
+/// quick open after the release of the same handle (seen in a real log: a release stamped
+/// 0.2 ms before its own open). Five scheduler ticks at 250 Hz.
+const OPEN_STAMP_SLACK_NS: TimeNs = 20_000_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
     #[error(transparent)]
@@ -68,6 +86,11 @@ pub fn graph_from_log(path: &Path) -> Result<Graph, GraphError> {
             path: path.to_path_buf(),
         });
     }
+    if pass.needs_handle_pass() {
+        for record in LogReader::open(path)?.take(first_pass_records as usize) {
+            pass.count_handle(&record?);
+        }
+    }
     Ok(pass.finish())
 }
 
@@ -80,6 +103,11 @@ pub fn graph_from_records(header: &LogHeader, records: &[Record]) -> Graph {
     let mut pass = builder.into_access_pass();
     for record in records {
         pass.add(record);
+    }
+    if pass.needs_handle_pass() {
+        for record in records {
+            pass.count_handle(record);
+        }
     }
     pass.finish()
 }
@@ -607,6 +635,14 @@ pub struct AccessPass {
     edges: Vec<FileEdge>,
     edge_index: HashMap<(ProcessIx, FileIx, UseKind), usize>,
     net: Vec<ImageNetUse>,
+    /// Opens for reading that another process's later write makes [`FileEdge::reading_until`]
+    /// matter for (edge indexes).
+    reading_opens: Vec<usize>,
+    /// For the files of `reading_opens` (by run): their opens (+count at the first request)
+    /// and releases (-count at the last), gathered by the handle pass.
+    handle_events: HashMap<(u32, FileIx), Vec<(TimeNs, i64)>>,
+    /// The run whose segment the handle pass is reading.
+    handle_run: u32,
 }
 
 impl AccessPass {
@@ -628,6 +664,9 @@ impl AccessPass {
             file_index: HashMap::new(),
             edges: Vec::new(),
             edge_index: HashMap::new(),
+            reading_opens: Vec::new(),
+            handle_events: HashMap::new(),
+            handle_run: 0,
         }
     }
 
@@ -735,6 +774,7 @@ impl AccessPass {
                         first_ns: access.first_ns,
                         last_ns: access.last_ns,
                     },
+                    reading_until: access.last_ns,
                 });
                 self.edge_index.insert(key, self.edges.len() - 1);
                 self.edges.len() - 1
@@ -745,10 +785,103 @@ impl AccessPass {
         totals.bytes += access.bytes;
         totals.first_ns = totals.first_ns.min(access.first_ns);
         totals.last_ns = totals.last_ns.max(access.last_ns);
+        let edge = &mut self.edges[edge];
+        edge.reading_until = edge.totals.last_ns;
+    }
+
+    /// Ends the second pass: whether some open for reading came before another process's
+    /// first write of the file (see the module header). Then the same records must go through
+    /// [`AccessPass::count_handle`] before [`AccessPass::finish`].
+    pub fn needs_handle_pass(&mut self) -> bool {
+        let nodes = &self.timeline.nodes;
+        let mut producers: HashMap<FileIx, Vec<(ProcessIx, TimeNs)>> = HashMap::new();
+        for edge in self.edges.iter().filter(|edge| edge.produces()) {
+            producers
+                .entry(edge.file)
+                .or_default()
+                .push((edge.process, edge.totals.first_ns));
+        }
+        for (ix, edge) in self.edges.iter().enumerate() {
+            if !edge.opens_for_reading() {
+                continue;
+            }
+            let Some(writers) = producers.get(&edge.file) else {
+                continue;
+            };
+            let run = nodes[edge.process].key.run;
+            let written_later = writers.iter().any(|&(writer, first)| {
+                writer != edge.process
+                    && nodes[writer].key.run == run
+                    && first > edge.totals.last_ns
+            });
+            if written_later {
+                self.reading_opens.push(ix);
+                self.handle_events.entry((run, edge.file)).or_default();
+            }
+        }
+        !self.reading_opens.is_empty()
+    }
+
+    /// The handle pass: one record; keeps the opens and releases of the files
+    /// [`AccessPass::needs_handle_pass`] chose.
+    pub fn count_handle(&mut self, record: &Record) {
+        let access = match record {
+            Record::Access(access) => access,
+            Record::Run(segment) => {
+                self.handle_run = segment.index;
+                return;
+            }
+            _ => return,
+        };
+        let opens = matches!(access.op, Op::Open | Op::Create) && access.succeeded();
+        if !opens && access.op != Op::Release {
+            return;
+        }
+        let Some(&file) = self.file_index.get(&normalize_mirror_path(&access.path)) else {
+            return;
+        };
+        let Some(events) = self.handle_events.get_mut(&(self.handle_run, file)) else {
+            return;
+        };
+        let count = i64::try_from(access.count).unwrap_or(i64::MAX);
+        if opens {
+            events.push((access.first_ns.saturating_sub(OPEN_STAMP_SLACK_NS), count));
+        } else {
+            events.push((access.last_ns, -count));
+        }
+    }
+
+    /// [`FileEdge::reading_until`] of the opens the handle pass was for: the first time at or
+    /// after the open's last request at which the file had no open handle.
+    fn close_reading_windows(&mut self) {
+        let mut closed: HashMap<(u32, FileIx), Vec<TimeNs>> = HashMap::new();
+        for (key, mut events) in self.handle_events.drain() {
+            // At one time, opens before releases: a handle is never taken as closed too early.
+            events.sort_unstable_by_key(|&(ts, delta)| (ts, delta < 0));
+            let mut open: i64 = 0;
+            let mut times = Vec::new();
+            for (ts, delta) in events {
+                // A release of a handle opened under another name (renamed here) must not
+                // count against opens to come.
+                open = open.saturating_add(delta).max(0);
+                if delta < 0 && open == 0 {
+                    times.push(ts);
+                }
+            }
+            closed.insert(key, times);
+        }
+        for &ix in &self.reading_opens {
+            let edge = &mut self.edges[ix];
+            let run = self.timeline.nodes[edge.process].key.run;
+            let times = closed.get(&(run, edge.file)).map_or(&[][..], Vec::as_slice);
+            let at = times.partition_point(|&ts| ts < edge.totals.last_ns);
+            edge.reading_until = times.get(at).copied().unwrap_or(TimeNs::MAX);
+        }
     }
 
     /// Ends the second pass: unix socket endpoints and connect edges, then the indexes.
-    pub fn finish(self) -> Graph {
+    pub fn finish(mut self) -> Graph {
+        self.close_reading_windows();
         let AccessPass {
             header,
             runs,
@@ -760,6 +893,9 @@ impl AccessPass {
             edges,
             edge_index: _,
             net,
+            reading_opens: _,
+            handle_events: _,
+            handle_run: _,
         } = self;
         let mut graph = Graph {
             header,

@@ -120,6 +120,11 @@ pub struct FileEdge {
     pub file: FileIx,
     pub use_kind: UseKind,
     pub totals: UseTotals,
+    /// Until when the use may have read the file: for an open for reading, the time by which
+    /// every handle of the file opened up to its last open was released, when a later write
+    /// by another process makes it matter ([`build`]: `TimeNs::MAX` when the log shows no such
+    /// time); else `totals.last_ns`.
+    pub reading_until: TimeNs,
 }
 
 impl FileEdge {
@@ -139,6 +144,11 @@ impl FileEdge {
     /// The process depends on the file: it read it, ran it, listed it, looked it up.
     pub fn consumes(&self) -> bool {
         self.succeeded() && uses::consumes(&self.use_kind)
+    }
+
+    /// The use opened a handle that can read the file ([`FileEdge::reading_until`]).
+    pub fn opens_for_reading(&self) -> bool {
+        self.succeeded() && uses::opens_for_reading(&self.use_kind)
     }
 
     /// The process read the file's content (not only its name or attributes): what the

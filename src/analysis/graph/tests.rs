@@ -445,3 +445,107 @@ fn a_log_without_process_events_is_not_counted_as_lost_events() {
         [("proc-connector", 2)]
     );
 }
+
+const KERNEL: Proc = Proc { pid: 0, start: 0 };
+const READER2: Proc = Proc { pid: 22, start: 5 };
+
+/// The kernel's RELEASE of a handle of `path` (after its last close).
+fn release(trace: &mut Trace, path: &str, at_ms: u64) {
+    trace.access(KERNEL, Op::Release, path, 0, FileKind::File, at_ms);
+}
+
+/// Two readers open /etc/app.conf (passthrough: no read records) at 100 and 110 ms; one of
+/// them closes it at 120; CHILD then rewrites it at 130 (released at 135); the other reader
+/// closes at 150; CLIENT opens it after the write, at 200.
+fn readers_and_a_later_writer() -> Trace {
+    let mut trace = Trace::new("/");
+    trace.read(SERVER, "/etc/app.conf", 100);
+    trace.read(READER2, "/etc/app.conf", 110);
+    release(&mut trace, "/etc/app.conf", 120);
+    trace.write(CHILD, "/etc/app.conf", 130);
+    release(&mut trace, "/etc/app.conf", 135);
+    release(&mut trace, "/etc/app.conf", 150);
+    trace.read(CLIENT, "/etc/app.conf", 200);
+    trace
+}
+
+fn reading_until(graph: &Graph, p: Proc, path: &[u8]) -> TimeNs {
+    let process = image(graph, p, 0);
+    let file = graph.file(path).expect("the file");
+    let edge = graph
+        .edges_of_process(process)
+        .find(|edge| edge.file == file && edge.opens_for_reading())
+        .expect("an open for reading");
+    edge.reading_until
+}
+
+/// Which open a release ends is unknown: both early readers may read until the file had no
+/// open handle (150 ms), past the write; an open after the write needs no window.
+#[test]
+fn an_open_for_reading_lasts_until_no_handle_of_the_file_is_open() {
+    let graph = readers_and_a_later_writer().graph();
+    let conf = b"/etc/app.conf";
+    assert_eq!(reading_until(&graph, SERVER, conf), 150 * MS);
+    assert_eq!(reading_until(&graph, READER2, conf), 150 * MS);
+    assert_eq!(reading_until(&graph, CLIENT, conf), 200 * MS);
+    // The writer's own create is no read.
+    let writer = image(&graph, CHILD, 0);
+    assert!(
+        graph
+            .edges_of_process(writer)
+            .all(|edge| !edge.opens_for_reading())
+    );
+}
+
+/// A reader that closed before the write ends there; one whose release the log never shows
+/// (still open when recording stopped) may read until the end.
+#[test]
+fn a_closed_reader_ends_at_its_release_and_an_unreleased_one_never_ends() {
+    let mut trace = Trace::new("/");
+    trace.read(SERVER, "/etc/closed.conf", 100);
+    release(&mut trace, "/etc/closed.conf", 105);
+    trace.write(CHILD, "/etc/closed.conf", 130);
+    release(&mut trace, "/etc/closed.conf", 131);
+    trace.read(SERVER, "/etc/open.conf", 100);
+    trace.write(CHILD, "/etc/open.conf", 130);
+    release(&mut trace, "/etc/open.conf", 131);
+    let graph = trace.graph();
+    assert_eq!(reading_until(&graph, SERVER, b"/etc/closed.conf"), 105 * MS);
+    assert_eq!(
+        reading_until(&graph, SERVER, b"/etc/open.conf"),
+        TimeNs::MAX,
+        "the writer's release closed the writer's handle, not necessarily the reader's"
+    );
+}
+
+/// Records are stamped after their replies: another process's quick open and close can reach
+/// the log as a release stamped before its own open. That release must not end the reader's.
+#[test]
+fn a_release_stamped_before_its_own_open_does_not_close_an_earlier_reader() {
+    let mut trace = Trace::new("/");
+    trace.read(SERVER, "/etc/app.conf", 100);
+    release(&mut trace, "/etc/app.conf", 110);
+    trace.read(READER2, "/etc/app.conf", 111);
+    trace.write(CHILD, "/etc/app.conf", 130);
+    release(&mut trace, "/etc/app.conf", 131);
+    release(&mut trace, "/etc/app.conf", 200);
+    let graph = trace.graph();
+    assert_eq!(reading_until(&graph, SERVER, b"/etc/app.conf"), 200 * MS);
+}
+
+#[test]
+fn the_handle_pass_over_a_log_file_gives_the_same_windows() -> Result<(), Box<dyn std::error::Error>>
+{
+    let trace = readers_and_a_later_writer();
+    let path = std::env::temp_dir().join(format!("depsetfs-handles-{}.log", std::process::id()));
+    let mut writer = crate::log::LogWriter::create(&path, &trace.header)?;
+    for record in &trace.records {
+        writer.append(record)?;
+    }
+    writer.flush()?;
+    drop(writer);
+    let from_file = build::graph_from_log(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(from_file?.file_edges, trace.graph().file_edges);
+    Ok(())
+}

@@ -161,6 +161,18 @@ pub(crate) fn consumes(kind: &UseKind) -> bool {
     reads_content(kind) || !produces(kind)
 }
 
+/// The access opened a handle that can read the file (for reading, or running: the kernel reads
+/// a binary through its exec open): reads through it may never reach the daemon (passthrough,
+/// the page cache, mmap), so they count from the open until the handle's release. A create for
+/// reading counts too: it reads nothing at the create, but may read what others write later.
+pub(crate) fn opens_for_reading(kind: &UseKind) -> bool {
+    match kind.op {
+        Op::Open => kind.intent & (intent::READ | intent::EXEC) != 0,
+        Op::Create => kind.intent & intent::READ != 0,
+        _ => false,
+    }
+}
+
 /// The access read the file's content or listing, not just its name or attributes.
 pub(crate) fn reads_content(kind: &UseKind) -> bool {
     match kind.op {

@@ -12,6 +12,8 @@ const SHELL: Proc = Proc { pid: 10, start: 1 };
 const WRITER: Proc = Proc { pid: 11, start: 2 };
 const READER: Proc = Proc { pid: 12, start: 3 };
 const OTHER: Proc = Proc { pid: 13, start: 4 };
+/// The kernel's own requests: RELEASE after the last close of a file.
+const KERNEL: Proc = Proc { pid: 0, start: 0 };
 
 /// A source tree holding every path the scenarios use, removed when dropped.
 struct Source(ScratchDir);
@@ -44,20 +46,27 @@ impl Source {
     }
 }
 
-/// sh forks a generator that writes /etc/app.conf, then a reader that reads it, then an
-/// unrelated `date`; the reader also reads /etc/mtab, which `date` wrote.
+/// sh forks a generator that writes /etc/app.conf, then a reader that reads it (and closes
+/// it at once), then an unrelated `date`; the reader also reads /etc/mtab, which `date` wrote.
 fn config_scenario(source: &Source, read_at: u64) -> Trace {
     let mut trace = source.trace();
     trace.info(SHELL, 99, "/usr/bin/dash", "sh -c script", 15);
     trace.spawn(SHELL, WRITER, "/usr/bin/gen", "gen", 100);
     trace.write(WRITER, "/etc/app.conf", 150);
+    release(&mut trace, "/etc/app.conf", 151);
     trace.spawn(SHELL, READER, "/usr/bin/cat", "cat /etc/app.conf", 200);
     trace.read(READER, "/etc/app.conf", read_at);
+    release(&mut trace, "/etc/app.conf", read_at + 1);
     trace.spawn(SHELL, OTHER, "/usr/bin/date", "date", 300);
     trace.write(OTHER, "/etc/mtab", 310);
     trace.read(OTHER, "/etc/unrelated", 310);
     trace.read(READER, "/etc/mtab", 400);
     trace
+}
+
+/// The kernel's RELEASE of a handle of `path` (after its last close).
+fn release(trace: &mut Trace, path: &str, at_ms: u64) {
+    trace.access(KERNEL, Op::Release, path, 0, FileKind::File, at_ms);
 }
 
 fn by_cmd(pattern: &str) -> Vec<Selector> {
@@ -137,6 +146,44 @@ fn a_read_that_ended_before_the_write_does_not_depend_on_it() {
         false,
     );
     assert!(!paths(&result).contains("/usr/bin/gen"));
+}
+
+/// With passthrough the reader's reads never reach the daemon: it opened the file before the
+/// writer wrote it and read it afterwards, and only its open (and the kernel's release of the
+/// last handle) is in the log. It still depends on the writer, exactly as when its reads were
+/// recorded.
+#[test]
+fn a_reader_that_opened_before_the_write_and_closed_after_depends_on_the_writer() {
+    let source = Source::new("passthrough");
+    let scenario = |reads_recorded: bool| {
+        let mut trace = source.trace();
+        trace.info(SHELL, 99, "/usr/bin/dash", "sh -c script", 15);
+        trace.spawn(SHELL, READER, "/usr/bin/cat", "cat /etc/app.conf", 100);
+        trace.read(READER, "/etc/app.conf", 120);
+        trace.spawn(SHELL, WRITER, "/usr/bin/gen", "gen", 130);
+        trace.write(WRITER, "/etc/app.conf", 150);
+        release(&mut trace, "/etc/app.conf", 151);
+        if reads_recorded {
+            let read = crate::record::intent::READ;
+            trace.access(READER, Op::Read, "/etc/app.conf", read, FileKind::File, 250);
+        }
+        release(&mut trace, "/etc/app.conf", 260);
+        trace
+    };
+    for reads_recorded in [false, true] {
+        let result = run(
+            &scenario(reads_recorded),
+            &by_cmd("^cat"),
+            &Rules::built_in(),
+            Strategy::Strict,
+            false,
+        );
+        let set = paths(&result);
+        assert!(
+            set.contains("/usr/bin/gen"),
+            "reads recorded: {reads_recorded}: {set:?}"
+        );
+    }
 }
 
 #[test]
