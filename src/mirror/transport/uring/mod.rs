@@ -673,6 +673,155 @@ fn reply<'r, 'a>(answer: &'r mut Answer<'a>, limit: usize) -> RingReply<'r, 'a> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::records::{ScratchDir, header};
+    use crate::log::LogWriter;
+    use crate::mirror::fs::CachePolicy;
+    use crate::mirror::process::ProcessTracker;
+    use crate::mirror::recorder::Recorder;
+    use std::time::Duration;
+
+    const UNIQUE: u64 = 0x77;
+    const MAX_PAYLOAD: usize = 64 * 1024;
+
+    /// A queue over a MirrorFs of `dir/src` (holding hello.txt = "hi"), with no kernel: the
+    /// tests write requests into an entry's buffers as the kernel would and read the answer.
+    fn queue(dir: &ScratchDir) -> Queue {
+        dir.write("src/hello.txt", "hi").expect("write a file");
+        let root = crate::sys::open_path(&dir.file("src"), libc::O_PATH | libc::O_DIRECTORY)
+            .expect("open the root");
+        let writer = LogWriter::create(&dir.file("log"), &header()).expect("create the log");
+        let recorder = Recorder::start(writer, Duration::from_secs(3600)).expect("recorder");
+        let tracker = ProcessTracker::new(recorder.clone(), None);
+        let fs = MirrorFs::new(root, CachePolicy::default(), recorder, tracker).expect("fs");
+        let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+        Queue {
+            qid: 0,
+            cpu: 0,
+            device: Arc::new(OwnedFd::from(null)),
+            fs: Arc::new(fs),
+            max_payload: MAX_PAYLOAD,
+        }
+    }
+
+    /// Writes a request into `entry` as `fuse_uring_args_to_ring` does.
+    fn put_request(entry: &mut Entry, opcode: u32, nodeid: u64, op_in: &[u8], payload: &[u8]) {
+        let h = &mut entry.header;
+        h.fill(0);
+        h[0..4].copy_from_slice(
+            &((wire::IN_HEADER_LEN + op_in.len() + payload.len()) as u32).to_le_bytes(),
+        );
+        h[4..8].copy_from_slice(&opcode.to_le_bytes());
+        h[8..16].copy_from_slice(&UNIQUE.to_le_bytes());
+        h[16..24].copy_from_slice(&nodeid.to_le_bytes());
+        h[32..36].copy_from_slice(&std::process::id().to_le_bytes());
+        h[wire::OP_IN_OFFSET..wire::OP_IN_OFFSET + op_in.len()].copy_from_slice(op_in);
+        let ent = wire::ENT_IN_OUT_OFFSET;
+        h[ent + 8..ent + 16].copy_from_slice(&UNIQUE.to_le_bytes());
+        h[ent + 16..ent + 20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        entry.payload[..payload.len()].copy_from_slice(payload);
+    }
+
+    /// Serves the request in `entry`: (out header's error, its unique, payload_sz).
+    fn serve(queue: &Queue, entry: &mut Entry) -> (i32, u64, usize) {
+        let (mut inbuf, mut outbuf) = (Vec::new(), Vec::new());
+        let commit_id = queue.handle(entry, &mut inbuf, &mut outbuf);
+        assert_eq!(commit_id, UNIQUE);
+        let h = &entry.header;
+        let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+        let payload_sz = u32_at(wire::ENT_IN_OUT_OFFSET + 16) as usize;
+        assert_eq!(u32_at(0) as usize, wire::OUT_HEADER_LEN + payload_sz);
+        let unique = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        (u32_at(4) as i32, unique, payload_sz)
+    }
+
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+    }
+
+    #[test]
+    fn lookup_answers_fuse_entry_out_or_an_errno() {
+        let dir = ScratchDir::new("uring-lookup");
+        let queue = queue(&dir);
+        let mut entry = Entry::new(MAX_PAYLOAD);
+        put_request(&mut entry, 1, 1, &[], b"hello.txt\0");
+        assert_eq!(serve(&queue, &mut entry), (0, UNIQUE, 128));
+        let out = &entry.payload;
+        assert_ne!(u64_at(out, 0), 0, "nodeid");
+        assert_eq!(u64_at(out, 40 + 8), 2, "attr.size");
+        let mode = u32::from_le_bytes(out[40 + 60..40 + 64].try_into().expect("4 bytes"));
+        assert_eq!(mode & libc::S_IFMT, libc::S_IFREG);
+
+        put_request(&mut entry, 1, 1, &[], b"missing\0");
+        assert_eq!(serve(&queue, &mut entry), (-libc::ENOENT, UNIQUE, 0));
+        // Unterminated name: EINVAL; an opcode depsetfs does not serve (FLUSH): ENOSYS.
+        put_request(&mut entry, 1, 1, &[], b"hello.txt");
+        assert_eq!(serve(&queue, &mut entry), (-libc::EINVAL, UNIQUE, 0));
+        put_request(&mut entry, 25, 1, &[0; 24], b"");
+        assert_eq!(serve(&queue, &mut entry), (-libc::ENOSYS, UNIQUE, 0));
+        // A payload size beyond the buffer: EINVAL, no read past it.
+        put_request(&mut entry, 1, 1, &[], b"x\0");
+        let ent = wire::ENT_IN_OUT_OFFSET;
+        entry.header[ent + 16..ent + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(serve(&queue, &mut entry), (-libc::EINVAL, UNIQUE, 0));
+    }
+
+    #[test]
+    fn create_then_a_large_write_goes_through_the_aside_buffer() {
+        let dir = ScratchDir::new("uring-write");
+        let queue = queue(&dir);
+        let mut entry = Entry::new(MAX_PAYLOAD);
+        let mut create = Vec::new();
+        create.extend(((libc::O_CREAT | libc::O_RDWR) as u32).to_le_bytes());
+        create.extend((libc::S_IFREG | 0o644).to_le_bytes());
+        create.extend(0o022u32.to_le_bytes());
+        create.extend(0u32.to_le_bytes());
+        put_request(&mut entry, 35, 1, &create, b"new.bin\0");
+        assert_eq!(serve(&queue, &mut entry), (0, UNIQUE, 128 + 16));
+        let fh = u64_at(&entry.payload, 128);
+        let ino = u64_at(&entry.payload, 0);
+
+        let data = vec![b'z'; COPY_OUT_LIMIT + 1000];
+        let mut write = Vec::new();
+        write.extend(fh.to_le_bytes());
+        write.extend(0u64.to_le_bytes());
+        write.extend((data.len() as u32).to_le_bytes());
+        write.extend([0u8; 20]);
+        put_request(&mut entry, 16, ino, &write, &data);
+        assert_eq!(serve(&queue, &mut entry), (0, UNIQUE, 8));
+        assert_eq!(
+            u32::from_le_bytes(entry.payload[0..4].try_into().expect("4 bytes")) as usize,
+            data.len()
+        );
+        assert_eq!(
+            std::fs::read(dir.file("src/new.bin")).expect("read back"),
+            data
+        );
+    }
+
+    #[test]
+    fn opendir_then_readdir_lists_the_entries() {
+        let dir = ScratchDir::new("uring-readdir");
+        let queue = queue(&dir);
+        let mut entry = Entry::new(MAX_PAYLOAD);
+        put_request(&mut entry, 27, 1, &[0; 8], b"");
+        assert_eq!(serve(&queue, &mut entry), (0, UNIQUE, 16));
+        let fh = u64_at(&entry.payload, 0);
+        let mut read = Vec::new();
+        read.extend(fh.to_le_bytes());
+        read.extend(0u64.to_le_bytes());
+        read.extend(4096u32.to_le_bytes());
+        read.extend([0u8; 20]);
+        put_request(&mut entry, 28, 1, &read, b"");
+        let (error, _, len) = serve(&queue, &mut entry);
+        assert_eq!(error, 0);
+        assert_eq!(len % 8, 0);
+        let listing = &entry.payload[..len];
+        assert!(
+            listing.windows(9).any(|w| w == b"hello.txt"),
+            "{:?}",
+            String::from_utf8_lossy(listing)
+        );
+    }
 
     #[test]
     fn cpu_lists() {
