@@ -386,7 +386,14 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
         .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
     let ring = match (want_uring, granted.load(Ordering::Acquire)) {
         (false, _) => None,
-        (true, true) => Some(start_ring(&ring_device, &fs)?),
+        (true, true) => match start_ring(&ring_device, &fs) {
+            Ok(ring) => Some(ring),
+            Err(e) if options.speed.transport == TransportChoice::Uring => return Err(e.into()),
+            Err(e) => {
+                warnings.push(transport::fallback_warning(&e));
+                None
+            }
+        },
         (true, false) => {
             let refused = transport::TransportError::Ring(
                 "the kernel did not agree to it at INIT".to_owned(),
@@ -430,13 +437,16 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     })
 }
 
-/// Registers the io_uring queues after INIT agreed to them. From then on the kernel waits for
-/// the ring, so a failure here ends the daemon (one error line) rather than falling back.
-fn start_ring(device: &OwnedFd, fs: &Arc<MirrorFs>) -> Result<UringTransport, ServeError> {
+/// Registers the io_uring queues after INIT agreed to them. On failure `uring::start` has
+/// switched the connection back to /dev/fuse (see `uring::UringError`), so the caller may
+/// fall back.
+fn start_ring(
+    device: &OwnedFd,
+    fs: &Arc<MirrorFs>,
+) -> Result<UringTransport, transport::TransportError> {
     let payload = uring::payload_size(URING_MAX_WRITE);
-    let ring = uring::start(device, Arc::clone(fs), payload).map_err(|e| {
-        transport::TransportError::Ring(format!("{e} (`--transport dev` does without it)"))
-    })?;
+    let ring = uring::start(device, Arc::clone(fs), payload)
+        .map_err(|e| transport::TransportError::Ring(e.to_string()))?;
     eprintln!(
         "depsetfs daemon: requests come through FUSE over io_uring ({} queues)",
         ring.queues()
