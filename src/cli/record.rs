@@ -51,7 +51,7 @@ pub(crate) struct SpeedArgs {
     /// How FUSE requests reach the daemon: `uring` (FUSE over io_uring: per-CPU queues, each
     /// served on its own CPU; Linux >= 6.14), `dev` (threads reading /dev/fuse) or `auto`
     /// (io_uring where the kernel offers it, turning the fuse module's enable_uring on if root
-    /// may, and saying so; else /dev/fuse with one warning).
+    /// may, and saying so; else /dev/fuse, and one line says why).
     #[arg(long, value_enum, env = "DEPSETFS_TRANSPORT", default_value_t = TransportChoice::Auto)]
     pub(crate) transport: TransportChoice,
     /// Request-handling threads of the /dev/fuse transport (io_uring: one per CPU).

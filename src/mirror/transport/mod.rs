@@ -19,7 +19,7 @@ pub const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 /// `--transport`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum TransportChoice {
-    /// io_uring where the kernel offers it, else /dev/fuse (one warning line).
+    /// io_uring where the kernel offers it, else /dev/fuse (one line says why).
     #[default]
     Auto,
     /// FUSE over io_uring, or fail.
