@@ -318,7 +318,7 @@ impl MirrorFs {
         // enough to find it, without opening and closing a descriptor.
         let dir = parent.fd().map_err(errno)?;
         let stat = sys::lstat_at(dir.raw(), name).map_err(errno)?;
-        if let Some(number) = self.inodes.remember_known(&stat, Arc::from(path)) {
+        if let Some(number) = self.inodes.remember_known(&stat, path) {
             return Ok((number, self.attr(&stat)));
         }
         let fd = sys::openat(dir.raw(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(errno)?;

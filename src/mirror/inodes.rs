@@ -21,6 +21,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::hash::{BuildHasherDefault, Hasher};
+
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
@@ -113,6 +115,15 @@ impl Node {
         }
     }
 
+    /// As [`Node::set_path`], allocating only if the path changed (a revalidating lookup, the
+    /// commonest request, reaches the node by the path it already has).
+    fn set_path_from(&self, path: &[u8]) {
+        let mut current = self.path.lock().expect("node path lock poisoned");
+        if **current != *path {
+            *current = Arc::from(path);
+        }
+    }
+
     /// A descriptor (`O_PATH`) of exactly this node's file.
     pub fn fd(&self) -> std::io::Result<NodeFd<'_>> {
         match &self.anchor {
@@ -144,25 +155,74 @@ fn mount_descriptor(mount_id: i32) -> Option<OwnedFd> {
     .ok()
 }
 
+/// Hashes the integer keys of the daemon's per-request tables (node numbers, devices, handle
+/// numbers, pids) with a few multiplications (FxHash's, SplitMix64's finaliser) instead of SipHash, which showed in the
+/// profile of every request: these keys are the kernel's and the daemon's own numbers, not
+/// strings a caller picks to collide.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NumberHasher(u64);
+
+impl NumberHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        // SplitMix64's finaliser: every input bit reaches both the low bits (a table's bucket
+        // index) and the high ones (dashmap's shard), including a device index in the top 16.
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.add(u64::from(n as u32));
+    }
+}
+
+/// A concurrent map keyed by numbers, hashed with [`NumberHasher`].
+pub type NumberMap<K, V> = DashMap<K, V, BuildHasherDefault<NumberHasher>>;
+
 /// Inode numbers of at most this many bits keep their value (plus a device index).
 const INO_BITS: u32 = 48;
 
 /// Node numbers to nodes.
 #[derive(Debug)]
 pub struct InodeTable {
-    nodes: DashMap<u64, Arc<Node>>,
+    nodes: NumberMap<u64, Arc<Node>>,
     root_key: FileKey,
     /// Submount devices, numbered from 1 in the order they are met.
-    devices: DashMap<u64, u64>,
+    devices: NumberMap<u64, u64>,
     /// Files whose inode number does not fit in [`INO_BITS`] (rare: some overlay and network
     /// filesystems); they get numbers from a counter, kept for the daemon's lifetime.
-    oversized: DashMap<FileKey, u64>,
+    oversized: NumberMap<FileKey, u64>,
     next_oversized: AtomicU64,
     /// Descriptor anchors alive, and how many may be.
     open_anchors: Arc<AtomicUsize>,
     anchor_budget: usize,
     /// A descriptor on each mount that handle anchors were made for, by mount id.
-    mounts: DashMap<i32, Arc<OwnedFd>>,
+    mounts: NumberMap<i32, Arc<OwnedFd>>,
 }
 
 impl InodeTable {
@@ -194,14 +254,14 @@ impl InodeTable {
             io: Mutex::default(),
         };
         let table = InodeTable {
-            nodes: DashMap::new(),
+            nodes: NumberMap::default(),
             root_key: key,
-            devices: DashMap::new(),
-            oversized: DashMap::new(),
+            devices: NumberMap::default(),
+            oversized: NumberMap::default(),
             next_oversized: AtomicU64::new(0xffff << INO_BITS),
             open_anchors,
             anchor_budget,
-            mounts: DashMap::new(),
+            mounts: NumberMap::default(),
         };
         table.nodes.insert(ROOT_NODE, Arc::new(root));
         table
@@ -322,14 +382,14 @@ impl InodeTable {
     /// Like [`InodeTable::remember`] for a file that already has a descriptor-anchored node:
     /// counts one more reference and returns its number; `None` otherwise (the caller then
     /// opens the file, so a handle-anchored node's identity can be checked).
-    pub fn remember_known(&self, stat: &libc::stat, path: Arc<[u8]>) -> Option<u64> {
+    pub fn remember_known(&self, stat: &libc::stat, path: &[u8]) -> Option<u64> {
         let key = FileKey::of(stat);
         let number = self.number_of(key);
         match self.nodes.entry(number) {
             Entry::Occupied(entry) if entry.get().key == key && entry.get().handle().is_none() => {
                 let node = entry.get();
                 node.lookups.fetch_add(1, Ordering::Relaxed);
-                node.set_path(path);
+                node.set_path_from(path);
                 Some(number)
             }
             _ => None,
@@ -361,6 +421,25 @@ mod tests {
         let fd = crate::sys::open_path(std::path::Path::new("/"), libc::O_PATH).expect("open /");
         let stat = crate::sys::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("stat /");
         InodeTable::new(fd, &stat)
+    }
+
+    #[test]
+    fn number_hasher_spreads_sequential_and_device_marked_numbers() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<NumberHasher>::default();
+        // Distinct hashes, and the low bits (a table's bucket index) and the high bits
+        // (dashmap's shard) both spread: sequential numbers, and numbers that differ only in
+        // the device index of the top 16 bits.
+        for step in [1u64, 1 << INO_BITS] {
+            let hashes: Vec<u64> = (0..4096u64).map(|i| build.hash_one(i * step)).collect();
+            let distinct: std::collections::HashSet<_> = hashes.iter().collect();
+            assert_eq!(distinct.len(), hashes.len());
+            let low: std::collections::HashSet<_> = hashes.iter().map(|h| h & 0xff).collect();
+            let high: std::collections::HashSet<_> =
+                hashes.iter().map(|h| (h << 7) >> 59).collect();
+            assert!(low.len() > 200, "low bits: {} of 256", low.len());
+            assert_eq!(high.len(), 32, "shard bits");
+        }
     }
 
     #[test]
@@ -465,10 +544,7 @@ mod anchor_tests {
         assert!(passwd.handle().is_some());
         // Handle-anchored nodes are not found by stat alone.
         let passwd_stat = open("/etc/passwd").1;
-        assert_eq!(
-            table.remember_known(&passwd_stat, Arc::from(&b"/etc/passwd"[..])),
-            None
-        );
+        assert_eq!(table.remember_known(&passwd_stat, b"/etc/passwd"), None);
         for number in numbers {
             table.forget(number, 1);
         }

@@ -9,13 +9,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dashmap::DashMap;
 use fuser::{Errno, FileHandle};
 
 use crate::mirror::io_mode::Backing;
 
 use super::errno;
-use crate::mirror::inodes::Node;
+use crate::mirror::inodes::{Node, NumberMap};
 use crate::mirror::io_mode::{FileStamp, OpenMode};
 use crate::record::intent;
 use crate::sys;
@@ -41,14 +40,14 @@ impl Drop for OpenHandle {
 
 /// The open handles by number.
 pub(super) struct Handles {
-    open: DashMap<u64, Arc<OpenHandle>>,
+    open: NumberMap<u64, Arc<OpenHandle>>,
     next: AtomicU64,
 }
 
 impl Handles {
     pub(super) fn new() -> Handles {
         Handles {
-            open: DashMap::new(),
+            open: NumberMap::default(),
             next: AtomicU64::new(1),
         }
     }

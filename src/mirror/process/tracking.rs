@@ -14,6 +14,7 @@ use dashmap::mapref::entry::Entry;
 use super::base::{Caller, DetailsMessage, DetailsRequest, RecordSink};
 use super::exec_capture::ExecCapture;
 use super::proc_fs;
+use crate::mirror::inodes::NumberMap;
 use crate::record::{LostEvents, Record, now_ns};
 
 /// `source` of the [`LostEvents`] emitted when a process could not be queued for description.
@@ -41,9 +42,9 @@ pub(super) struct Counters {
 
 pub(super) struct Tracking {
     /// tid -> its thread group, for the threads of tracked processes.
-    pub callers: DashMap<u32, Caller>,
+    pub callers: NumberMap<u32, Caller>,
     /// pid (tgid) -> tracked process.
-    pub processes: DashMap<u32, TrackedProcess>,
+    pub processes: NumberMap<u32, TrackedProcess>,
     /// pid (tgid) -> what its latest exec was asked to run, until the process exits.
     pub exec_captures: DashMap<u32, ExecCapture>,
     pub counters: Counters,
@@ -60,8 +61,8 @@ impl Tracking {
         details: Sender<DetailsMessage>,
     ) -> Tracking {
         Tracking {
-            callers: DashMap::new(),
-            processes: DashMap::new(),
+            callers: NumberMap::default(),
+            processes: NumberMap::default(),
             exec_captures: DashMap::new(),
             counters: Counters::default(),
             mirror_prefix,
