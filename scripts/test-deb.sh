@@ -34,8 +34,8 @@ for page in depsetfs depsetfs-mount depsetfs-run depsetfs-dump depsetfs-export d
   path=$(man -w "$page") || fail "man -w $page: no such page"
   case $path in /usr/share/man/man1/"$page".1.gz) ;; *) fail "man -w $page: $path" ;; esac
 done
-MANWIDTH=100 MANPAGER=cat man depsetfs-mount 2>/dev/null | grep -q -- '--passthrough' ||
-  fail "man depsetfs-mount does not show --passthrough"
+MANWIDTH=100 MANPAGER=cat man depsetfs-mount 2>/dev/null | grep -q -- '--no-passthrough' ||
+  fail "man depsetfs-mount does not show --no-passthrough"
 
 # Completions where each shell looks for them; bash's loads and completes a subcommand.
 for f in /usr/share/bash-completion/completions/depsetfs /usr/share/zsh/vendor-completions/_depsetfs \
