@@ -226,7 +226,7 @@ impl MirrorFs {
         record: impl FnOnce(N, Result<T, Errno>) -> E,
     ) {
         if let Some(cache) = &self.entry_cache {
-            cache.turn(self.tracker.identify(req.pid()).pid);
+            cache.turn(self.tracker.identify(req.pid).pid);
         }
         let nodes = match nodes() {
             Ok(nodes) => nodes,
@@ -250,7 +250,7 @@ impl MirrorFs {
     }
 
     fn record(&self, req: &Caller, event: Event) {
-        let caller = self.tracker.identify(req.pid());
+        let caller = self.tracker.identify(req.pid);
         let now = now_ns();
         self.recorder.access(Access {
             pid: caller.pid,
@@ -337,7 +337,7 @@ impl MirrorFs {
     ) -> Result<(u64, FileAttr), Errno> {
         let dir = parent.fd().map_err(errno)?;
         let fd = sys::openat(dir.raw(), name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(errno)?;
-        ownership::hand_to_caller(req.uid(), req.gid(), parent, fd.as_raw_fd())?;
+        ownership::hand_to_caller(req.uid, req.gid, parent, fd.as_raw_fd())?;
         let stat = sys::fstat(fd.as_raw_fd()).map_err(errno)?;
         let number = self.inodes.remember(fd, &stat, Arc::from(path));
         Ok((number, self.attr(&stat)))
@@ -682,7 +682,7 @@ impl MirrorFs {
                     // The caller waits in execve until this open is answered: its argv is
                     // readable.
                     self.tracker
-                        .capture_exec(self.tracker.identify(req.pid()), &node.path());
+                        .capture_exec(self.tracker.identify(req.pid), &node.path());
                 }
                 let (fd, mode) = handles::open_file(
                     node,
@@ -1201,7 +1201,7 @@ impl MirrorFs {
             sys::openat(dir.raw(), name, open_flags, mode)
         })
         .map_err(errno)?;
-        ownership::hand_to_caller(req.uid(), req.gid(), parent, file.as_raw_fd())?;
+        ownership::hand_to_caller(req.uid, req.gid, parent, file.as_raw_fd())?;
         // A path descriptor of exactly the file just created, without resolving `name` again.
         let path_fd = sys::reopen(file.as_raw_fd(), libc::O_PATH).map_err(errno)?;
         let stat = sys::fstat(path_fd.as_raw_fd()).map_err(errno)?;

@@ -367,26 +367,24 @@ fn prepare_session(options: &ServeOptions, state: &StateDir) -> Result<ServingSe
     if let Some(cache) = entry_cache {
         fs.cache_entries_per_process(cache, ENTRY_CACHE_TTL);
     }
-    let device = fuse.try_clone().map_err(io_err(
+    // One more descriptor of the connection, for what fuser's session does not do: register
+    // passthrough backing files, and the io_uring queues.
+    let device = Arc::new(fuse.try_clone().map_err(io_err(
         "duplicate the descriptor of",
         Path::new("/dev/fuse"),
-    ))?;
-    fs.use_device(Arc::new(device));
+    ))?);
+    fs.use_device(Arc::clone(&device));
     let mut config = Config::default();
     config.n_threads = Some(options.speed.threads.max(1));
     config.clone_fd = true;
     let fs = Arc::new(fs);
-    let ring_device = fuse.try_clone().map_err(io_err(
-        "duplicate the descriptor of",
-        Path::new("/dev/fuse"),
-    ))?;
     let front = DevFront::new(Arc::clone(&fs), want_uring);
     let granted = front.uring_granted();
     let session = Session::from_fd(front, fuse, SessionACL::All, config)
         .map_err(io_err("handshake with the kernel on", &options.mountpoint))?;
     let ring = match (want_uring, granted.load(Ordering::Acquire)) {
         (false, _) => None,
-        (true, true) => match start_ring(&ring_device, &fs) {
+        (true, true) => match start_ring(&device, &fs) {
             Ok(ring) => Some(ring),
             Err(e) if options.speed.transport == TransportChoice::Uring => return Err(e.into()),
             Err(e) => {

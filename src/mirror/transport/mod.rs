@@ -34,21 +34,20 @@ pub const TRANSPORT_ENV: &str = "DEPSETFS_TRANSPORT";
 
 impl TransportChoice {
     /// The default: `DEPSETFS_TRANSPORT` if it names a transport, else `auto` (the commands
-    /// that take `--transport` reject a bad value themselves).
+    /// that take `--transport` reject a bad value themselves). Parsed by clap's derived
+    /// names, the same as the option's.
     pub fn from_env() -> TransportChoice {
-        match std::env::var(TRANSPORT_ENV).as_deref() {
-            Ok("uring") => TransportChoice::Uring,
-            Ok("dev") => TransportChoice::Dev,
-            _ => TransportChoice::Auto,
-        }
+        std::env::var(TRANSPORT_ENV)
+            .ok()
+            .and_then(|value| <Self as clap::ValueEnum>::from_str(&value, false).ok())
+            .unwrap_or_default()
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            TransportChoice::Auto => "auto",
-            TransportChoice::Uring => "uring",
-            TransportChoice::Dev => "dev",
-        }
+    /// The option's value naming this choice (clap's derived name).
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -163,6 +162,17 @@ mod tests {
             "the switch is left alone"
         );
         assert!(prepare_with(TransportChoice::Uring, &path, no_ring).is_err());
+    }
+
+    #[test]
+    fn every_choice_is_named_as_the_option_spells_it() {
+        for (choice, name) in [
+            (TransportChoice::Auto, "auto"),
+            (TransportChoice::Uring, "uring"),
+            (TransportChoice::Dev, "dev"),
+        ] {
+            assert_eq!(choice.name(), name);
+        }
     }
 
     #[test]

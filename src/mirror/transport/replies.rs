@@ -19,20 +19,6 @@ pub struct Caller {
     pub gid: u32,
 }
 
-impl Caller {
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    pub fn uid(&self) -> u32 {
-        self.uid
-    }
-
-    pub fn gid(&self) -> u32 {
-        self.gid
-    }
-}
-
 /// Every answer can be an error.
 pub trait Reply {
     fn error(self, errno: Errno);
